@@ -1,0 +1,162 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Consistency(_message.Message):
+    __slots__ = ("level", "count")
+    class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        LEVEL_UNSPECIFIED: _ClassVar[Consistency.Level]
+        ONE: _ClassVar[Consistency.Level]
+        QUORUM: _ClassVar[Consistency.Level]
+        ALL: _ClassVar[Consistency.Level]
+    LEVEL_UNSPECIFIED: Consistency.Level
+    ONE: Consistency.Level
+    QUORUM: Consistency.Level
+    ALL: Consistency.Level
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    level: Consistency.Level
+    count: int
+    def __init__(self, level: _Optional[_Union[Consistency.Level, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Dot(_message.Message):
+    __slots__ = ("node_id", "counter")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    counter: int
+    def __init__(self, node_id: _Optional[str] = ..., counter: _Optional[int] = ...) -> None: ...
+
+class CausalContext(_message.Message):
+    __slots__ = ("version_vector",)
+    VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    version_vector: _containers.RepeatedCompositeFieldContainer[Dot]
+    def __init__(self, version_vector: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ...) -> None: ...
+
+class ItemStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("key", "r")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    R_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    r: Consistency
+    def __init__(self, key: _Optional[bytes] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("found", "siblings", "context", "timestamp")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    context: bytes
+    timestamp: int
+    def __init__(self, found: _Optional[bool] = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class PutRequest(_message.Message):
+    __slots__ = ("key", "value", "context", "w", "request_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    W_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    context: bytes
+    w: Consistency
+    request_id: bytes
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+
+class PutResponse(_message.Message):
+    __slots__ = ("context", "timestamp")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    context: bytes
+    timestamp: int
+    def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("key", "context", "w", "request_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    W_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    context: bytes
+    w: Consistency
+    request_id: bytes
+    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("context",)
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    context: bytes
+    def __init__(self, context: _Optional[bytes] = ...) -> None: ...
+
+class GetManyRequest(_message.Message):
+    __slots__ = ("keys", "r")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    R_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    r: Consistency
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class GetManyResponse(_message.Message):
+    __slots__ = ("items",)
+    class Item(_message.Message):
+        __slots__ = ("status", "result")
+        STATUS_FIELD_NUMBER: _ClassVar[int]
+        RESULT_FIELD_NUMBER: _ClassVar[int]
+        status: ItemStatus
+        result: GetResponse
+        def __init__(self, status: _Optional[_Union[ItemStatus, _Mapping]] = ..., result: _Optional[_Union[GetResponse, _Mapping]] = ...) -> None: ...
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[GetManyResponse.Item]
+    def __init__(self, items: _Optional[_Iterable[_Union[GetManyResponse.Item, _Mapping]]] = ...) -> None: ...
+
+class PutManyRequest(_message.Message):
+    __slots__ = ("puts", "w")
+    PUTS_FIELD_NUMBER: _ClassVar[int]
+    W_FIELD_NUMBER: _ClassVar[int]
+    puts: _containers.RepeatedCompositeFieldContainer[PutRequest]
+    w: Consistency
+    def __init__(self, puts: _Optional[_Iterable[_Union[PutRequest, _Mapping]]] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class PutManyResponse(_message.Message):
+    __slots__ = ("items",)
+    class Item(_message.Message):
+        __slots__ = ("status", "result")
+        STATUS_FIELD_NUMBER: _ClassVar[int]
+        RESULT_FIELD_NUMBER: _ClassVar[int]
+        status: ItemStatus
+        result: PutResponse
+        def __init__(self, status: _Optional[_Union[ItemStatus, _Mapping]] = ..., result: _Optional[_Union[PutResponse, _Mapping]] = ...) -> None: ...
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PutManyResponse.Item]
+    def __init__(self, items: _Optional[_Iterable[_Union[PutManyResponse.Item, _Mapping]]] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class PingResponse(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
