@@ -1,0 +1,114 @@
+"""Typed configuration of a storage node, with defaults and validation.
+
+One frozen object; a TOML file (`--config FILE`) and command-line flags fill it,
+flags winning. Nothing else in the code reads the environment or globals.
+"""
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from kvstore.ring import DEFAULT_PARTITIONS, validate_partition_count
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# gRPC frames carry a batch of values plus protobuf overhead; leave room for it.
+_MESSAGE_OVERHEAD_BYTES = 64 * KIB
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    listen: str = "127.0.0.1:7101"
+    data_dir: Path = Path("data/n1")
+    metrics_port: int = 0  # 0: no metrics HTTP server
+    partitions: int = DEFAULT_PARTITIONS
+    map_size: int = 1 * GIB  # LMDB map size: the most the database can grow to
+    durability: str = "sync"  # "sync": fsync every commit; "nosync": unsafe, OS decides
+    max_key_bytes: int = 1 * KIB
+    max_value_bytes: int = 1 * MIB
+    max_batch_items: int = 1000
+    max_commit_batch: int = 1024  # writes sharing one LMDB transaction at most
+    request_id_ttl_seconds: float = 600.0  # how long a retried write is recognised
+    shutdown_grace_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.node_id or len(self.node_id) > 64 or not self.node_id.isprintable():
+            raise ConfigError("id must be 1..64 printable characters")
+        parse_address(self.listen, "listen")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        try:
+            validate_partition_count(self.partitions)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.map_size < 1 * MIB:
+            raise ConfigError(f"map_size must be at least 1 MiB, got {self.map_size} bytes")
+        if self.durability not in ("sync", "nosync"):
+            raise ConfigError(f"durability must be 'sync' or 'nosync', got {self.durability!r}")
+        if not 1 <= self.max_key_bytes <= 64 * KIB:
+            raise ConfigError(f"max_key_bytes must be 1..65536, got {self.max_key_bytes}")
+        if not 1 <= self.max_value_bytes <= 256 * MIB:
+            raise ConfigError(f"max_value_bytes must be 1..268435456, got {self.max_value_bytes}")
+        if self.max_batch_items < 1:
+            raise ConfigError(f"max_batch_items must be at least 1, got {self.max_batch_items}")
+        if self.max_commit_batch < 1:
+            raise ConfigError(f"max_commit_batch must be at least 1, got {self.max_commit_batch}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: room for one maximum-size key and value, and at
+        least 4 MiB (gRPC's default) so batches of small items fit."""
+        return max(4 * MIB, self.max_key_bytes + self.max_value_bytes + _MESSAGE_OVERHEAD_BYTES)
+
+
+def parse_address(address: str, setting: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{setting} must be HOST:PORT with a port 1..65535, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_node_config(config_file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Defaults, then the TOML file's [node] table, then flags that were given."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        values.update(document.get("node", document))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    if "node_id" not in values:
+        raise ConfigError("a node needs an id (--id or node_id in the config file)")
+    return NodeConfig(**values)
+
+
+__all__ = ["NodeConfig", "ConfigError", "load_node_config", "parse_address", "replace"]
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
+               "g": GIB, "gb": GIB, "gib": GIB, "t": 1024 * GIB, "tb": 1024 * GIB, "tib": 1024 * GIB}
+
+
+def parse_size(text: str, setting: str) -> int:
+    """'1073741824', '512MiB', '1g' → bytes (binary units)."""
+    cleaned = text.strip().lower().replace(" ", "")
+    number = cleaned.rstrip("kmgtib")
+    unit = cleaned[len(number):]
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{setting} must be a size like 1073741824, 512MiB or 1GiB, got {text!r}")
+    return int(number) * _SIZE_UNITS[unit]
