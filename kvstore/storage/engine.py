@@ -1,0 +1,63 @@
+"""The storage seam: what a node needs from a durable key-value engine.
+
+`Engine` is synchronous and owned by one writer thread (commits) plus any number
+of readers; `kvstore.storage.store.Store` puts the async group-commit front on
+it. Tests and a future engine swap the implementation behind this Protocol.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kvstore.errors import KVStoreError
+from kvstore.record import Record
+
+# Given the record currently stored under the key (None when there is none, or
+# when the stored copy is corrupt), return the record to store, or None to
+# leave the key unchanged. Runs inside the commit transaction, in the writer
+# thread: it must be pure and quick. It may raise a KVStoreError, which fails
+# that write alone.
+Decide = Callable[[Record | None], Record | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    partition: int
+    key: bytes
+    decide: Decide
+    # Client-chosen id; a write whose id was committed before (within the
+    # engine's request-id TTL) is not applied again. b"" disables the check.
+    request_id: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    # The record now stored under the key. For a duplicate, the version and
+    # timestamp of the original write (value and tombstone not kept).
+    record: Record | None
+    applied: bool  # False when decide returned None or the write was a duplicate
+    duplicate: bool  # True when request_id had been committed before
+
+
+class Engine(Protocol):
+    def read(self, partition: int, key: bytes) -> Record | None:
+        """The stored record (tombstones included); DataLoss if corrupt."""
+        ...
+
+    def commit(self, writes: Sequence[Write]) -> list[WriteResult | KVStoreError]:
+        """Apply writes in order in one transaction and make it durable before
+        returning. One result per write, in order. A full store fails every
+        write of the batch with ResourceExhausted and stays readable."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Bytes the database occupies on disk."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class CommitObserver(Protocol):
+    """Told about every commit (metrics implement this)."""
+
+    def observe_commit(self, batch_size: int, seconds: float) -> None: ...

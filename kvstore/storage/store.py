@@ -1,0 +1,183 @@
+"""The async front of an `Engine`: group commit in a dedicated writer thread.
+
+Owns the write queue and the one commit thread. Writes that arrive while a
+commit is in flight wait together; when it ends the thread takes all of them
+(up to max_batch) into the next transaction at once, so N concurrent writers
+pay for about one fsync, not N. There is no timer: an idle store commits a
+lone write at once. Each writer is answered only after the transaction
+holding its write committed.
+
+The commit loop runs in its own thread, not as an event-loop task, so the next
+commit starts the moment the previous one ends, however busy the event loop
+is; the loop only enqueues writes and, once per batch, answers the writers.
+Never blocks the event loop on a commit, and never reorders writes: batches go
+to the engine in arrival order, one at a time.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from kvstore.errors import KVStoreError, Unavailable
+from kvstore.record import Record
+from kvstore.storage.engine import CommitObserver, Engine, Write, WriteResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    write: Write
+    future: "asyncio.Future[WriteResult]"
+
+
+class Store:
+    """`async with Store(engine) as store:` then `await store.write(w)`.
+
+    Leaving the block commits and answers every write already queued, then
+    returns; closing the engine stays with the caller.
+    """
+
+    def __init__(
+        self, engine: Engine, *, max_batch: int = 1024, observer: CommitObserver | None = None
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._engine = engine
+        self._max_batch = max_batch
+        self._observer = observer
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._open = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._open or self._closing:
+            raise RuntimeError("a Store can be entered once")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._commit_loop, name="lmdb-commit", daemon=True)
+        self._thread.start()
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._thread is not None and self._stopped is not None
+        self._open = False
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        # The thread drains the queue before it stops, and answers its last
+        # batch before it resolves `_stopped` (call_soon_threadsafe keeps
+        # order), so every queued write has its answer when this returns.
+        # Shielded: the engine must not be closed under a running commit.
+        try:
+            await asyncio.shield(self._stopped)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    async def write(self, write: Write) -> WriteResult:
+        """The write's result once its transaction is durable; its KVStoreError if it failed."""
+        if not self._open:
+            raise Unavailable("the node is shutting down (or not started); retry on another replica")
+        assert self._loop is not None
+        future: asyncio.Future[WriteResult] = self._loop.create_future()
+        with self._wakeup:
+            self._queue.append(_Pending(write, future))
+            self._wakeup.notify()
+        return await future
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a commit that has not started yet (a queue-depth gauge)."""
+        return len(self._queue)
+
+    def read(self, partition: int, key: bytes) -> Record | None:
+        # On the loop thread on purpose: an LMDB read is a lookup in a memory
+        # map that never waits for a commit (MVCC), cheaper than a thread hop.
+        return self._engine.read(partition, key)
+
+    # -- the commit thread ---------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        assert self._loop is not None and self._stopped is not None
+        try:
+            while (batch := self._next_batch()) is not None:
+                started = time.perf_counter()
+                try:
+                    results: list[WriteResult | KVStoreError] = list(
+                        self._engine.commit([pending.write for pending in batch])
+                    )
+                except Exception as exc:  # the engine's bug: fail the batch, keep going
+                    logger.error("commit of %d writes failed", len(batch), exc_info=exc)
+                    results = [_commit_failed(exc) for _ in batch]
+                if len(results) != len(batch):
+                    failure = RuntimeError(
+                        f"engine returned {len(results)} results for {len(batch)} writes"
+                    )
+                    results = [_commit_failed(failure) for _ in batch]
+                seconds = time.perf_counter() - started
+                self._loop.call_soon_threadsafe(self._settle, batch, results, seconds)
+        finally:
+            self._loop.call_soon_threadsafe(_resolve, self._stopped)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Up to max_batch queued writes, oldest first; None once closed and empty."""
+        while True:
+            with self._wakeup:
+                while not self._queue:
+                    if self._closing:
+                        return None
+                    self._wakeup.wait()
+                count = min(len(self._queue), self._max_batch)
+                batch = [self._queue.popleft() for _ in range(count)]
+            # A writer cancelled while queued is skipped (done() is only a
+            # hint off the loop thread: at worst a cancelled write commits).
+            batch = [pending for pending in batch if not pending.future.done()]
+            if batch:
+                return batch
+
+    def _settle(
+        self, batch: list[_Pending], results: Sequence[WriteResult | KVStoreError], seconds: float
+    ) -> None:
+        for pending, result in zip(batch, results):
+            _answer(pending, result)
+        if self._observer is not None:
+            try:
+                self._observer.observe_commit(len(batch), seconds)
+            except Exception:
+                logger.exception("commit observer failed")
+
+
+def _resolve(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _answer(pending: _Pending, result: WriteResult | KVStoreError) -> None:
+    if pending.future.done():  # the writer was cancelled; nobody to tell
+        return
+    if isinstance(result, KVStoreError):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)
+
+
+def _commit_failed(cause: BaseException) -> Unavailable:
+    error = Unavailable(
+        f"the storage engine failed to commit ({cause!r}); the write may not have been applied"
+    )
+    error.__cause__ = cause
+    return error
