@@ -1,0 +1,24 @@
+"""kvclient: the Python client of kvstore, blocking (`Client`) and asyncio (`AsyncClient`).
+
+    import kvclient
+
+    with kvclient.Client(["127.0.0.1:7101", "127.0.0.1:7102"]) as kv:
+        kv.put(b"greeting", b"hello", w="quorum")
+        seen = kv.get(b"greeting")            # seen.value == b"hello"
+        kv.put(b"greeting", b"hi", context=seen.context)
+
+Reads return `GetResult` (`.value`, `.siblings`, `.context`, `.timestamp`,
+`.found`); writes return `WriteResult` (`.context`, `.timestamp`). When
+concurrent writes left several siblings (oldest to newest), `.value` is
+`resolver(siblings)` if the client was given a resolver, else the newest.
+Failures raise the typed exceptions of `kvclient.errors`.
+
+Needs only grpcio and protobuf: nothing here imports the server.
+"""
+
+from kvclient import errors
+from kvclient.async_client import AsyncClient
+from kvclient.client import Client
+from kvclient.results import GetResult, WriteResult
+
+__all__ = ["AsyncClient", "Client", "GetResult", "WriteResult", "errors"]

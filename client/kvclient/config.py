@@ -1,0 +1,97 @@
+"""The settings a client is built with, checked once, shared by both clients.
+
+Owns the constructor arguments of `Client` and `AsyncClient` (addresses,
+default timeout, retry policy, resolver, message size), their validation,
+the per-call timeout rule and the gRPC channel options. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kvclient import errors
+from kvclient.results import Resolver
+from kvclient.retry import RetryPolicy
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# gRPC stores message limits in a C int.
+_MAX_MESSAGE_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client needs besides its channels."""
+
+    addresses: tuple[str, ...]
+    timeout: float = DEFAULT_TIMEOUT
+    retry: RetryPolicy = RetryPolicy()
+    resolver: Resolver | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    @classmethod
+    def create(
+        cls,
+        addresses: str | Sequence[str],
+        *,
+        timeout: float,
+        max_attempts: int,
+        backoff_base: float,
+        backoff_cap: float,
+        resolver: Resolver | None,
+        max_message_bytes: int,
+    ) -> ClientConfig:
+        """A checked config from the clients' keyword arguments."""
+        if resolver is not None and not callable(resolver):
+            raise TypeError("resolver must be callable (list[bytes] -> bytes) or None")
+        return cls(
+            addresses=parse_addresses(addresses),
+            timeout=check_timeout(timeout),
+            retry=RetryPolicy(max_attempts, backoff_base, backoff_cap),
+            resolver=resolver,
+            max_message_bytes=_check_message_bytes(max_message_bytes),
+        )
+
+    def call_timeout(self, timeout: float | None) -> float:
+        """The overall timeout of one call: its own, else the client's default."""
+        return self.timeout if timeout is None else check_timeout(timeout)
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+        ]
+
+
+def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:
+    """"host:port" strings: one, or a non-empty list of them."""
+    listed = [addresses] if isinstance(addresses, str) else list(addresses)
+    if not listed:
+        raise errors.InvalidArgument('addresses must list at least one "host:port"')
+    for address in listed:
+        if not isinstance(address, str):
+            raise TypeError(f'each address must be a "host:port" str, got {type(address).__name__}')
+        if not address.strip():
+            raise errors.InvalidArgument('an address is empty; give "host:port"')
+    return tuple(listed)
+
+
+def check_timeout(timeout: float) -> float:
+    """`timeout` as float seconds; it must be a finite number > 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise errors.InvalidArgument(f"timeout must be > 0 seconds (and finite), got {timeout!r}")
+    return float(timeout)
+
+
+def _check_message_bytes(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"max_message_bytes must be an int, got {type(limit).__name__}")
+    if not 0 < limit <= _MAX_MESSAGE_LIMIT:
+        raise errors.InvalidArgument(
+            f"max_message_bytes must be between 1 and {_MAX_MESSAGE_LIMIT}, got {limit}"
+        )
+    return limit

@@ -1,0 +1,216 @@
+"""The typed exceptions of kvclient, one per gRPC status code.
+
+This module owns the only table from status codes to client exceptions
+(`ERROR_BY_CODE`) and the only function that turns a `grpc.RpcError`, sync or
+asyncio, into one of them (`from_rpc_error`). It must never do I/O: it is
+shared by both clients and by the pure request/retry modules.
+
+Every exception carries `.code` (a `grpc.StatusCode`) and `.details` (the
+server's message, which says what to change); `str(e)` shows both.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "KVError",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+    "ERROR_BY_CODE",
+    "error_for",
+    "from_rpc_error",
+    "status_of",
+    "status_code_from_int",
+]
+
+
+class KVError(Exception):
+    """Base of every error a kvclient call can raise (besides TypeError).
+
+    `code` is the gRPC status; `details` is the server's message (or the
+    client's, for errors found before anything was sent).
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, details: str = "", code: grpc.StatusCode | None = None) -> None:
+        super().__init__(details)
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.details}" if self.details else self.code.name
+
+
+class Cancelled(KVError):
+    """The call was cancelled, usually by the caller."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unknown(KVError):
+    """The server failed in a way it could not classify."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
+class InvalidArgument(KVError, ValueError):
+    """The request is wrong: bad key, value, option or context.
+
+    Also raised locally, before sending, for an unknown consistency level or a
+    non-positive timeout; it is a ValueError too, so either can be caught.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceeded(KVError):
+    """The call's overall deadline (retries included) passed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(KVError):
+    """Something the request names does not exist (not used for absent keys)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(KVError):
+    """Something the request would create already exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(KVError):
+    """The caller may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(KVError):
+    """A capacity limit was hit (store full, message too large)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(KVError):
+    """The request is well formed but the store's state forbids it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(KVError):
+    """The operation was aborted (e.g. a conflict); retried by the client."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(KVError):
+    """A value in the request is outside the range the server accepts."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(KVError):
+    """The server does not implement this call."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(KVError):
+    """A bug on the server, or a response the client could not make sense of."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class Unavailable(KVError):
+    """No server could take the call: starting, stopping, unreachable, or too
+    few replicas answered. Raised once the client's retries are used up."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DataLoss(KVError):
+    """A stored record failed its checksum; it is reported, never returned."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class Unauthenticated(KVError):
+    """The caller did not prove who it is."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+# The one table from status code to exception class; OK has no entry.
+ERROR_BY_CODE: dict[grpc.StatusCode, type[KVError]] = {
+    cls.code: cls
+    for cls in (
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    )
+}
+
+_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_for(code: grpc.StatusCode, details: str) -> KVError:
+    """The typed exception for `code`, carrying `details`."""
+    cls = ERROR_BY_CODE.get(code)
+    if cls is None:
+        return KVError(details, code)
+    return cls(details)
+
+
+def status_of(error: grpc.RpcError) -> grpc.StatusCode:
+    """The status code of a failed call; UNKNOWN when the error has none."""
+    code = getattr(error, "code", None)
+    status = code() if callable(code) else None
+    return status if isinstance(status, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def from_rpc_error(error: grpc.RpcError) -> KVError:
+    """The typed exception for a failed sync or asyncio call.
+
+    Callers raise it `from` the RpcError so the transport detail stays in the
+    traceback.
+    """
+    details = getattr(error, "details", None)
+    message = details() if callable(details) else None
+    return error_for(status_of(error), message or "")
+
+
+def status_code_from_int(number: int) -> grpc.StatusCode:
+    """The StatusCode with this number (as in a batch's ItemStatus.code)."""
+    return _CODE_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)

@@ -1,0 +1,191 @@
+"""Building KV requests from client arguments, and results from KV responses.
+
+Owns what the client checks before sending (keys, values and contexts are
+bytes-like; batches are well formed), the client request ids that make
+writes safe to retry, and the reading of batch responses, including turning a
+failed item into its typed exception. Both clients call these functions and
+add only the transport. Pure: no I/O; the random source of request ids is
+injectable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal, Union
+
+from kvclient import errors
+from kvclient.consistency import Level, parse_consistency
+from kvclient.pb import kv_pb2
+from kvclient.results import GetResult, Resolver, WriteResult, choose_value
+
+BytesLike = Union[bytes, bytearray, memoryview]
+# put_many takes a mapping key -> value, or (key, value) / (key, value, context) tuples.
+PutItem = Union[tuple[BytesLike, BytesLike], tuple[BytesLike, BytesLike, Union[BytesLike, None]]]
+PutItems = Union[Mapping[bytes, BytesLike], Iterable[PutItem]]
+RandomBytes = Callable[[int], bytes]
+# The methods of the KV service, as named on its stub.
+Rpc = Literal["Get", "Put", "Delete", "GetMany", "PutMany", "Ping"]
+
+REQUEST_ID_BYTES = 16
+
+# How much of a key an error message quotes.
+_KEY_PREVIEW_CHARS = 60
+
+
+def as_bytes(data: object, what: str) -> bytes:
+    """`data` as bytes; bytearray and memoryview are copied, anything else is refused."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes (or bytearray/memoryview), got {type(data).__name__}")
+
+
+def _context_bytes(context: object) -> bytes:
+    return b"" if context is None else as_bytes(context, "context")
+
+
+def new_request_id(random_bytes: RandomBytes = os.urandom) -> bytes:
+    """A fresh client request id: the server applies a write with a given id once."""
+    return random_bytes(REQUEST_ID_BYTES)
+
+
+def get_request(key: BytesLike, r: Level) -> kv_pb2.GetRequest:
+    return kv_pb2.GetRequest(key=as_bytes(key, "key"), r=parse_consistency(r, "r"))
+
+
+def put_request(
+    key: BytesLike,
+    value: BytesLike,
+    *,
+    context: BytesLike | None,
+    w: Level,
+    request_id: bytes,
+) -> kv_pb2.PutRequest:
+    return kv_pb2.PutRequest(
+        key=as_bytes(key, "key"),
+        value=as_bytes(value, "value"),
+        context=_context_bytes(context),
+        w=parse_consistency(w, "w"),
+        request_id=request_id,
+    )
+
+
+def delete_request(
+    key: BytesLike, *, context: BytesLike | None, w: Level, request_id: bytes
+) -> kv_pb2.DeleteRequest:
+    return kv_pb2.DeleteRequest(
+        key=as_bytes(key, "key"),
+        context=_context_bytes(context),
+        w=parse_consistency(w, "w"),
+        request_id=request_id,
+    )
+
+
+def get_many_request(keys: Iterable[BytesLike], r: Level) -> kv_pb2.GetManyRequest:
+    if isinstance(keys, (bytes, bytearray, memoryview, str)):
+        raise TypeError("keys must be an iterable of bytes keys, not a single key")
+    return kv_pb2.GetManyRequest(
+        keys=[as_bytes(key, f"key {index}") for index, key in enumerate(keys)],
+        r=parse_consistency(r, "r"),
+    )
+
+
+def put_many_request(
+    items: PutItems, *, w: Level, random_bytes: RandomBytes = os.urandom
+) -> kv_pb2.PutManyRequest:
+    """One PutRequest per item, each with its own request id; `w` covers them all."""
+    puts = [
+        put_request(key, value, context=context, w=None, request_id=new_request_id(random_bytes))
+        for key, value, context in _put_items(items)
+    ]
+    return kv_pb2.PutManyRequest(puts=puts, w=parse_consistency(w, "w"))
+
+
+def _put_items(items: PutItems) -> list[tuple[BytesLike, BytesLike, BytesLike | None]]:
+    if isinstance(items, Mapping):
+        return [(key, value, None) for key, value in items.items()]
+    if isinstance(items, (bytes, bytearray, memoryview, str)):
+        raise TypeError("items must be a dict or an iterable of (key, value[, context]) tuples")
+    return [_put_item(index, item) for index, item in enumerate(items)]
+
+
+def _put_item(index: int, item: object) -> tuple[BytesLike, BytesLike, BytesLike | None]:
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1], None
+    if isinstance(item, tuple) and len(item) == 3:
+        return item[0], item[1], item[2]
+    raise TypeError(
+        f"put_many item {index} must be a (key, value) or (key, value, context) tuple, "
+        f"got {type(item).__name__}"
+    )
+
+
+def ping_request(payload: BytesLike) -> kv_pb2.PingRequest:
+    return kv_pb2.PingRequest(payload=as_bytes(payload, "payload"))
+
+
+def get_result(response: kv_pb2.GetResponse, resolver: Resolver | None) -> GetResult:
+    siblings = list(response.siblings) if response.found else []
+    return GetResult(
+        value=choose_value(siblings, resolver),
+        siblings=siblings,
+        context=response.context,
+        timestamp=response.timestamp,
+        found=response.found,
+    )
+
+
+def put_result(response: kv_pb2.PutResponse) -> WriteResult:
+    return WriteResult(context=response.context, timestamp=response.timestamp)
+
+
+def delete_result(response: kv_pb2.DeleteResponse) -> WriteResult:
+    return WriteResult(context=response.context)
+
+
+def get_many_results(
+    request: kv_pb2.GetManyRequest, response: kv_pb2.GetManyResponse, resolver: Resolver | None
+) -> list[GetResult]:
+    """One result per requested key, in order; a failed item raises its typed error."""
+    keys = list(request.keys)
+    _check_item_count(len(response.items), len(keys))
+    for index, item in enumerate(response.items):
+        _check_item(index, keys[index], item.status)
+    return [get_result(item.result, resolver) for item in response.items]
+
+
+def put_many_results(
+    request: kv_pb2.PutManyRequest, response: kv_pb2.PutManyResponse
+) -> list[WriteResult]:
+    """One result per put, in order; a failed item raises its typed error."""
+    keys = [put.key for put in request.puts]
+    _check_item_count(len(response.items), len(keys))
+    for index, item in enumerate(response.items):
+        _check_item(index, keys[index], item.status)
+    return [put_result(item.result) for item in response.items]
+
+
+def ping_payload(response: kv_pb2.PingResponse) -> bytes:
+    return response.payload
+
+
+def _check_item_count(answered: int, asked: int) -> None:
+    if answered != asked:
+        raise errors.Internal(f"the server answered {answered} items for a batch of {asked}")
+
+
+def _check_item(index: int, key: bytes, status: kv_pb2.ItemStatus) -> None:
+    if status.code == 0:
+        return
+    code = errors.status_code_from_int(status.code)
+    message = f"batch item {index} (key {_preview(key)}) failed: {status.message}"
+    raise errors.error_for(code, message)
+
+
+def _preview(key: bytes) -> str:
+    shown = repr(key)
+    if len(shown) <= _KEY_PREVIEW_CHARS:
+        return shown
+    return shown[: _KEY_PREVIEW_CHARS - 3] + "..."

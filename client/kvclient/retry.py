@@ -1,0 +1,146 @@
+"""When and where a failed call is tried again: the retry policy, the backoff,
+and the rotation of a client's addresses.
+
+Owns which status codes are retried, the exponential backoff with full jitter,
+round robin across addresses and failover, and the rule that no attempt starts
+after the call's overall deadline. Pure: it never sleeps, reads a clock or
+touches a socket; callers pass the time (`now`, monotonic seconds) and a random
+source, so every schedule is a plain unit test.
+
+Reads are safe to retry. Writes are retried on the same codes only because each
+carries a client request id that stays the same on every attempt (see
+`requests.new_request_id`): the server applies a retried write once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from kvclient import errors
+
+# UNAVAILABLE: the server was unreachable, starting or stopping, or too few
+# replicas answered. ABORTED: the server gave up on a conflict. Nothing else
+# is retried: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, DATA_LOSS and the rest
+# would fail the same way again.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+
+# Beyond this exponent base * 2**attempt is past any sane cap; clamping it
+# keeps the float arithmetic from overflowing on absurd attempt counts.
+_MAX_EXPONENT = 62
+
+
+class Uniform(Protocol):
+    """The slice of `random.Random` the backoff needs."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a call may make, and how long to wait between them."""
+
+    max_attempts: int = 5
+    backoff_base: float = 0.02
+    backoff_cap: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(f"max_attempts must be an int, got {type(self.max_attempts).__name__}")
+        if self.max_attempts < 1:
+            raise errors.InvalidArgument(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not self.backoff_base >= 0 or not self.backoff_cap >= 0:
+            raise errors.InvalidArgument(
+                f"backoff_base and backoff_cap must be >= 0, "
+                f"got {self.backoff_base} and {self.backoff_cap}"
+            )
+
+    def backoff_ceiling(self, retry: int) -> float:
+        """The longest wait before retry number `retry` (0 for the first retry)."""
+        return min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, _MAX_EXPONENT))
+
+    def backoff(self, retry: int, rng: Uniform) -> float:
+        """Full jitter: uniform between 0 and the ceiling, so clients that failed
+        together do not retry together."""
+        return rng.uniform(0.0, self.backoff_ceiling(retry))
+
+
+class AddressRotation:
+    """Round robin over a client's addresses: successive calls start at
+    successive addresses; a call that finds one unavailable moves to the next.
+
+    Safe to share between threads: `itertools.count` advances atomically.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise errors.InvalidArgument("a client needs at least one address")
+        self.size = size
+        self._calls = itertools.count()
+
+    def first(self) -> int:
+        """The address index a new call starts at."""
+        return next(self._calls) % self.size
+
+    def after(self, index: int) -> int:
+        """The address index to fail over to from `index`."""
+        return (index + 1) % self.size
+
+
+class Attempts:
+    """The retry state of one logical call.
+
+    The shell loops: send to `address` with `time_left(now)` as the attempt's
+    timeout; on an RpcError, sleep `after_failure(error, now)` seconds and go
+    again. Both methods raise the typed exception when the call is over.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rotation: AddressRotation,
+        *,
+        now: float,
+        timeout: float,
+        rng: Uniform,
+    ) -> None:
+        self._policy = policy
+        self._rotation = rotation
+        self._rng = rng
+        self._timeout = timeout
+        self._deadline = now + timeout
+        self._failures = 0
+        self._last: errors.KVError | None = None
+        self.address = rotation.first()
+
+    def time_left(self, now: float) -> float:
+        """The timeout for the next attempt: all that is left of the call's."""
+        left = self._deadline - now
+        if left <= 0:
+            raise self._deadline_error()
+        return left
+
+    def after_failure(self, error: grpc.RpcError, now: float) -> float:
+        """The seconds to wait before the next attempt; raises when there is none."""
+        self._failures += 1
+        code = errors.status_of(error)
+        typed = errors.from_rpc_error(error)
+        self._last = typed
+        if code not in RETRYABLE_CODES or self._failures >= self._policy.max_attempts:
+            raise typed from error
+        delay = self._policy.backoff(self._failures - 1, self._rng)
+        if now + delay >= self._deadline:
+            raise self._deadline_error() from error
+        if code == grpc.StatusCode.UNAVAILABLE:
+            self.address = self._rotation.after(self.address)
+        return delay
+
+    def _deadline_error(self) -> errors.DeadlineExceeded:
+        # Also raised just before the deadline, when the backoff would end past it.
+        message = f"the call's {self._timeout:g} s timeout ran out after {self._failures} attempt(s)"
+        if self._last is not None:
+            message += f"; last error: {self._last}"
+        return errors.DeadlineExceeded(message)
