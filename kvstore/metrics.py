@@ -1,0 +1,57 @@
+"""Prometheus metrics of one storage node, in a registry of its own.
+
+Label children are cached: looking one up per request would cost more than the
+observation itself on the hot path.
+"""
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class NodeMetrics:
+    def __init__(self, size_bytes: Callable[[], float], key_count: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "kvstore_requests", "RPCs handled, by method and gRPC status code",
+            ["method", "code"], registry=self.registry,
+        )
+        self._latency = Histogram(
+            "kvstore_request_duration_seconds", "RPC latency, by method and gRPC status code",
+            ["method", "code"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._batch_size = Histogram(
+            "kvstore_commit_batch_size", "Writes sharing one LMDB transaction and fsync",
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )
+        self._commit_latency = Histogram(
+            "kvstore_commit_duration_seconds", "Time to commit (and fsync) one transaction",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.duplicate_writes = Counter(
+            "kvstore_duplicate_writes",
+            "Retried writes recognised by request id and not applied again",
+            registry=self.registry,
+        )
+        Gauge("kvstore_db_bytes", "Bytes the LMDB database occupies",
+              registry=self.registry).set_function(size_bytes)
+        Gauge("kvstore_keys", "Records stored (tombstones included)",
+              registry=self.registry).set_function(key_count)
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        children = self._children.get((method, code))
+        if children is None:
+            children = (self._requests.labels(method, code), self._latency.labels(method, code))
+            self._children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_commit(self, batch_size: int, seconds: float) -> None:
+        self._batch_size.observe(batch_size)
+        self._commit_latency.observe(seconds)

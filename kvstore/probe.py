@@ -1,0 +1,31 @@
+"""Polling a process's standard gRPC health service until it serves."""
+
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def is_serving(address: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_serving(address: str, deadline_seconds: float, alive=lambda: True) -> None:  # type: ignore[no-untyped-def]
+    """Return once `address` reports SERVING; TimeoutError after the deadline,
+    RuntimeError as soon as `alive()` says the process died."""
+    deadline = time.monotonic() + deadline_seconds
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the process serving {address} exited before it was healthy")
+        if is_serving(address, timeout=min(1.0, max(0.05, deadline - time.monotonic()))):
+            return
+        time.sleep(delay)  # polling back-off between checks, not synchronisation
+        delay = min(delay * 2, 0.2)
+    raise TimeoutError(f"{address} was not healthy within {deadline_seconds:.0f}s")

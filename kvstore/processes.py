@@ -1,0 +1,80 @@
+"""Starting and stopping kvstore server processes (bench, local clusters, tests)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvstore.probe import wait_serving
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    address: str
+    metrics_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for a graceful exit (SIGKILL after timeout); exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def node_command(node_id: str, address: str, data_dir: Path, metrics_port: int,
+                 extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "kvstore", "node", "--id", node_id, "--listen", address,
+            "--data-dir", str(data_dir), "--metrics-port", str(metrics_port), *(extra or [])]
+
+
+def start_node(node_id: str, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+               metrics_port: int | None = None, extra: list[str] | None = None,
+               log_file: Path | None = None, ready_timeout: float = 30.0) -> NodeProcess:
+    """Start `kvstore node` and return once it serves."""
+    address = f"{host}:{port or free_port(host)}"
+    metrics = metrics_port if metrics_port is not None else free_port(host)
+    log = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    process = subprocess.Popen(node_command(node_id, address, data_dir, metrics, extra),
+                               stdout=log, stderr=log)
+    if log_file:
+        log.close()  # type: ignore[union-attr]
+    node = NodeProcess(node_id, address, metrics, data_dir, process)
+    try:
+        wait_serving(address, ready_timeout, alive=lambda: process.poll() is None)
+    except BaseException:
+        node.kill()
+        raise
+    return node
