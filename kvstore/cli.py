@@ -38,10 +38,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               help="sync: fsync every commit (default); nosync: UNSAFE, a crash may lose acknowledged writes.")
 @click.option("--max-key-bytes", type=int, help="Largest key accepted.  [default: 1024]")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted.  [default: 1048576]")
-@click.option("--seeds", help="Comma-separated peers to join (used by clusters).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def node(config_file: Path | None, log_level: str, seeds: str | None, **flags: Any) -> None:
+def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
     """Run one storage node in the foreground until SIGTERM/SIGINT."""
     from kvstore import logs
     from kvstore.node import StartupError, run_node

@@ -2,8 +2,11 @@
 its files and a full disk map."""
 
 import asyncio
+import functools
 import os
+import signal
 import urllib.request
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -16,9 +19,11 @@ from tests.conftest import StartNode
 pytestmark = pytest.mark.timeout(120)
 
 
-async def _write_until_killed(node: NodeProcess, writers: int, kill_after: int) -> dict[bytes, bytes]:
-    """Writers put unique keys; after `kill_after` acknowledgements the node is
-    SIGKILLed mid-load. Returns every acknowledged key and value."""
+async def _write_until_stopped(
+    node: NodeProcess, writers: int, stop_after: int, stop: Callable[[], None]
+) -> dict[bytes, bytes]:
+    """Writers put unique keys; after `stop_after` acknowledgements `stop` is
+    called mid-load. Returns every acknowledged key and value."""
     acknowledged: dict[bytes, bytes] = {}
     enough = asyncio.Event()
 
@@ -32,7 +37,7 @@ async def _write_until_killed(node: NodeProcess, writers: int, kill_after: int) 
                 except kvclient.errors.KVError:
                     return
                 acknowledged[key] = value
-                if len(acknowledged) >= kill_after:
+                if len(acknowledged) >= stop_after:
                     enough.set()
 
         async with asyncio.TaskGroup() as group:
@@ -40,14 +45,20 @@ async def _write_until_killed(node: NodeProcess, writers: int, kill_after: int) 
                 group.create_task(writer(number))
             async with asyncio.timeout(60):
                 await enough.wait()
-            node.process.kill()  # SIGKILL with writes in flight
+            stop()  # with writes in flight
     return acknowledged
 
 
-def test_acknowledged_writes_survive_sigkill(start: StartNode) -> None:
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_acknowledged_writes_survive_the_node_stopping_under_load(
+    start: StartNode, signal_name: str
+) -> None:
     node = start()
-    acknowledged = asyncio.run(_write_until_killed(node, writers=32, kill_after=1500))
-    node.process.wait()
+    stop = functools.partial(node.process.send_signal, getattr(signal, signal_name))
+    acknowledged = asyncio.run(_write_until_stopped(node, writers=32, stop_after=1500, stop=stop))
+    exit_code = node.process.wait(timeout=30)
+    if signal_name == "SIGTERM":
+        assert exit_code == 0, "a graceful stop exits 0"
     restarted = start(data_dir=node.data_dir, port=int(node.address.rsplit(":", 1)[1]))
     keys = list(acknowledged)
     with kvclient.Client([restarted.address], timeout=30) as client:
