@@ -64,7 +64,9 @@ class Member:
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not self.node_id:
-            raise ValueError(f"a member's node_id must be a non-empty string, got {self.node_id!r}")
+            raise ValueError(
+                f"a member's node_id must be a non-empty string, got {self.node_id!r}"
+            )
         if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 1:
             raise ValueError(
                 f"member {self.node_id!r} has weight {self.weight!r}; weights are integers >= 1"
@@ -132,6 +134,11 @@ class _Claim:
             if owner is not None:
                 self.owned[owner].add(partition)
 
+    def result(self) -> tuple[str, ...]:
+        owners = tuple(o for o in self.owners if o is not None)
+        assert len(owners) == len(self.owners), "claim left a partition without an owner"
+        return owners
+
     def deficit(self, node: str) -> int:
         return self.quota[node] - len(self.owned[node]) * self.scale
 
@@ -161,7 +168,8 @@ class _Claim:
 
     def _shares(self, count: int) -> dict[str, int]:
         # Handing partitions one at a time to the member furthest below its
-        # share ends with every member within one partition of it.
+        # share brings everyone as close to its share as the free partitions
+        # allow (within one partition, when starting from nothing).
         heap = [(-self.deficit(node), self.rank[node], node) for node in self.owned]
         heapq.heapify(heap)
         shares = dict.fromkeys(self.owned, 0)
@@ -222,9 +230,9 @@ class _Claim:
         return True
 
     def _touches_itself(self, partition: int) -> bool:
-        count = len(self.owners)
-        owner = self.owners[partition]
-        return owner in (self.owners[(partition - 1) % count], self.owners[(partition + 1) % count])
+        owners, count = self.owners, len(self.owners)
+        before, after = (partition - 1) % count, (partition + 1) % count
+        return owners[partition] in (owners[before], owners[after])
 
     def rebalance(self, takers: set[str], changed: set[str]) -> None:
         """Move partitions one at a time while a move brings two members closer
@@ -271,7 +279,8 @@ class _Claim:
         """How near `node`'s closest other partition is to `partition` (at most TARGET_N)."""
         owners, count = self.owners, len(self.owners)
         for distance in range(1, min(TARGET_N, (count + 1) // 2 + 1)):
-            if node in (owners[(partition - distance) % count], owners[(partition + distance) % count]):
+            before, after = (partition - distance) % count, (partition + distance) % count
+            if node in (owners[before], owners[after]):
                 return distance
         return TARGET_N
 
@@ -313,7 +322,7 @@ class Ring:
         claim.fill()
         claim.rebalance(takers={m.node_id for m in members}, changed=set())
         claim.untangle()
-        return cls(members, tuple(claim.owners))  # type: ignore[arg-type]
+        return cls(members, claim.result())
 
     def with_members(self, members: Iterable[Member]) -> "Ring":
         """The ring after joins, leaves and weight changes, moving few partitions.
@@ -337,8 +346,8 @@ class Ring:
         staying = {m.node_id for m in members}
         claim = _Claim(members, [o if o in staying else None for o in self.owners])
         claim.fill()
-        claim.rebalance(takers=set(staying), changed=set(staying))
-        return Ring(members, tuple(claim.owners))  # type: ignore[arg-type]
+        claim.rebalance(takers=joined | changed, changed=changed)
+        return Ring(members, claim.result())
 
     @property
     def partition_count(self) -> int:

@@ -222,7 +222,7 @@ def sync(a: DVVSet, b: DVVSet, *, max_siblings: int | None = None) -> DVVSet:
     """
     merged: dict[Dot, Sibling] = {}
     for mine, theirs in ((a, b), (b, a)):
-        their_dots = {s.dot: s for s in theirs.siblings}
+        their_dots = {s.dot for s in theirs.siblings}
         for sibling in mine.siblings:
             if sibling.dot in their_dots or not _covers(theirs.history, sibling.dot):
                 # The same dot on both sides is the same write; pick one
