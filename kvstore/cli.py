@@ -36,6 +36,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--map-size", callback=_size, help="LMDB map size, e.g. 1GiB: the most the data can grow to.")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]),
               help="sync: fsync every commit (default); nosync: UNSAFE, a crash may lose acknowledged writes.")
+@click.option("--commit-delay-ms", type=float,
+              help="Under load, how long a commit waits for more writes to share its fsync.  [default: 1.0]")
 @click.option("--max-key-bytes", type=int, help="Largest key accepted.  [default: 1024]")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted.  [default: 1048576]")
 @click.option("--log-level", default="info", show_default=True,

@@ -36,6 +36,9 @@ class NodeConfig:
     max_value_bytes: int = 1 * MIB
     max_batch_items: int = 1000
     max_commit_batch: int = 1024  # writes sharing one LMDB transaction at most
+    # Under concurrent load, how long a commit waits for more writes to share
+    # its fsync (0: never wait). Adds at most this much write latency.
+    commit_delay_ms: float = 1.0
     request_id_ttl_seconds: float = 600.0  # how long a retried write is recognised
     shutdown_grace_seconds: float = 10.0
 
@@ -59,6 +62,8 @@ class NodeConfig:
             raise ConfigError(f"max_value_bytes must be 1..268435456, got {self.max_value_bytes}")
         if self.max_batch_items < 1:
             raise ConfigError(f"max_batch_items must be at least 1, got {self.max_batch_items}")
+        if not 0 <= self.commit_delay_ms <= 100:
+            raise ConfigError(f"commit_delay_ms must be 0..100, got {self.commit_delay_ms}")
         if self.max_commit_batch < 1:
             raise ConfigError(f"max_commit_batch must be at least 1, got {self.max_commit_batch}")
 

@@ -65,7 +65,10 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
         metrics = NodeMetrics(engine.size_bytes, engine.count_keys)
         metrics_server = _start_metrics(config, metrics)
         try:
-            async with Store(engine, max_batch=config.max_commit_batch, observer=metrics) as store:
+            async with Store(
+                engine, max_batch=config.max_commit_batch,
+                commit_delay=config.commit_delay_ms / 1000, observer=metrics,
+            ) as store:
                 await _serve(config, store, metrics, stop)
         finally:
             if metrics_server is not None:

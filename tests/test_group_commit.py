@@ -108,6 +108,32 @@ async def test_writes_that_arrive_during_a_commit_form_the_next_batch() -> None:
     assert engine.batches[1] == [b"k%d" % i for i in range(50)]
 
 
+async def test_a_lone_write_is_never_delayed() -> None:
+    engine = FakeEngine()
+    async with Store(engine, commit_delay=3600) as store:
+        async with asyncio.timeout(WAIT_SECONDS):
+            await store.write(write(b"alone"))
+            await store.write(write(b"alone again"))
+    assert engine.batches == [[b"alone"], [b"alone again"]]
+
+
+async def test_under_load_a_commit_waits_for_more_writes_and_close_cuts_the_wait() -> None:
+    engine = FakeEngine(blocked=True)
+    async with asyncio.timeout(WAIT_SECONDS):
+        async with Store(engine, commit_delay=3600) as store:
+            first = asyncio.create_task(store.write(write(b"a")))
+            await started(engine.commit_started)
+            pair = [asyncio.create_task(store.write(write(key))) for key in (b"b", b"c")]
+            await until(lambda: store.queued == 2)
+            engine.gate.set()
+            await asyncio.gather(first, *pair)  # [b, c]: a batch of two, so load
+            later = [asyncio.create_task(store.write(write(key))) for key in (b"d", b"e", b"f")]
+            await until(lambda: store.queued == 3)
+            assert not any(task.done() for task in later)  # held by the commit delay
+        await asyncio.gather(*later)  # leaving the block ended the delay at once
+    assert engine.batches == [[b"a"], [b"b", b"c"], [b"d", b"e", b"f"]]
+
+
 async def test_a_batch_holds_at_most_max_batch_writes() -> None:
     engine, observer = FakeEngine(), RecordingObserver()
     async with Store(engine, max_batch=7, observer=observer) as store:

@@ -45,10 +45,19 @@ class Store:
     """
 
     def __init__(
-        self, engine: Engine, *, max_batch: int = 1024, observer: CommitObserver | None = None
+        self, engine: Engine, *, max_batch: int = 1024, commit_delay: float = 0.0,
+        observer: CommitObserver | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if commit_delay < 0:
+            raise ValueError(f"commit_delay must be at least 0, got {commit_delay}")
+        self._commit_delay = commit_delay
+        self._last_batch_size = 0
+        # True while the commit thread waits for a first write: only then do
+        # writers need to wake it (a wake-up per write would cost a context
+        # switch each).
+        self._idle = False
         self._engine = engine
         self._max_batch = max_batch
         self._observer = observer
@@ -78,7 +87,7 @@ class Store:
         self._open = False
         with self._wakeup:
             self._closing = True
-            self._wakeup.notify()
+            self._wakeup.notify()  # whether idle or in a commit delay
         # The thread drains the queue before it stops, and answers its last
         # batch before it resolves `_stopped` (call_soon_threadsafe keeps
         # order), so every queued write has its answer when this returns.
@@ -96,7 +105,8 @@ class Store:
         future: asyncio.Future[WriteResult] = self._loop.create_future()
         with self._wakeup:
             self._queue.append(_Pending(write, future))
-            self._wakeup.notify()
+            if self._idle:
+                self._wakeup.notify()
         return await future
 
     @property
@@ -140,14 +150,28 @@ class Store:
                 while not self._queue:
                     if self._closing:
                         return None
+                    self._idle = True
                     self._wakeup.wait()
+                    self._idle = False
+                if self._should_delay():
+                    # Woken early only by close; writers do not notify now.
+                    self._wakeup.wait(self._commit_delay)
                 count = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
+            self._last_batch_size = len(batch)
             # A writer cancelled while queued is skipped (done() is only a
             # hint off the loop thread: at worst a cancelled write commits).
             batch = [pending for pending in batch if not pending.future.done()]
             if batch:
                 return batch
+
+    def _should_delay(self) -> bool:
+        return (
+            self._commit_delay > 0
+            and self._last_batch_size > 1
+            and len(self._queue) < self._max_batch
+            and not self._closing
+        )
 
     def _settle(
         self, batch: list[_Pending], results: Sequence[WriteResult | KVStoreError], seconds: float
