@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kvstore.config import ConfigError, load_node_config, parse_size
+from kvstore.config import ConfigError, load_coordinator_config, load_node_config, parse_size
 
 DEFAULT_ADDRESS = "127.0.0.1:7101"
 
@@ -45,18 +45,40 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
     """Run one storage node in the foreground until SIGTERM/SIGINT."""
     from kvstore import logs
-    from kvstore.node import StartupError, run_node
+    from kvstore.node import run_node
 
     try:
         config = load_node_config(config_file, flags)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     logs.configure(config.node_id, log_level)
+    run_node(config)
+
+
+@main.command()
+@click.option("--id", "coordinator_id", help="Coordinator id (e.g. c1).")
+@click.option("--listen", help="gRPC address HOST:PORT.  [default: 127.0.0.1:7201]")
+@click.option("--metrics-port", type=int, help="Prometheus /metrics HTTP port (0: none).")
+@click.option("--config", "config_file", required=True,
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TOML file with the [cluster] members (and optionally [coordinator]).")
+@click.option("--cache-bytes", callback=_size,
+              help="Read cache size, e.g. 64MiB (0 disables).  [default: 64MiB]")
+@click.option("--cache-ttl-ms", type=float,
+              help="A cached answer is never served older than this.  [default: 1000]")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def coordinator(config_file: Path, log_level: str, **flags: Any) -> None:
+    """Run a coordinator: routes to the replicas, runs the quorum, caches reads."""
+    from kvstore import logs
+    from kvstore.coordinator_process import run_coordinator
+
     try:
-        run_node(config)
-    except StartupError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        config = load_coordinator_config(config_file, flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure(config.coordinator_id, log_level)
+    run_coordinator(config)
 
 
 def _client(addresses: tuple[str, ...], timeout: float):  # type: ignore[no-untyped-def]

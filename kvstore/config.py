@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from kvstore.membership import ClusterSpec, MembershipError
 from kvstore.ring import DEFAULT_PARTITIONS, validate_partition_count
 
 KIB = 1024
@@ -41,13 +42,24 @@ class NodeConfig:
     commit_delay_ms: float = 1.0
     request_id_ttl_seconds: float = 600.0  # how long a retried write is recognised
     shutdown_grace_seconds: float = 10.0
+    request_timeout_seconds: float = 5.0  # a client request without a deadline gets this
+    replica_timeout_seconds: float = 2.0  # one call to another replica
+    # The cluster this node belongs to ([cluster] in the config file); None: a
+    # one-node cluster of itself (N=1).
+    cluster: ClusterSpec | None = None
 
     def __post_init__(self) -> None:
-        if not self.node_id or len(self.node_id) > 64 or not self.node_id.isprintable():
-            raise ConfigError("id must be 1..64 printable characters")
-        parse_address(self.listen, "listen")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        _check_server_settings(self.node_id, self.listen, self.metrics_port,
+                               self.request_timeout_seconds, self.replica_timeout_seconds)
+        if self.cluster is not None:
+            if self.node_id not in {m.node_id for m in self.cluster.members}:
+                raise ConfigError(f"node {self.node_id!r} is not among the [cluster] members")
+            if self.partitions not in (DEFAULT_PARTITIONS, self.cluster.partitions):
+                raise ConfigError(
+                    f"partitions={self.partitions} disagrees with the cluster's "
+                    f"{self.cluster.partitions}; set it in [cluster] only"
+                )
+            object.__setattr__(self, "partitions", self.cluster.partitions)
         try:
             validate_partition_count(self.partitions)
         except ValueError as exc:
@@ -69,9 +81,62 @@ class NodeConfig:
 
     @property
     def max_message_bytes(self) -> int:
-        """gRPC message limit: room for one maximum-size key and value, and at
-        least 4 MiB (gRPC's default) so batches of small items fit."""
-        return max(4 * MIB, self.max_key_bytes + self.max_value_bytes + _MESSAGE_OVERHEAD_BYTES)
+        return _max_message_bytes(self.max_key_bytes, self.max_value_bytes)
+
+    @property
+    def cluster_spec(self) -> ClusterSpec:
+        if self.cluster is not None:
+            return self.cluster
+        return ClusterSpec.single(self.node_id, self.listen, self.partitions)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """A coordinator process: routes requests to the cluster, caches reads."""
+
+    coordinator_id: str
+    cluster: ClusterSpec
+    listen: str = "127.0.0.1:7201"
+    metrics_port: int = 0
+    cache_bytes: int = 64 * MIB  # 0 disables the cache
+    cache_ttl_ms: float = 1000.0  # a cached answer is never served older than this
+    max_key_bytes: int = 1 * KIB
+    max_value_bytes: int = 1 * MIB
+    max_batch_items: int = 1000
+    shutdown_grace_seconds: float = 10.0
+    request_timeout_seconds: float = 5.0
+    replica_timeout_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
+                               self.request_timeout_seconds, self.replica_timeout_seconds)
+        if self.cache_bytes < 0:
+            raise ConfigError(f"cache_bytes must be at least 0, got {self.cache_bytes}")
+        if not 0 <= self.cache_ttl_ms <= 3_600_000:
+            raise ConfigError(f"cache_ttl_ms must be 0..3600000, got {self.cache_ttl_ms}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return _max_message_bytes(self.max_key_bytes, self.max_value_bytes)
+
+
+def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
+    """gRPC message limit: room for one maximum-size key and value, and at
+    least 4 MiB (gRPC's default) so batches of small items fit."""
+    return max(4 * MIB, max_key_bytes + max_value_bytes + _MESSAGE_OVERHEAD_BYTES)
+
+
+def _check_server_settings(process_id: str, listen: str, metrics_port: int,
+                           request_timeout: float, replica_timeout: float) -> None:
+    if not process_id or len(process_id) > 64 or not process_id.isprintable():
+        raise ConfigError("id must be 1..64 printable characters")
+    parse_address(listen, "listen")
+    if not 0 <= metrics_port <= 65535:
+        raise ConfigError(f"metrics_port must be 0..65535, got {metrics_port}")
+    if not 0 < request_timeout <= 3600:
+        raise ConfigError(f"request_timeout_seconds must be in (0, 3600], got {request_timeout}")
+    if not 0 < replica_timeout <= 3600:
+        raise ConfigError(f"replica_timeout_seconds must be in (0, 3600], got {replica_timeout}")
 
 
 def parse_address(address: str, setting: str) -> tuple[str, int]:
@@ -82,27 +147,60 @@ def parse_address(address: str, setting: str) -> tuple[str, int]:
 
 
 def load_node_config(config_file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
-    """Defaults, then the TOML file's [node] table, then flags that were given."""
+    """Defaults, then the file's [node] and [cluster] tables, then given flags."""
+    values = _load(NodeConfig, "node", config_file, overrides)
+    if "node_id" not in values:
+        raise ConfigError("a node needs an id (--id or node_id in the config file)")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    return _build(NodeConfig, values)
+
+
+def load_coordinator_config(config_file: Path | None, overrides: dict[str, Any]) -> CoordinatorConfig:
+    """Defaults, then the file's [coordinator] and [cluster] tables, then given flags."""
+    values = _load(CoordinatorConfig, "coordinator", config_file, overrides)
+    if "coordinator_id" not in values:
+        raise ConfigError("a coordinator needs an id (--id or coordinator_id in the config file)")
+    if "cluster" not in values:
+        raise ConfigError("a coordinator needs the cluster's members: a [cluster] table in --config")
+    return _build(CoordinatorConfig, values)
+
+
+def _load(kind: type, table: str, config_file: Path | None,
+          overrides: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        values.update(document.get("node", document))
+        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster"})
+        if unknown_tables:
+            raise ConfigError(f"unknown table(s) in {config_file}: {', '.join(unknown_tables)}; "
+                              "expected [node], [coordinator] and [cluster]")
+        values.update(document.get(table, {}))
+        if "cluster" in document:
+            try:
+                values["cluster"] = ClusterSpec.from_table(document["cluster"])
+            except (MembershipError, ValueError, TypeError) as exc:
+                raise ConfigError(f"[cluster] in {config_file}: {exc}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(NodeConfig)}
+    known = {f.name for f in fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
-    if "node_id" not in values:
-        raise ConfigError("a node needs an id (--id or node_id in the config file)")
-    return NodeConfig(**values)
+    return values
 
 
-__all__ = ["NodeConfig", "ConfigError", "load_node_config", "parse_address", "replace"]
+def _build(kind: Any, values: dict[str, Any]) -> Any:
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad setting type: {exc}") from exc
+
+
+__all__ = ["NodeConfig", "CoordinatorConfig", "ConfigError", "load_node_config",
+           "load_coordinator_config", "parse_address", "parse_size", "replace"]
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,

@@ -1,12 +1,16 @@
-"""Prometheus metrics of one storage node, in a registry of its own.
+"""Prometheus metrics of one process, in a registry of its own.
 
-Label children are cached: looking one up per request would cost more than the
-observation itself on the hot path.
+`RequestMetrics` is what every server has (RPC counts and latencies by status
+code, read repairs); `NodeMetrics` adds the storage node's commits and
+database size; `CoordinatorMetrics` adds the cache. Label children are cached:
+looking one up per request would cost more than the observation itself.
 """
 
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from kvstore.cache import LruCache
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -14,8 +18,8 @@ _LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-class NodeMetrics:
-    def __init__(self, size_bytes: Callable[[], float], key_count: Callable[[], float]) -> None:
+class RequestMetrics:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "kvstore_requests", "RPCs handled, by method and gRPC status code",
@@ -25,23 +29,10 @@ class NodeMetrics:
             "kvstore_request_duration_seconds", "RPC latency, by method and gRPC status code",
             ["method", "code"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self._batch_size = Histogram(
-            "kvstore_commit_batch_size", "Writes sharing one LMDB transaction and fsync",
-            buckets=_BATCH_BUCKETS, registry=self.registry,
-        )
-        self._commit_latency = Histogram(
-            "kvstore_commit_duration_seconds", "Time to commit (and fsync) one transaction",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.duplicate_writes = Counter(
-            "kvstore_duplicate_writes",
-            "Retried writes recognised by request id and not applied again",
+        self._read_repairs = Counter(
+            "kvstore_read_repairs", "Replicas brought up to date by read repair",
             registry=self.registry,
         )
-        Gauge("kvstore_db_bytes", "Bytes the LMDB database occupies",
-              registry=self.registry).set_function(size_bytes)
-        Gauge("kvstore_keys", "Records stored (tombstones included)",
-              registry=self.registry).set_function(key_count)
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
@@ -52,6 +43,49 @@ class NodeMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_read_repairs(self, replicas: int) -> None:
+        self._read_repairs.inc(replicas)
+
+
+class NodeMetrics(RequestMetrics):
+    def __init__(self, size_bytes: Callable[[], float], key_count: Callable[[], float]) -> None:
+        super().__init__()
+        self._batch_size = Histogram(
+            "kvstore_commit_batch_size", "Writes sharing one LMDB transaction and fsync",
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )
+        self._commit_latency = Histogram(
+            "kvstore_commit_duration_seconds", "Time to commit (and fsync) one transaction",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._duplicate_writes = Counter(
+            "kvstore_duplicate_writes",
+            "Retried writes recognised by request id and not applied again",
+            registry=self.registry,
+        )
+        Gauge("kvstore_db_bytes", "Bytes the LMDB database occupies",
+              registry=self.registry).set_function(size_bytes)
+        Gauge("kvstore_keys", "Records stored (tombstones included)",
+              registry=self.registry).set_function(key_count)
+
     def observe_commit(self, batch_size: int, seconds: float) -> None:
         self._batch_size.observe(batch_size)
         self._commit_latency.observe(seconds)
+
+    def observe_duplicate_write(self) -> None:
+        self._duplicate_writes.inc()
+
+
+class CoordinatorMetrics(RequestMetrics):
+    def __init__(self, cache: LruCache) -> None:
+        super().__init__()
+        for name, help_text, read in (
+            ("kvstore_cache_hits", "Reads answered from the cache", lambda: cache.hits),
+            ("kvstore_cache_misses", "Reads the cache could not answer", lambda: cache.misses),
+            ("kvstore_cache_evictions", "Entries dropped to make room", lambda: cache.evictions),
+            ("kvstore_cache_expirations", "Entries dropped for being older than the ttl",
+             lambda: cache.expirations),
+            ("kvstore_cache_bytes", "Bytes the cached entries account for", lambda: cache.bytes),
+            ("kvstore_cache_entries", "Entries in the cache", lambda: cache.entries),
+        ):
+            Gauge(name, help_text, registry=self.registry).set_function(read)

@@ -1,95 +1,117 @@
-"""What one storage node does with a key it holds: read it, write a new
-version of it, delete it, and accept a record from a peer.
+"""What one storage node does with the keys it holds: read a key's state,
+apply a client's write as that write's coordinating replica, and merge a
+state computed elsewhere (replication, read repair).
 
-It turns requests into storage `Write`s whose `decide` function computes the
-new record from the stored one inside the commit transaction, so a write's
-version always builds on what is really stored. No gRPC here.
+A key's state is a dotted version vector set (`kvstore.versions.DVVSet`),
+stored as one record: the encoded set as the value, its joined version vector
+as the record's version, its newest timestamp, and a tombstone flag when every
+sibling is a delete. Every change is a storage `Write` whose `decide` computes
+the new state from the stored one inside the commit transaction, so it always
+builds on what is really stored. No gRPC here.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from kvstore import versions
+from kvstore.errors import DataLoss
 from kvstore.hlc import HybridLogicalClock
 from kvstore.record import Record
 from kvstore.ring import partition_of
-from kvstore.storage.engine import Write, WriteResult
+from kvstore.storage.engine import Write
 from kvstore.storage.store import Store
-from kvstore.versions import VersionVector
+from kvstore.versions import DVVSet, VersionVector
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    found: bool
-    siblings: list[bytes]
-    context: bytes  # serialized CausalContext; returned for tombstones too
-    timestamp: int
+def state_record(state: DVVSet) -> Record:
+    return Record(
+        version=versions.join(state).to_bytes(), timestamp=state.timestamp,
+        tombstone=state.absent, value=versions.encode(state),
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    context: bytes
-    timestamp: int
-    duplicate: bool  # a retried request id: nothing was applied this time
+def record_state(record: Record | None) -> DVVSet | None:
+    if record is None:
+        return None
+    return versions.decode(record.value)
 
 
 class LocalReplica:
     def __init__(
-        self, node_id: str, store: Store, clock: HybridLogicalClock, partitions: int
+        self, node_id: str, store: Store, clock: HybridLogicalClock, partitions: int,
+        *, last_write_wins: bool = False, max_siblings: int = versions.DEFAULT_MAX_SIBLINGS,
+        on_duplicate: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_duplicate = on_duplicate
         self.node_id = node_id
         self._store = store
         self._clock = clock
         self._partitions = partitions
+        self._last_write_wins = last_write_wins
+        self._max_siblings = max_siblings
 
-    def get(self, key: bytes) -> ReadResult:
-        record = self.read_record(key)
-        if record is None:
-            return ReadResult(False, [], b"", 0)
-        if record.tombstone:
-            return ReadResult(False, [], record.version, record.timestamp)
-        return ReadResult(True, [record.value], record.version, record.timestamp)
+    def read(self, key: bytes) -> DVVSet | None:
+        """This replica's state for `key`; DataLoss if its copy is corrupt."""
+        return record_state(self._store.read(partition_of(key, self._partitions), key))
 
-    async def put(self, key: bytes, value: bytes, context: bytes, request_id: bytes) -> WriteOutcome:
-        return await self._write_version(key, value, False, context, request_id)
+    async def apply(
+        self, key: bytes, value: bytes, tombstone: bool, context: bytes, request_id: bytes
+    ) -> tuple[DVVSet, bool]:
+        """Add a client's write with a new dot of this node; returns the new
+        state and whether the request id had been applied before (then the
+        state returned is the current one, which includes that write).
 
-    async def delete(self, key: bytes, context: bytes, request_id: bytes) -> WriteOutcome:
-        return await self._write_version(key, b"", True, context, request_id)
+        Siblings the context covers are replaced, the others stay (they are
+        concurrent with this write). An empty context is a blind write and
+        replaces every sibling this replica holds."""
+        seen = VersionVector.from_bytes(context)  # InvalidArgument before any work
+        context_given = bool(context)
+        timestamp = self._clock.now()
+        node_id, lww, cap = self.node_id, self._last_write_wins, self._max_siblings
 
-    def read_record(self, key: bytes) -> Record | None:
-        return self._store.read(partition_of(key, self._partitions), key)
+        def decide(current: Record | None) -> Record:
+            state = _readable(current)
+            stamp = max(timestamp, state.timestamp + 1) if state is not None else timestamp
+            # A blind write (no context at all) replaces what this replica holds.
+            context = seen if context_given else versions.join(state)
+            if lww:
+                new = versions.lww_update(state, node_id, value, tombstone, stamp)
+            else:
+                new = versions.update(state, context, node_id, value, tombstone, stamp,
+                                      max_siblings=cap)
+            return state_record(new)
 
-    async def write_record(self, key: bytes, record: Record) -> bool:
-        """Store a peer's record unless ours is at least as new (last write wins)."""
-        self._clock.observe(record.timestamp)
+        write = Write(partition_of(key, self._partitions), key, decide, request_id)
+        result = await self._store.write(write)
+        if result.duplicate:
+            self._on_duplicate()
+            current = self.read(key)
+            assert current is not None, "a committed write's key cannot be empty"
+            return current, True
+        assert result.record is not None
+        return versions.decode(result.record.value), False
+
+    async def merge(self, key: bytes, incoming: DVVSet) -> bool:
+        """Merge `incoming` into the stored state; True if that changed it."""
+        self._clock.observe(incoming.timestamp)
+        lww = self._last_write_wins
 
         def decide(current: Record | None) -> Record | None:
-            if current is not None and current.timestamp >= record.timestamp:
+            state = _readable(current)
+            if state is None:
+                return state_record(incoming)
+            merged = versions.lww_sync(state, incoming) if lww else versions.sync(state, incoming)
+            if merged == state:
                 return None
-            return record
+            return state_record(merged)
 
         result = await self._store.write(Write(partition_of(key, self._partitions), key, decide))
         return result.applied
 
-    async def _write_version(
-        self, key: bytes, value: bytes, tombstone: bool, context: bytes, request_id: bytes
-    ) -> WriteOutcome:
-        seen = VersionVector.from_bytes(context)  # InvalidArgument before any work
-        timestamp = self._clock.now()
-        node_id = self.node_id
 
-        def decide(current: Record | None) -> Record:
-            # A single replica never holds concurrent versions: the new one
-            # supersedes both what the client saw and what is stored.
-            base = seen
-            stamp = timestamp
-            if current is not None:
-                base = base.merge(VersionVector.from_bytes(current.version))
-                stamp = max(stamp, current.timestamp + 1)
-            return Record(base.increment(node_id).to_bytes(), stamp, tombstone, value)
-
-        write = Write(partition_of(key, self._partitions), key, decide, request_id)
-        return _outcome(await self._store.write(write))
-
-
-def _outcome(result: WriteResult) -> WriteOutcome:
-    assert result.record is not None  # decide always returns a record
-    return WriteOutcome(result.record.version, result.record.timestamp, result.duplicate)
+def _readable(record: Record | None) -> DVVSet | None:
+    """The stored state, or None when there is none or it cannot be decoded
+    (a corrupt copy is replaced: the other replicas hold the truth)."""
+    try:
+        return record_state(record)
+    except DataLoss:
+        return None

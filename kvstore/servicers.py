@@ -17,12 +17,14 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
-from kvstore.errors import InvalidArgument, KVStoreError
-from kvstore.metrics import NodeMetrics
-from kvstore.record import Record
-from kvstore.replica import LocalReplica, ReadResult, WriteOutcome
+from kvstore.errors import DataLoss, InvalidArgument, KVStoreError
+from kvstore import versions
+from kvstore.cache import LruCache
+from kvstore.coordinator import Coordinator
+from kvstore.metrics import RequestMetrics
+from kvstore.replica import LocalReplica
 from kvstore.status import status_of
-from kvstore.versions import VersionVector
+from kvstore.versions import DVVSet
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +108,6 @@ def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
     return decorate
 
 
-def _get_response(result: ReadResult) -> kv_pb2.GetResponse:
-    return kv_pb2.GetResponse(
-        found=result.found, siblings=result.siblings,
-        context=result.context, timestamp=result.timestamp,
-    )
-
-
-def _put_response(outcome: WriteOutcome) -> kv_pb2.PutResponse:
-    return kv_pb2.PutResponse(context=outcome.context, timestamp=outcome.timestamp)
-
-
 def _item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
     if error is None:
         return kv_pb2.ItemStatus()
@@ -125,138 +116,201 @@ def _item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
     log.error("unexpected error in a batch item", exc_info=error)
     return kv_pb2.ItemStatus(
         code=grpc.StatusCode.INTERNAL.value[0],
-        message=f"internal error ({type(error).__name__}: {error}); see the node's log",
+        message=f"internal error ({type(error).__name__}: {error}); see the log",
     )
 
 
+def _get_response(state: DVVSet | None) -> kv_pb2.GetResponse:
+    if state is None:
+        return kv_pb2.GetResponse(found=False)
+    context = versions.join(state).to_bytes()
+    if state.absent:  # deleted: no value, but the context still counts
+        return kv_pb2.GetResponse(found=False, context=context, timestamp=state.timestamp)
+    live = sorted(state.live, key=lambda s: (s.timestamp, s.dot))  # oldest first
+    return kv_pb2.GetResponse(
+        found=True, siblings=[s.value for s in live], context=context, timestamp=state.timestamp,
+    )
+
+
+def _put_response(state: DVVSet) -> kv_pb2.PutResponse:
+    return kv_pb2.PutResponse(context=versions.join(state).to_bytes(), timestamp=state.timestamp)
+
+
+class _Absent:
+    """Cached answer for a key no replica holds (so misses are cached too)."""
+
+
+_ABSENT = _Absent()
+
+
 class KVService(kv_pb2_grpc.KVServicer):
-    """The public KV service on a single node (replication factor 1)."""
+    """The public KV service: validate, coordinate the quorum, answer.
 
-    REPLICAS = 1
+    With a cache (coordinator processes), reads below r=N may be answered from
+    it; every write through this service updates its key there
+    (read-your-writes), and entries older than the cache's ttl are never
+    served. Strong reads (r=N) always go to the replicas.
+    """
 
-    def __init__(
-        self, replica: LocalReplica, limits: validation.Limits, metrics: NodeMetrics
-    ) -> None:
-        self.replica = replica
+    def __init__(self, coordinator: Coordinator, limits: validation.Limits,
+                 metrics: RequestMetrics, *, request_timeout: float,
+                 cache: LruCache | None = None) -> None:
+        self.coordinator = coordinator
         self.limits = limits
         self.metrics = metrics
+        self.replicas = coordinator.spec.replicas
+        self.request_timeout = request_timeout
+        self.cache = cache
 
     @rpc("Get")
     async def Get(self, request: kv_pb2.GetRequest, context: Any) -> kv_pb2.GetResponse:
         validation.check_key(request.key, self.limits)
-        validation.replica_count(request.r, self.REPLICAS, "r")
-        return _get_response(self.replica.get(request.key))
+        r = validation.replica_count(request.r, self.replicas, "r")
+        return _get_response(await self._read(request.key, r, self._timeout(context)))
 
     @rpc("Put")
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
         self._check_put(request, "")
-        validation.replica_count(request.w, self.REPLICAS, "w")
-        return _put_response(await self._put(request))
+        w = validation.replica_count(request.w, self.replicas, "w")
+        state = await self._write(request.key, request.value, False, request.context, w,
+                                  request.request_id, self._timeout(context))
+        return _put_response(state)
 
     @rpc("Delete")
     async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
         validation.check_key(request.key, self.limits)
         validation.check_write_extras(request.context, request.request_id)
-        validation.replica_count(request.w, self.REPLICAS, "w")
-        outcome = await self.replica.delete(request.key, request.context, request.request_id)
-        self._count_duplicate(outcome)
-        return kv_pb2.DeleteResponse(context=outcome.context)
+        w = validation.replica_count(request.w, self.replicas, "w")
+        state = await self._write(request.key, b"", True, request.context, w,
+                                  request.request_id, self._timeout(context))
+        return kv_pb2.DeleteResponse(context=versions.join(state).to_bytes())
 
     @rpc("GetMany")
-    async def GetMany(
-        self, request: kv_pb2.GetManyRequest, context: Any
-    ) -> kv_pb2.GetManyResponse:
+    async def GetMany(self, request: kv_pb2.GetManyRequest, context: Any) -> kv_pb2.GetManyResponse:
         validation.check_batch(request.keys, self.limits, "keys")
         for index, key in enumerate(request.keys):
             validation.check_key(key, self.limits, f"keys[{index}]")
-        validation.replica_count(request.r, self.REPLICAS, "r")
+        r = validation.replica_count(request.r, self.replicas, "r")
+        timeout = self._timeout(context)
+        states = await asyncio.gather(
+            *(self._read(key, r, timeout) for key in request.keys), return_exceptions=True
+        )
         items = []
-        for key in request.keys:
-            try:
-                result = _get_response(self.replica.get(key))
-                items.append(kv_pb2.GetManyResponse.Item(status=_item_status(None), result=result))
-            except KVStoreError as exc:
-                items.append(kv_pb2.GetManyResponse.Item(status=_item_status(exc)))
+        for state in states:
+            if isinstance(state, BaseException):
+                items.append(kv_pb2.GetManyResponse.Item(status=_item_status(state)))
+            else:
+                items.append(kv_pb2.GetManyResponse.Item(
+                    status=_item_status(None), result=_get_response(state)))
         return kv_pb2.GetManyResponse(items=items)
 
     @rpc("PutMany")
-    async def PutMany(
-        self, request: kv_pb2.PutManyRequest, context: Any
-    ) -> kv_pb2.PutManyResponse:
+    async def PutMany(self, request: kv_pb2.PutManyRequest, context: Any) -> kv_pb2.PutManyResponse:
         validation.check_batch(request.puts, self.limits, "puts")
         for index, put in enumerate(request.puts):
             self._check_put(put, f"puts[{index}].")
-        validation.replica_count(request.w, self.REPLICAS, "w")
-        # Issued together, the writes share group commits.
-        outcomes = await asyncio.gather(
-            *(self._put(put) for put in request.puts), return_exceptions=True
+        w = validation.replica_count(request.w, self.replicas, "w")
+        timeout = self._timeout(context)
+        states = await asyncio.gather(
+            *(self._write(put.key, put.value, False, put.context, w, put.request_id, timeout)
+              for put in request.puts),
+            return_exceptions=True,
         )
         items = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                items.append(kv_pb2.PutManyResponse.Item(status=_item_status(outcome)))
+        for state in states:
+            if isinstance(state, BaseException):
+                items.append(kv_pb2.PutManyResponse.Item(status=_item_status(state)))
             else:
-                items.append(
-                    kv_pb2.PutManyResponse.Item(
-                        status=_item_status(None), result=_put_response(outcome)
-                    )
-                )
+                items.append(kv_pb2.PutManyResponse.Item(
+                    status=_item_status(None), result=_put_response(state)))
         return kv_pb2.PutManyResponse(items=items)
 
     @rpc("Ping")
     async def Ping(self, request: kv_pb2.PingRequest, context: Any) -> kv_pb2.PingResponse:
         return kv_pb2.PingResponse(payload=request.payload)
 
+    def _timeout(self, context: Any) -> float:
+        remaining = context.time_remaining()
+        return self.request_timeout if remaining is None else min(remaining, self.request_timeout)
+
     def _check_put(self, put: kv_pb2.PutRequest, prefix: str) -> None:
         validation.check_key(put.key, self.limits, f"{prefix}key")
         validation.check_value(put.value, self.limits, f"{prefix}value")
         validation.check_write_extras(put.context, put.request_id, prefix)
 
-    async def _put(self, put: kv_pb2.PutRequest) -> WriteOutcome:
-        outcome = await self.replica.put(put.key, put.value, put.context, put.request_id)
-        self._count_duplicate(outcome)
-        return outcome
+    async def _read(self, key: bytes, r: int, timeout: float) -> DVVSet | None:
+        strong = r >= self.replicas
+        if self.cache is not None and not strong:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return None if cached is _ABSENT else cached  # type: ignore[return-value]
+        state = await self.coordinator.get(key, r, timeout)
+        self._remember(key, state)
+        return state
 
-    def _count_duplicate(self, outcome: WriteOutcome) -> None:
-        if outcome.duplicate:
-            self.metrics.duplicate_writes.inc()
+    async def _write(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
+                     request_id: bytes, timeout: float) -> DVVSet:
+        if self.cache is not None:
+            # Until the write's outcome is known, no older answer may be served.
+            self.cache.invalidate(key)
+        state = await self.coordinator.put(key, value, tombstone, context, w, request_id, timeout)
+        self._remember(key, state)
+        return state
+
+    def _remember(self, key: bytes, state: DVVSet | None) -> None:
+        if self.cache is None:
+            return
+        if state is None:
+            self.cache.put(key, _ABSENT, 0)
+        else:
+            self.cache.put(key, state, sum(len(s.value) + 64 for s in state.siblings))
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer):
-    """The internal replica service: raw records between nodes."""
+    """The internal replica service: batches of reads, applies and merges."""
 
-    def __init__(
-        self, replica: LocalReplica, limits: validation.Limits, metrics: NodeMetrics
-    ) -> None:
+    def __init__(self, replica: LocalReplica, limits: validation.Limits,
+                 metrics: RequestMetrics) -> None:
         self.replica = replica
         self.limits = limits
         self.metrics = metrics
 
-    @rpc("Replica.Read")
-    async def Read(
-        self, request: replica_pb2.ReplicaReadRequest, context: Any
-    ) -> replica_pb2.ReplicaReadResponse:
-        validation.check_key(request.key, self.limits)
-        record = self.replica.read_record(request.key)
-        if record is None:
-            return replica_pb2.ReplicaReadResponse(found=False)
-        return replica_pb2.ReplicaReadResponse(
-            found=True,
-            record=replica_pb2.ReplicaRecord(
-                key=request.key, version=record.version, timestamp=record.timestamp,
-                tombstone=record.tombstone, value=record.value,
-            ),
-        )
+    @rpc("Replica.Batch")
+    async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
+                    context: Any) -> replica_pb2.ReplicaBatchResponse:
+        # Run together, the batch's writes share group commits.
+        outcomes = await asyncio.gather(*(self._run(op) for op in request.ops),
+                                        return_exceptions=True)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                results.append(replica_pb2.ReplicaResult(status=_item_status(outcome)))
+            else:
+                results.append(outcome)
+        return replica_pb2.ReplicaBatchResponse(results=results)
 
-    @rpc("Replica.Write")
-    async def Write(
-        self, request: replica_pb2.ReplicaWriteRequest, context: Any
-    ) -> replica_pb2.ReplicaWriteResponse:
-        incoming = request.record
-        validation.check_key(incoming.key, self.limits, "record.key")
-        validation.check_value(incoming.value, self.limits, "record.value")
-        validation.check_write_extras(incoming.version, b"", "record.")
-        VersionVector.from_bytes(incoming.version)  # InvalidArgument if malformed
-        record = Record(incoming.version, incoming.timestamp, incoming.tombstone, incoming.value)
-        applied = await self.replica.write_record(incoming.key, record)
-        return replica_pb2.ReplicaWriteResponse(applied=applied)
+    async def _run(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
+        kind = op.WhichOneof("op")
+        if kind == "read":
+            validation.check_key(op.read.key, self.limits)
+            state = self.replica.read(op.read.key)
+            if state is None:
+                return replica_pb2.ReplicaResult(found=False)
+            return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+        if kind == "apply":
+            apply = op.apply
+            validation.check_key(apply.key, self.limits)
+            validation.check_value(apply.value, self.limits)
+            validation.check_write_extras(apply.context, apply.request_id)
+            state, _duplicate = await self.replica.apply(
+                apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
+            return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+        if kind == "merge":
+            validation.check_key(op.merge.key, self.limits)
+            try:
+                incoming = versions.decode(op.merge.state)
+            except DataLoss as exc:
+                raise InvalidArgument(f"merge of a malformed state: {exc}") from exc
+            await self.replica.merge(op.merge.key, incoming)
+            return replica_pb2.ReplicaResult(found=True)
+        raise InvalidArgument("a replica operation needs one of read, apply or merge")

@@ -24,3 +24,14 @@ def status_of(error: errors.KVStoreError) -> grpc.StatusCode:
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
+
+
+_ERROR_OF_STATUS = {code: error for error, code in STATUS_OF_ERROR.items()}
+
+
+def error_of(code: int | grpc.StatusCode, message: str) -> errors.KVStoreError:
+    """The store's error for a status received from a peer (the reverse of
+    `status_of`); codes with no error of their own become Unavailable."""
+    if isinstance(code, int):
+        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return _ERROR_OF_STATUS.get(code, errors.Unavailable)(message)

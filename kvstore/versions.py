@@ -45,6 +45,7 @@ class VersionVector:
 
     def to_bytes(self) -> bytes:
         message = kv_pb2.CausalContext(
+            issued=True,
             version_vector=[
                 kv_pb2.Dot(node_id=node, counter=n) for node, n in sorted(self.counters.items())
             ]

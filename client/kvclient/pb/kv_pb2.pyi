@@ -34,10 +34,12 @@ class Dot(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., counter: _Optional[int] = ...) -> None: ...
 
 class CausalContext(_message.Message):
-    __slots__ = ("version_vector",)
+    __slots__ = ("version_vector", "issued")
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_FIELD_NUMBER: _ClassVar[int]
     version_vector: _containers.RepeatedCompositeFieldContainer[Dot]
-    def __init__(self, version_vector: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ...) -> None: ...
+    issued: bool
+    def __init__(self, version_vector: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ..., issued: _Optional[bool] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")

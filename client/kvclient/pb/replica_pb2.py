@@ -22,25 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from kvclient.pb import kv_pb2 as kvclient_dot_pb_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\"b\n\rReplicaRecord\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x0c\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x11\n\ttombstone\x18\x04 \x01(\x08\x12\r\n\x05value\x18\x05 \x01(\x0c\"!\n\x12ReplicaReadRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"O\n\x13ReplicaReadResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12)\n\x06record\x18\x02 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRecord\"@\n\x13ReplicaWriteRequest\x12)\n\x06record\x18\x01 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRecord\"\'\n\x14ReplicaWriteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x32\x9e\x01\n\x07Replica\x12G\n\x04Read\x12\x1e.kvstore.v1.ReplicaReadRequest\x1a\x1f.kvstore.v1.ReplicaReadResponse\x12J\n\x05Write\x12\x1f.kvstore.v1.ReplicaWriteRequest\x1a .kvstore.v1.ReplicaWriteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\x1a\x14kvclient/pb/kv.proto\"\x1a\n\x0bReplicaRead\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"b\n\x0cReplicaApply\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\"*\n\x0cReplicaMerge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\x0c\"\x90\x01\n\tReplicaOp\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x17.kvstore.v1.ReplicaReadH\x00\x12)\n\x05\x61pply\x18\x02 \x01(\x0b\x32\x18.kvstore.v1.ReplicaApplyH\x00\x12)\n\x05merge\x18\x03 \x01(\x0b\x32\x18.kvstore.v1.ReplicaMergeH\x00\x42\x04\n\x02op\"U\n\rReplicaResult\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\x0c\"9\n\x13ReplicaBatchRequest\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.kvstore.v1.ReplicaOp\"B\n\x14ReplicaBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.ReplicaResult2U\n\x07Replica\x12J\n\x05\x42\x61tch\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvclient.pb.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICARECORD']._serialized_start=41
-  _globals['_REPLICARECORD']._serialized_end=139
-  _globals['_REPLICAREADREQUEST']._serialized_start=141
-  _globals['_REPLICAREADREQUEST']._serialized_end=174
-  _globals['_REPLICAREADRESPONSE']._serialized_start=176
-  _globals['_REPLICAREADRESPONSE']._serialized_end=255
-  _globals['_REPLICAWRITEREQUEST']._serialized_start=257
-  _globals['_REPLICAWRITEREQUEST']._serialized_end=321
-  _globals['_REPLICAWRITERESPONSE']._serialized_start=323
-  _globals['_REPLICAWRITERESPONSE']._serialized_end=362
-  _globals['_REPLICA']._serialized_start=365
-  _globals['_REPLICA']._serialized_end=523
+  _globals['_REPLICAREAD']._serialized_start=63
+  _globals['_REPLICAREAD']._serialized_end=89
+  _globals['_REPLICAAPPLY']._serialized_start=91
+  _globals['_REPLICAAPPLY']._serialized_end=189
+  _globals['_REPLICAMERGE']._serialized_start=191
+  _globals['_REPLICAMERGE']._serialized_end=233
+  _globals['_REPLICAOP']._serialized_start=236
+  _globals['_REPLICAOP']._serialized_end=380
+  _globals['_REPLICARESULT']._serialized_start=382
+  _globals['_REPLICARESULT']._serialized_end=467
+  _globals['_REPLICABATCHREQUEST']._serialized_start=469
+  _globals['_REPLICABATCHREQUEST']._serialized_end=526
+  _globals['_REPLICABATCHRESPONSE']._serialized_start=528
+  _globals['_REPLICABATCHRESPONSE']._serialized_end=594
+  _globals['_REPLICA']._serialized_start=596
+  _globals['_REPLICA']._serialized_end=681
 # @@protoc_insertion_point(module_scope)

@@ -1,46 +1,68 @@
+from kvclient.pb import kv_pb2 as _kv_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class ReplicaRecord(_message.Message):
-    __slots__ = ("key", "version", "timestamp", "tombstone", "value")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VERSION_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
-    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    key: bytes
-    version: bytes
-    timestamp: int
-    tombstone: bool
-    value: bytes
-    def __init__(self, key: _Optional[bytes] = ..., version: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., tombstone: _Optional[bool] = ..., value: _Optional[bytes] = ...) -> None: ...
-
-class ReplicaReadRequest(_message.Message):
+class ReplicaRead(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     def __init__(self, key: _Optional[bytes] = ...) -> None: ...
 
-class ReplicaReadResponse(_message.Message):
-    __slots__ = ("found", "record")
+class ReplicaApply(_message.Message):
+    __slots__ = ("key", "value", "tombstone", "context", "request_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    tombstone: bool
+    context: bytes
+    request_id: bytes
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., context: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaMerge(_message.Message):
+    __slots__ = ("key", "state")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    state: bytes
+    def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaOp(_message.Message):
+    __slots__ = ("read", "apply", "merge")
+    READ_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
+    read: ReplicaRead
+    apply: ReplicaApply
+    merge: ReplicaMerge
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ...) -> None: ...
+
+class ReplicaResult(_message.Message):
+    __slots__ = ("status", "found", "state")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
-    RECORD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    status: _kv_pb2.ItemStatus
     found: bool
-    record: ReplicaRecord
-    def __init__(self, found: _Optional[bool] = ..., record: _Optional[_Union[ReplicaRecord, _Mapping]] = ...) -> None: ...
+    state: bytes
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ...) -> None: ...
 
-class ReplicaWriteRequest(_message.Message):
-    __slots__ = ("record",)
-    RECORD_FIELD_NUMBER: _ClassVar[int]
-    record: ReplicaRecord
-    def __init__(self, record: _Optional[_Union[ReplicaRecord, _Mapping]] = ...) -> None: ...
+class ReplicaBatchRequest(_message.Message):
+    __slots__ = ("ops",)
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[ReplicaOp]
+    def __init__(self, ops: _Optional[_Iterable[_Union[ReplicaOp, _Mapping]]] = ...) -> None: ...
 
-class ReplicaWriteResponse(_message.Message):
-    __slots__ = ("applied",)
-    APPLIED_FIELD_NUMBER: _ClassVar[int]
-    applied: bool
-    def __init__(self, applied: _Optional[bool] = ...) -> None: ...
+class ReplicaBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReplicaResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReplicaResult, _Mapping]]] = ...) -> None: ...

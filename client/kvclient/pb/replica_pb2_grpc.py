@@ -34,31 +34,19 @@ class ReplicaStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Read = channel.unary_unary(
-                '/kvstore.v1.Replica/Read',
-                request_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaReadRequest.SerializeToString,
-                response_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaReadResponse.FromString,
-                _registered_method=True)
-        self.Write = channel.unary_unary(
-                '/kvstore.v1.Replica/Write',
-                request_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaWriteRequest.SerializeToString,
-                response_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaWriteResponse.FromString,
+        self.Batch = channel.unary_unary(
+                '/kvstore.v1.Replica/Batch',
+                request_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
                 _registered_method=True)
 
 
 class ReplicaServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Read(self, request, context):
-        """The raw record for a key, tombstones included.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Write(self, request, context):
-        """Store a record unless the replica already holds a newer one (higher
-        timestamp); acknowledged only once durable.
+    def Batch(self, request, context):
+        """Run a batch of operations; each has its own result and status. Writes in
+        one batch share the replica's group commit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,15 +55,10 @@ class ReplicaServicer:
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Read': grpc.unary_unary_rpc_method_handler(
-                    servicer.Read,
-                    request_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaReadRequest.FromString,
-                    response_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaReadResponse.SerializeToString,
-            ),
-            'Write': grpc.unary_unary_rpc_method_handler(
-                    servicer.Write,
-                    request_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaWriteRequest.FromString,
-                    response_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaWriteResponse.SerializeToString,
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +72,7 @@ class Replica:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Read(request,
+    def Batch(request,
             target,
             options=(),
             channel_credentials=None,
@@ -102,36 +85,9 @@ class Replica:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/kvstore.v1.Replica/Read',
-            kvclient_dot_pb_dot_replica__pb2.ReplicaReadRequest.SerializeToString,
-            kvclient_dot_pb_dot_replica__pb2.ReplicaReadResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Write(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/kvstore.v1.Replica/Write',
-            kvclient_dot_pb_dot_replica__pb2.ReplicaWriteRequest.SerializeToString,
-            kvclient_dot_pb_dot_replica__pb2.ReplicaWriteResponse.FromString,
+            '/kvstore.v1.Replica/Batch',
+            kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
+            kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,195 @@
+"""Leaderless quorum coordination of one request (Dynamo, section 4.5).
+
+A read asks every replica in the key's preference list, answers once R have
+replied (their states merged), and afterwards repairs the replicas that
+answered with less than the merged state (read repair), off the answer's
+path. A write goes through one replica (the write's origin: this node when it
+is in the preference list, else the first that answers), which adds the value
+with a new dot; the resulting state is merged into the other replicas, and
+the write is acknowledged once W replicas hold it durably.
+
+Work that outlives a request (repair, replication past W) is owned by the
+coordinator's task group and awaited on close. The quorum arithmetic is in
+`kvstore.quorum`, the transport behind `ReplicaOps`.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+from kvstore.errors import (
+    DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError,
+    ResourceExhausted, Unavailable,
+)
+from kvstore.membership import ClusterSpec
+from kvstore.peers import ReplicaOps
+from kvstore.quorum import ReadQuorum, WriteQuorum
+from kvstore.versions import DVVSet
+
+log = logging.getLogger(__name__)
+
+# Errors that are the request's fault: trying another replica cannot help.
+_REQUEST_ERRORS = (InvalidArgument, FailedPrecondition)
+
+
+class Coordinator:
+    """`async with Coordinator(spec, ops, self_id=...) as coordinator:`"""
+
+    def __init__(self, spec: ClusterSpec, ops: ReplicaOps, *, self_id: str | None = None,
+                 on_repair: Callable[[int], None] | None = None) -> None:
+        self.spec = spec
+        self._ops = ops
+        self._self_id = self_id
+        self._on_repair = on_repair
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    # -- reads -----------------------------------------------------------------
+
+    async def get(self, key: bytes, r: int, timeout: float) -> DVVSet | None:
+        """The merged state of `key` once `r` replicas answered."""
+        replicas = self.spec.preference_list(key)
+        quorum = ReadQuorum(replicas, r, lww=self.spec.last_write_wins)
+        corrupt: list[str] = []
+        failures: list[KVStoreError] = []
+        settled = asyncio.Event()
+
+        async def ask(node_id: str) -> None:
+            try:
+                state = await self._ops.read(node_id, key)
+            except KVStoreError as exc:
+                if isinstance(exc, DataLoss):
+                    corrupt.append(node_id)
+                failures.append(exc)
+                quorum.fail(node_id, str(exc))
+            else:
+                quorum.reply(node_id, state)
+            if quorum.settled:
+                settled.set()
+
+        asks = [self._tasks.create_task(ask(node_id)) for node_id in replicas]
+        await self._wait(settled, timeout, quorum.error_message)
+        if quorum.failed:
+            raise _quorum_error(quorum.error_message(), failures)
+        merged = quorum.merged()
+        self._tasks.create_task(self._repair(key, asks, quorum, corrupt, timeout))
+        return merged
+
+    async def _repair(self, key: bytes, asks: Sequence[asyncio.Task[None]], quorum: ReadQuorum,
+                      corrupt: list[str], timeout: float) -> None:
+        """After every replica answered (or the deadline passed), bring the
+        stale and corrupt ones up to the merged state."""
+        await asyncio.wait(asks, timeout=timeout)
+        merged = quorum.merged()
+        if merged is None:
+            return
+        targets = [*quorum.stale(merged), *corrupt]
+        if not targets:
+            return
+        results = await asyncio.gather(
+            *(self._ops.merge(node_id, key, merged) for node_id in targets), return_exceptions=True
+        )
+        repaired = sum(1 for result in results if not isinstance(result, BaseException))
+        if self._on_repair is not None and repaired:
+            self._on_repair(repaired)
+        for node_id, result in zip(targets, results):
+            if isinstance(result, BaseException):
+                log.info("read repair of %r on %s failed: %s", key[:64], node_id, result)
+
+    # -- writes ----------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
+                  request_id: bytes, timeout: float) -> DVVSet:
+        """Write through an origin replica; the state it produced, once `w`
+        replicas hold it durably."""
+        replicas = self.spec.preference_list(key)
+        quorum = WriteQuorum(replicas, w)
+        failures: list[KVStoreError] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        state = await self._apply_at_origin(
+            replicas, quorum, failures, deadline,
+            lambda origin: self._ops.apply(origin, key, value, tombstone, context, request_id),
+        )
+        settled = asyncio.Event()
+        if quorum.settled:
+            settled.set()
+
+        async def replicate(node_id: str) -> None:
+            try:
+                await self._ops.merge(node_id, key, state)
+            except KVStoreError as exc:
+                failures.append(exc)
+                quorum.fail(node_id, str(exc))
+            else:
+                quorum.ack(node_id)
+            if quorum.settled:
+                settled.set()
+
+        for node_id in quorum.pending:
+            self._tasks.create_task(replicate(node_id))
+        await self._wait(settled, deadline - loop.time(), quorum.error_message)
+        if quorum.failed:
+            raise _quorum_error(quorum.error_message(), failures)
+        return state
+
+    async def _apply_at_origin(self, replicas: Sequence[str], quorum: WriteQuorum,
+                               failures: list[KVStoreError], deadline: float,
+                               apply: Callable[[str], Awaitable[DVVSet]]) -> DVVSet:
+        loop = asyncio.get_running_loop()
+        for origin in self._origins(replicas):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    state = await apply(origin)
+            except _REQUEST_ERRORS:
+                raise
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"w={quorum.required}: the write's origin replica {origin} did not answer "
+                    f"in time; the write may or may not have been applied"
+                ) from None
+            except KVStoreError as exc:
+                failures.append(exc)
+                quorum.fail(origin, str(exc))
+                if quorum.failed or loop.time() >= deadline:
+                    raise _quorum_error(quorum.error_message(), failures) from exc
+                continue
+            quorum.ack(origin)
+            return state
+        raise _quorum_error(quorum.error_message(), failures)
+
+    def _origins(self, replicas: Sequence[str]) -> list[str]:
+        """This node first when it holds the key (no network hop), then the rest in order."""
+        if self._self_id in replicas:
+            return [self._self_id, *(n for n in replicas if n != self._self_id)]  # type: ignore[list-item]
+        return list(replicas)
+
+    @staticmethod
+    async def _wait(settled: asyncio.Event, timeout: float, describe: Callable[[], str]) -> None:
+        """Until the quorum settles; DeadlineExceeded (saying who answered) after `timeout`."""
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                await settled.wait()
+        except TimeoutError:
+            raise DeadlineExceeded(f"deadline passed before the quorum was reached; {describe()}") from None
+
+
+def _quorum_error(message: str, failures: Sequence[KVStoreError]) -> KVStoreError:
+    """Unavailable, unless every replica failed the same way for a reason of
+    its own (a full store, a corrupt record): then that reason's error, so a
+    one-replica cluster reports RESOURCE_EXHAUSTED or DATA_LOSS as a node does."""
+    kinds = {type(failure) for failure in failures}
+    if len(kinds) == 1:
+        (kind,) = kinds
+        if kind in (ResourceExhausted, DataLoss):
+            return kind(message)
+    return Unavailable(message)

@@ -1,0 +1,54 @@
+"""A coordinator process (`kvstore coordinator`): holds no data; routes each
+request to the key's replicas, runs the quorum, and caches reads.
+
+Its consistency promise (README, "Coordinators and the cache"): a read
+through a coordinator sees every write acknowledged through the same
+coordinator (read-your-writes); a cached answer is never older than
+cache_ttl_ms; a strong read (r=all) never comes from the cache.
+"""
+
+import asyncio
+import logging
+import time
+
+from kvstore.cache import LruCache
+from kvstore.config import CoordinatorConfig
+from kvstore.coordinator import Coordinator
+from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.metrics import CoordinatorMetrics
+from kvstore.node import KV
+from kvstore.peers import LinkSettings, Peers
+from kvstore.servicers import KVService, register
+from kvstore.validation import Limits
+
+log = logging.getLogger(__name__)
+
+
+async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
+    spec = config.cluster
+    cache = LruCache(config.cache_bytes, config.cache_ttl_ms / 1000, time.monotonic)
+    metrics = CoordinatorMetrics(cache)
+    limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
+    links = LinkSettings(call_timeout=config.replica_timeout_seconds,
+                         max_message_bytes=config.max_message_bytes)
+    addresses = {m.node_id: m.address for m in spec.members}
+    with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
+        async with Peers(addresses, None, links) as peers, Coordinator(
+            spec, peers, on_repair=metrics.observe_read_repairs
+        ) as coordinator:
+            kv = KVService(coordinator, limits, metrics,
+                           request_timeout=config.request_timeout_seconds, cache=cache)
+            async with serving(config.listen, config.max_message_bytes, (KV.full_name,),
+                               lambda server: register(server, kv, KV),
+                               config.shutdown_grace_seconds):
+                log.info("coordinator serving", extra={
+                    "coordinator_id": config.coordinator_id, "listen": config.listen,
+                    "metrics_port": config.metrics_port, "members": len(spec.members),
+                    "cache_bytes": config.cache_bytes, "cache_ttl_ms": config.cache_ttl_ms,
+                })
+                await stop.wait()
+    log.info("coordinator stopped", extra={"coordinator_id": config.coordinator_id})
+
+
+def run_coordinator(config: CoordinatorConfig) -> None:
+    run_until_signalled(lambda stop: serve_coordinator(config, stop))

@@ -1,0 +1,105 @@
+"""What every kvstore server process shares: the gRPC server with health and
+reflection, the metrics HTTP endpoint, the stop signals and a graceful stop.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from kvstore.config import parse_address
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The process cannot start (e.g. its port is taken); the message says why."""
+
+
+def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default, which would let two processes
+        # share a port silently; a taken port must be an error instead.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@contextlib.contextmanager
+def metrics_endpoint(listen: str, port: int, registry: CollectorRegistry) -> Any:
+    """Serve /metrics on the listen host and `port` (0: not at all)."""
+    if not port:
+        yield
+        return
+    host, _ = parse_address(listen, "listen")
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise StartupError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    try:
+        yield
+    finally:
+        server.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    listen: str, max_message_bytes: int, services: Sequence[str],
+    register: Callable[[grpc.aio.Server], None], grace_seconds: float,
+) -> AsyncIterator[None]:
+    """A started gRPC server with `register`'s services, health (SERVING for
+    each of `services`) and reflection; stopped gracefully on exit: health
+    NOT_SERVING, no new calls, in-flight calls get `grace_seconds` to finish."""
+    server = grpc.aio.server(options=grpc_server_options(max_message_bytes))
+    register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc}") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {listen}: the address is taken or invalid")
+    await server.start()
+    try:
+        for service in ("", *services):
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        yield
+    finally:
+        log.info("stopping", extra={"grace_seconds": grace_seconds})
+        await health.enter_graceful_shutdown()
+        await server.stop(grace_seconds)
+
+
+def run_until_signalled(serve: Callable[[asyncio.Event], Any]) -> None:
+    """Run `serve(stop)` on uvloop; SIGTERM and SIGINT set `stop`."""
+    import uvloop
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        uvloop.run(main())
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,179 @@
+"""How a coordinator reaches the replicas of a key: its own `LocalReplica`
+directly, every other node through a batching link over gRPC.
+
+A `PeerLink` keeps one channel to one node and sends the operations queued
+for it as one `Replica.Batch` call: while `max_in_flight` calls are out, new
+operations wait, and the next call carries all of them. Under load many
+operations share one call's cost, with no timer; an idle link sends at once.
+Every task a link starts is owned by the `Peers` task group and awaited on
+close.
+"""
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+import grpc
+
+from kvclient.pb import replica_pb2, replica_pb2_grpc
+from kvstore import versions
+from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
+from kvstore.replica import LocalReplica
+from kvstore.status import error_of
+from kvstore.versions import DVVSet
+
+
+class ReplicaOps(Protocol):
+    """The seam between coordination and transport (tests pass a fake)."""
+
+    async def read(self, node_id: str, key: bytes) -> DVVSet | None: ...
+
+    async def apply(self, node_id: str, key: bytes, value: bytes, tombstone: bool,
+                    context: bytes, request_id: bytes) -> DVVSet: ...
+
+    async def merge(self, node_id: str, key: bytes, state: DVVSet) -> None: ...
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    call_timeout: float = 2.0  # seconds for one batch call to a replica
+    max_batch: int = 256  # operations in one call at most
+    max_in_flight: int = 2  # calls outstanding to one replica at most
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+class PeerLink:
+    def __init__(self, node_id: str, address: str, settings: LinkSettings,
+                 tasks: asyncio.TaskGroup) -> None:
+        self.node_id = node_id
+        self.address = address
+        self._settings = settings
+        self._tasks = tasks
+        self._queue: deque[tuple[replica_pb2.ReplicaOp, asyncio.Future[replica_pb2.ReplicaResult]]] = deque()
+        self._in_flight = 0
+        self._channel = grpc.aio.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ])
+        self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
+
+    async def submit(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
+        future: asyncio.Future[replica_pb2.ReplicaResult] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append((op, future))
+        self._send_queued()
+        result = await future
+        if result.status.code:
+            raise error_of(result.status.code, f"replica {self.node_id}: {result.status.message}")
+        return result
+
+    def _send_queued(self) -> None:
+        while self._queue and self._in_flight < self._settings.max_in_flight:
+            count = min(len(self._queue), self._settings.max_batch)
+            batch = [self._queue.popleft() for _ in range(count)]
+            batch = [(op, future) for op, future in batch if not future.done()]
+            if batch:
+                self._in_flight += 1
+                self._tasks.create_task(self._call(batch))
+
+    async def _call(
+        self, batch: list[tuple[replica_pb2.ReplicaOp, asyncio.Future[replica_pb2.ReplicaResult]]]
+    ) -> None:
+        try:
+            request = replica_pb2.ReplicaBatchRequest(ops=[op for op, _ in batch])
+            response = await self._stub.Batch(request, timeout=self._settings.call_timeout)
+            if len(response.results) != len(batch):
+                raise Unavailable(f"replica {self.node_id} answered {len(response.results)} "
+                                  f"results for {len(batch)} operations")
+            for (_, future), result in zip(batch, response.results):
+                if not future.done():
+                    future.set_result(result)
+        except (grpc.aio.AioRpcError, KVStoreError) as exc:
+            error = self._call_error(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        finally:
+            self._in_flight -= 1
+            self._send_queued()
+
+    def _call_error(self, exc: Exception) -> KVStoreError:
+        if isinstance(exc, KVStoreError):
+            return exc
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        where = f"replica {self.node_id} at {self.address}"
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(f"{where} did not answer within {self._settings.call_timeout}s")
+        return Unavailable(f"{where}: {exc.code().name}: {exc.details()}")
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class Peers:
+    """`ReplicaOps` over the cluster: local calls for this node, links for the rest.
+
+    `async with Peers(...) as peers:` owns the links' tasks and channels.
+    """
+
+    def __init__(self, addresses: Mapping[str, str], local: LocalReplica | None,
+                 settings: LinkSettings = LinkSettings()) -> None:
+        self._addresses = dict(addresses)
+        self._local = local
+        self._settings = settings
+        self._links: dict[str, PeerLink] = {}
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            for link in self._links.values():
+                await link.close()
+
+    def _link(self, node_id: str) -> PeerLink:
+        link = self._links.get(node_id)
+        if link is None:
+            link = PeerLink(node_id, self._addresses[node_id], self._settings, self._tasks)
+            self._links[node_id] = link
+        return link
+
+    def _is_local(self, node_id: str) -> bool:
+        return self._local is not None and node_id == self._local.node_id
+
+    async def read(self, node_id: str, key: bytes) -> DVVSet | None:
+        if self._is_local(node_id):
+            assert self._local is not None
+            return self._local.read(key)
+        op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
+        result = await self._link(node_id).submit(op)
+        return versions.decode(result.state) if result.found else None
+
+    async def apply(self, node_id: str, key: bytes, value: bytes, tombstone: bool,
+                    context: bytes, request_id: bytes) -> DVVSet:
+        if self._is_local(node_id):
+            assert self._local is not None
+            state, _duplicate = await self._local.apply(key, value, tombstone, context, request_id)
+            return state
+        op = replica_pb2.ReplicaOp(apply=replica_pb2.ReplicaApply(
+            key=key, value=value, tombstone=tombstone, context=context, request_id=request_id))
+        result = await self._link(node_id).submit(op)
+        return versions.decode(result.state)
+
+    async def merge(self, node_id: str, key: bytes, state: DVVSet) -> None:
+        if self._is_local(node_id):
+            assert self._local is not None
+            await self._local.merge(key, state)
+            return
+        op = replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
+            key=key, state=versions.encode(state)))
+        await self._link(node_id).submit(op)
