@@ -60,21 +60,46 @@ def node_command(node_id: str, address: str, data_dir: Path, metrics_port: int,
             "--data-dir", str(data_dir), "--metrics-port", str(metrics_port), *(extra or [])]
 
 
+def coordinator_command(coordinator_id: str, address: str, metrics_port: int, config: Path,
+                        extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "kvstore", "coordinator", "--id", coordinator_id,
+            "--listen", address, "--metrics-port", str(metrics_port), "--config", str(config),
+            *(extra or [])]
+
+
+def spawn(command: list[str], log_file: Path | None) -> subprocess.Popen[bytes]:
+    """Start a server process with its output appended to `log_file`."""
+    if log_file is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=log)
+
+
 def start_node(node_id: str, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                metrics_port: int | None = None, extra: list[str] | None = None,
                log_file: Path | None = None, ready_timeout: float = 30.0) -> NodeProcess:
     """Start `kvstore node` and return once it serves."""
     address = f"{host}:{port or free_port(host)}"
     metrics = metrics_port if metrics_port is not None else free_port(host)
-    log = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    process = subprocess.Popen(node_command(node_id, address, data_dir, metrics, extra),
-                               stdout=log, stderr=log)
-    if log_file:
-        log.close()  # type: ignore[union-attr]
-    node = NodeProcess(node_id, address, metrics, data_dir, process)
+    process = spawn(node_command(node_id, address, data_dir, metrics, extra), log_file)
+    return _started(NodeProcess(node_id, address, metrics, data_dir, process), ready_timeout)
+
+
+def start_coordinator(coordinator_id: str, config: Path, *, host: str = "127.0.0.1",
+                      port: int | None = None, metrics_port: int | None = None,
+                      extra: list[str] | None = None, log_file: Path | None = None,
+                      ready_timeout: float = 30.0) -> NodeProcess:
+    """Start `kvstore coordinator` and return once it serves (data_dir: its config)."""
+    address = f"{host}:{port or free_port(host)}"
+    metrics = metrics_port if metrics_port is not None else free_port(host)
+    process = spawn(coordinator_command(coordinator_id, address, metrics, config, extra), log_file)
+    return _started(NodeProcess(coordinator_id, address, metrics, config, process), ready_timeout)
+
+
+def _started(server: NodeProcess, ready_timeout: float) -> NodeProcess:
     try:
-        wait_serving(address, ready_timeout, alive=lambda: process.poll() is None)
+        wait_serving(server.address, ready_timeout, alive=lambda: server.process.poll() is None)
     except BaseException:
-        node.kill()
+        server.kill()
         raise
-    return node
+    return server
