@@ -57,6 +57,11 @@ class PeerLink:
         self._channel = grpc.aio.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            # gRPC's default reconnect backoff grows to two minutes; a replica
+            # that restarts must be reachable again within about a second.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ])
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
 

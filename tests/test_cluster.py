@@ -1,0 +1,213 @@
+"""Leaderless replication across real processes: 3 nodes and coordinators on
+loopback, each test starting its own cluster."""
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+import kvclient
+from kvclient.pb import replica_pb2, replica_pb2_grpc
+from kvstore import versions
+from kvstore.membership import ClusterMember, ClusterSpec
+from kvstore.probe import wait_serving
+from kvstore.processes import (
+    NodeProcess, coordinator_command, free_port, node_command, spawn,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Cluster:
+    nodes: dict[str, NodeProcess]
+    coordinators: list[NodeProcess]
+    config: Path
+    log_dir: Path
+
+    def restart(self, node_id: str) -> NodeProcess:
+        old = self.nodes[node_id]
+        old.kill()
+        process = spawn(old.process.args, self.log_dir / f"{node_id}.log")  # type: ignore[arg-type]
+        node = NodeProcess(node_id, old.address, old.metrics_port, old.data_dir, process)
+        wait_serving(node.address, 30, alive=lambda: process.poll() is None)
+        self.nodes[node_id] = node
+        return node
+
+    def stop_all(self) -> None:
+        for server in [*self.coordinators, *self.nodes.values()]:
+            server.kill()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    clusters: list[Cluster] = []
+
+    def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000) -> Cluster:
+        ports = {f"n{i}": free_port() for i in range(1, nodes + 1)}
+        spec = ClusterSpec(
+            tuple(ClusterMember(node_id, f"127.0.0.1:{port}") for node_id, port in ports.items()),
+            replicas=3, partitions=16,
+        )
+        config = tmp_path / "cluster.toml"
+        config.write_text(spec.to_toml())
+        started: dict[str, NodeProcess] = {}
+        for node_id, port in ports.items():
+            address, metrics = f"127.0.0.1:{port}", free_port()
+            command = node_command(node_id, address, tmp_path / node_id, metrics,
+                                   ["--config", str(config), "--log-level", "warning"])
+            started[node_id] = NodeProcess(node_id, address, metrics, tmp_path / node_id,
+                                           spawn(command, tmp_path / f"{node_id}.log"))
+        routers = []
+        for index in range(1, coordinators + 1):
+            address, metrics = f"127.0.0.1:{free_port()}", free_port()
+            command = coordinator_command(f"c{index}", address, metrics, config,
+                                          ["--cache-ttl-ms", str(cache_ttl_ms),
+                                           "--log-level", "warning"])
+            routers.append(NodeProcess(f"c{index}", address, metrics, config,
+                                       spawn(command, tmp_path / f"c{index}.log")))
+        cluster = Cluster(started, routers, config, tmp_path)
+        clusters.append(cluster)
+        for server in [*started.values(), *routers]:
+            wait_serving(server.address, 30, alive=lambda s=server: s.process.poll() is None)
+        return cluster
+
+    yield _make
+    for cluster in clusters:
+        cluster.stop_all()
+
+
+def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
+    """What one replica holds for `key`, asked directly."""
+    with grpc.insecure_channel(node.address) as channel:
+        stub = replica_pb2_grpc.ReplicaStub(channel)
+        op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
+        result = stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
+    assert result.status.code == 0, result.status.message
+    return versions.decode(result.state) if result.found else None
+
+
+def poll(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    """Wait for `condition` with a deadline; returns the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"not within {seconds}s: {what}")
+        time.sleep(0.02)  # polling interval, not synchronisation
+    return time.monotonic() - start
+
+
+async def _write_all(address: str, items: dict[bytes, bytes], w: int) -> None:
+    async with kvclient.AsyncClient([address], timeout=10) as client:
+        semaphore = asyncio.Semaphore(32)
+
+        async def put(key: bytes, value: bytes) -> None:
+            async with semaphore:
+                await client.put(key, value, w=w)
+
+        await asyncio.gather(*(put(k, v) for k, v in items.items()))
+
+
+def test_acknowledged_writes_survive_a_replica_crash(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    coordinator = cluster.coordinators[0].address
+    items = {b"key-%04d" % i: os.urandom(8).hex().encode() for i in range(1000)}
+    asyncio.run(_write_all(coordinator, items, w=2))
+    cluster.nodes["n2"].process.kill()  # SIGKILL one replica
+    cluster.nodes["n2"].process.wait()
+    keys = list(items)
+    with kvclient.Client([coordinator], timeout=30) as client:
+        results = []
+        for start in range(0, len(keys), 250):
+            results += client.get_many(keys[start:start + 250], r=2)
+    wrong = [k for k, result in zip(keys, results) if result.value != items[k]]
+    assert wrong == []
+
+
+def test_concurrent_writes_from_one_context_become_siblings_and_a_merged_write_resolves_them(
+    make_cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster = make_cluster()
+    address = cluster.coordinators[0].address
+    with kvclient.Client([address]) as alice, kvclient.Client([address]) as bob:
+        alice.put(b"cart", b"empty")
+        seen = alice.get(b"cart", r="all")
+        alice.put(b"cart", b"apples", context=seen.context)
+        bob.put(b"cart", b"pears", context=seen.context)
+        both = alice.get(b"cart", r="all")
+        assert sorted(both.siblings) == [b"apples", b"pears"]
+        alice.put(b"cart", b"apples+pears", context=both.context)
+        resolved = bob.get(b"cart", r="all")
+        assert resolved.siblings == [b"apples+pears"]
+
+
+def test_a_blind_write_replaces_the_value(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    with kvclient.Client([cluster.coordinators[0].address]) as client:
+        client.put(b"k", b"first")
+        client.put(b"k", b"second")
+        assert client.get(b"k", r="all").siblings == [b"second"]
+        client.delete(b"k")
+        assert client.get(b"k", r="all").value is None
+
+
+def test_a_stale_replica_is_repaired_by_a_read(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    address = cluster.coordinators[0].address
+    cluster.nodes["n3"].process.kill()
+    cluster.nodes["n3"].process.wait()
+    with kvclient.Client([address]) as client:
+        client.put(b"repair-me", b"fresh", w=2)
+    n3 = cluster.restart("n3")
+    assert replica_state(n3, b"repair-me") is None  # it missed the write
+    with kvclient.Client([address]) as client:
+        assert client.get(b"repair-me", r="all").value == b"fresh"
+    poll(lambda: (state := replica_state(n3, b"repair-me")) is not None
+         and state.values == [b"fresh"], 10, "n3 repaired by the read")
+
+
+def test_r_and_w_out_of_range_are_invalid_argument(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0)
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        with pytest.raises(kvclient.errors.InvalidArgument, match="1..3"):
+            client.put(b"k", b"v", w=4)
+        with pytest.raises(kvclient.errors.InvalidArgument, match="r=5"):
+            client.get(b"k", r=5)
+
+
+def test_too_few_replicas_is_unavailable_naming_who_answered(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0)
+    for node_id in ("n2", "n3"):
+        cluster.nodes[node_id].process.kill()
+        cluster.nodes[node_id].process.wait()
+    with kvclient.Client([cluster.nodes["n1"].address], timeout=10, max_attempts=1) as client:
+        with pytest.raises(kvclient.errors.Unavailable) as caught:
+            client.put(b"k", b"v", w=2)
+        assert "w=2 needs 2 of 3 replicas" in caught.value.details
+        assert "1 did" in caught.value.details
+        with pytest.raises(kvclient.errors.Unavailable, match="r=2 needs 2 of 3"):
+            client.get(b"k", r=2)
+        client.put(b"k", b"v", w=1)  # one replica is enough when asked for one
+        assert client.get(b"k", r=1).value == b"v"
+
+
+def test_the_coordinator_cache_keeps_its_promise(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    ttl_ms = 1500
+    cluster = make_cluster(coordinators=2, cache_ttl_ms=ttl_ms)
+    first, second = (c.address for c in cluster.coordinators)
+    with kvclient.Client([first]) as c1, kvclient.Client([second]) as c2:
+        c1.put(b"profile", b"v1")
+        assert c1.get(b"profile").value == b"v1"  # read-your-writes through c1
+        written_at = time.monotonic()
+        c2.put(b"profile", b"v2")  # c1 does not know
+        assert c2.get(b"profile").value == b"v2"  # read-your-writes through c2
+        assert c1.get(b"profile", r="all").value == b"v2"  # strong reads skip the cache
+        c1.put(b"other", b"x")
+        # c1's cached v1 may be served, but never once it is older than the ttl.
+        poll(lambda: c1.get(b"profile").value == b"v2", 10, "c1 sees v2")
+        assert time.monotonic() - written_at <= ttl_ms / 1000 + 1.0
