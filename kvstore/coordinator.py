@@ -1,9 +1,9 @@
 """Leaderless quorum coordination of one request (Dynamo, section 4.5).
 
 A read asks every replica in the key's preference list, answers once R have
-replied (their states merged), and afterwards repairs the replicas that
-answered with less than the merged state (read repair), off the answer's
-path. A write goes through one replica (the write's origin: this node when it
+replied (their states merged), and when the last replica has answered
+repairs those that showed less than the merged state (read repair), off the
+answer's path. A write goes through one replica (the write's origin: this node when it
 is in the preference list, else the first that answers), which adds the value
 with a new dot; the resulting state is merged into the other replicas, and
 the write is acknowledged once W replicas hold it durably.
@@ -75,20 +75,19 @@ class Coordinator:
                 quorum.reply(node_id, state)
             if quorum.settled:
                 settled.set()
+            if not quorum.pending:  # the last answer: repair what the others showed
+                await self._repair(key, quorum, corrupt)
 
-        asks = [self._tasks.create_task(ask(node_id)) for node_id in replicas]
+        for node_id in replicas:
+            self._tasks.create_task(ask(node_id))
         await self._wait(settled, timeout, quorum.error_message)
         if quorum.failed:
             raise _quorum_error(quorum.error_message(), failures)
-        merged = quorum.merged()
-        self._tasks.create_task(self._repair(key, asks, quorum, corrupt, timeout))
-        return merged
+        return quorum.merged()
 
-    async def _repair(self, key: bytes, asks: Sequence[asyncio.Task[None]], quorum: ReadQuorum,
-                      corrupt: list[str], timeout: float) -> None:
-        """After every replica answered (or the deadline passed), bring the
-        stale and corrupt ones up to the merged state."""
-        await asyncio.wait(asks, timeout=timeout)
+    async def _repair(self, key: bytes, quorum: ReadQuorum, corrupt: list[str]) -> None:
+        """Bring the replicas that answered with less than the merged state,
+        or with a corrupt copy, up to it."""
         merged = quorum.merged()
         if merged is None:
             return

@@ -51,7 +51,11 @@ class LocalReplica:
 
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
-        return record_state(self._store.read(partition_of(key, self._partitions), key))
+        return record_state(self.read_record(key))
+
+    def read_record(self, key: bytes) -> Record | None:
+        """The stored record (its value is the encoded state); DataLoss if corrupt."""
+        return self._store.read(partition_of(key, self._partitions), key)
 
     async def apply(
         self, key: bytes, value: bytes, tombstone: bool, context: bytes, request_id: bytes

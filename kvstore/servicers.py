@@ -278,39 +278,58 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     @rpc("Replica.Batch")
     async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
                     context: Any) -> replica_pb2.ReplicaBatchResponse:
-        # Run together, the batch's writes share group commits.
-        outcomes = await asyncio.gather(*(self._run(op) for op in request.ops),
-                                        return_exceptions=True)
-        results = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                results.append(replica_pb2.ReplicaResult(status=_item_status(outcome)))
-            else:
-                results.append(outcome)
+        results: list[replica_pb2.ReplicaResult | None] = []
+        writes: list[tuple[int, Awaitable[replica_pb2.ReplicaResult]]] = []
+        for op in request.ops:
+            # Reads are answered at once; writes run together so they share
+            # group commits.
+            try:
+                kind = op.WhichOneof("op")
+                if kind == "read":
+                    results.append(self._read(op.read))
+                    continue
+                writes.append((len(results), self._write(kind, op)))
+                results.append(None)
+            except KVStoreError as exc:
+                results.append(replica_pb2.ReplicaResult(status=_item_status(exc)))
+        if writes:
+            outcomes = await asyncio.gather(*(w for _, w in writes), return_exceptions=True)
+            for (index, _), outcome in zip(writes, outcomes):
+                results[index] = (
+                    replica_pb2.ReplicaResult(status=_item_status(outcome))
+                    if isinstance(outcome, BaseException) else outcome
+                )
         return replica_pb2.ReplicaBatchResponse(results=results)
 
-    async def _run(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
-        kind = op.WhichOneof("op")
-        if kind == "read":
-            validation.check_key(op.read.key, self.limits)
-            state = self.replica.read(op.read.key)
-            if state is None:
-                return replica_pb2.ReplicaResult(found=False)
-            return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+    def _read(self, read: replica_pb2.ReplicaRead) -> replica_pb2.ReplicaResult:
+        validation.check_key(read.key, self.limits)
+        record = self.replica.read_record(read.key)
+        if record is None:
+            return replica_pb2.ReplicaResult(found=False)
+        return replica_pb2.ReplicaResult(found=True, state=record.value)
+
+    def _write(self, kind: str | None,
+               op: replica_pb2.ReplicaOp) -> Awaitable[replica_pb2.ReplicaResult]:
         if kind == "apply":
             apply = op.apply
             validation.check_key(apply.key, self.limits)
             validation.check_value(apply.value, self.limits)
             validation.check_write_extras(apply.context, apply.request_id)
-            state, _duplicate = await self.replica.apply(
-                apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
-            return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+            return self._apply(apply)
         if kind == "merge":
             validation.check_key(op.merge.key, self.limits)
             try:
                 incoming = versions.decode(op.merge.state)
             except DataLoss as exc:
                 raise InvalidArgument(f"merge of a malformed state: {exc}") from exc
-            await self.replica.merge(op.merge.key, incoming)
-            return replica_pb2.ReplicaResult(found=True)
+            return self._merge(op.merge.key, incoming)
         raise InvalidArgument("a replica operation needs one of read, apply or merge")
+
+    async def _apply(self, apply: replica_pb2.ReplicaApply) -> replica_pb2.ReplicaResult:
+        state, _duplicate = await self.replica.apply(
+            apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
+        return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+
+    async def _merge(self, key: bytes, incoming: DVVSet) -> replica_pb2.ReplicaResult:
+        await self.replica.merge(key, incoming)
+        return replica_pb2.ReplicaResult(found=True)

@@ -11,6 +11,7 @@ the same for last-write-wins clusters. Pure logic apart from
 (de)serialization: no I/O, no clock (timestamps are passed in).
 """
 
+import functools
 import struct
 import zlib
 from collections.abc import Mapping
@@ -221,6 +222,10 @@ def sync(a: DVVSet, b: DVVSet, *, max_siblings: int | None = None) -> DVVSet:
     it. Commutative, associative and idempotent. Uncapped by default (see
     `update`); pass `max_siblings` to refuse a merge that would exceed it.
     """
+    if a == b:  # the common case: replicas that agree
+        if max_siblings is not None:
+            _check_cap(a, max_siblings)
+        return a
     merged: dict[Dot, Sibling] = {}
     for mine, theirs in ((a, b), (b, a)):
         their_dots = {s.dot for s in theirs.siblings}
@@ -347,9 +352,25 @@ def encode(dvvset: DVVSet) -> bytes:
     return body + _U32.pack(zlib.crc32(body))
 
 
+# Encodings up to this size are memoised: a read decodes the same bytes from
+# each of the N replicas, and sets are immutable, so one decode can serve all.
+_MEMO_MAX_BYTES = 4096
+
+
 def decode(data: bytes | memoryview) -> DVVSet:
     """The set `encode` made; DataLoss if `data` is not an intact encoding."""
     data = bytes(data)
+    if len(data) <= _MEMO_MAX_BYTES:
+        return _decode_small(data)
+    return _decode(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_small(data: bytes) -> DVVSet:
+    return _decode(data)
+
+
+def _decode(data: bytes) -> DVVSet:
     if len(data) < _U32.size or zlib.crc32(data[:-4]) != _U32.unpack_from(data, len(data) - 4)[0]:
         raise DataLoss("stored version set failed its checksum; the copy is corrupt")
     try:
