@@ -1,9 +1,10 @@
 """Leaderless quorum coordination of one request (Dynamo, section 4.5).
 
-A read asks every replica in the key's preference list, answers once R have
-replied (their states merged), and when the last replica has answered
-repairs those that showed less than the merged state (read repair), off the
-answer's path. A write goes through one replica (the write's origin: this node when it
+A read asks R replicas of the key's preference list (another for each that
+fails), answers once R have replied (their states merged), and when the last
+of them has answered repairs those that showed less than the merged state
+(read repair), off the answer's path. Replicas a read did not ask are
+brought up to date by later reads and by replication of later writes. A write goes through one replica (the write's origin: this node when it
 is in the preference list, else the first that answers), which adds the value
 with a new dot; the resulting state is merged into the other replicas, and
 the write is acknowledged once W replicas hold it durably.
@@ -63,6 +64,11 @@ class Coordinator:
         failures: list[KVStoreError] = []
         settled = asyncio.Event()
 
+        # Ask R replicas (this node first when it holds the key: no network
+        # hop), and one more for each that fails, as Cassandra does: asking
+        # all N would cost every replica a read for an answer not waited for.
+        candidates = iter(self._by_locality(replicas))
+
         async def ask(node_id: str) -> None:
             try:
                 state = await self._ops.read(node_id, key)
@@ -71,14 +77,19 @@ class Coordinator:
                     corrupt.append(node_id)
                 failures.append(exc)
                 quorum.fail(node_id, str(exc))
+                if not quorum.failed:
+                    self._tasks.create_task(ask(next(candidates)))
             else:
                 quorum.reply(node_id, state)
             if quorum.settled:
                 settled.set()
-            if not quorum.pending:  # the last answer: repair what the others showed
+            if len(quorum.replies) + len(quorum.failures) == asked():
+                # The last answer of those asked: repair what the others showed.
                 await self._repair(key, quorum, corrupt)
 
-        for node_id in replicas:
+        first = [next(candidates) for _ in range(r)]
+        asked = lambda: len(first) + len(failures)  # noqa: E731
+        for node_id in first:
             self._tasks.create_task(ask(node_id))
         await self._wait(settled, timeout, quorum.error_message)
         if quorum.failed:
@@ -145,7 +156,7 @@ class Coordinator:
                                failures: list[KVStoreError], deadline: float,
                                apply: Callable[[str], Awaitable[DVVSet]]) -> DVVSet:
         loop = asyncio.get_running_loop()
-        for origin in self._origins(replicas):
+        for origin in self._by_locality(replicas):
             try:
                 async with asyncio.timeout_at(deadline):
                     state = await apply(origin)
@@ -166,7 +177,7 @@ class Coordinator:
             return state
         raise _quorum_error(quorum.error_message(), failures)
 
-    def _origins(self, replicas: Sequence[str]) -> list[str]:
+    def _by_locality(self, replicas: Sequence[str]) -> list[str]:
         """This node first when it holds the key (no network hop), then the rest in order."""
         if self._self_id in replicas:
             return [self._self_id, *(n for n in replicas if n != self._self_id)]  # type: ignore[list-item]
