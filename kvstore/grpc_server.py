@@ -100,6 +100,13 @@ def run_until_signalled(serve: Callable[[asyncio.Event], Any]) -> None:
 
     try:
         uvloop.run(main())
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except* StartupError as group:  # raised inside task groups, so it may come wrapped
+        for exc in _leaves(group):
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
