@@ -1,4 +1,5 @@
-# The quick start: `make run` starts a local store, `make test` runs the tests.
+# The quick start: `make run` starts a local cluster (3 nodes, 1 coordinator),
+# `make test` runs the tests.
 # Both create .venv and install the project (with its dev tools) on first use.
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/kvstore node --id n1 --listen 127.0.0.1:7101 --data-dir $(DATA)/n1 --metrics-port 9101
+	$(BIN)/kvstore cluster up --nodes 3 --coordinators 1 --data-dir $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,11 +2,16 @@
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kvstore.config import ConfigError, load_coordinator_config, load_node_config, parse_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kvstore.membership import ClusterSpec
 
 DEFAULT_ADDRESS = "127.0.0.1:7101"
 
@@ -79,6 +84,83 @@ def coordinator(config_file: Path, log_level: str, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     logs.configure(config.coordinator_id, log_level)
     run_coordinator(config)
+
+
+@main.group()
+def cluster() -> None:
+    """Run a whole cluster on this machine (loopback) and look at it."""
+
+
+@cluster.command()
+@click.option("--nodes", type=int, help="Storage nodes n1..nN.  [default: 3]")
+@click.option("--coordinators", type=int, help="Coordinators c1..cC (0: none).  [default: 1]")
+@click.option("--replicas", type=int, help="Replicas per key (N), 1..nodes.  [default: min(3, nodes)]")
+@click.option("--partitions", type=int, help="Partitions of the hash space (power of two).  [default: 64]")
+@click.option("--mode", help="Replication mode.  [default: leaderless]")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
+              show_default=True, help="Holds the cluster's config, each node's data, logs/.")
+@click.option("--base-port", type=int,
+              help="Node i listens on P+i, coordinator j on P+100+j; metrics 2000 higher.  "
+                   "[default: 7100]")
+@click.option("--durability", type=click.Choice(["sync", "nosync"]),
+              help="Passed to every node (nosync is UNSAFE).  [default: sync]")
+def up(data_dir: Path, **flags: Any) -> None:
+    """Start a local cluster and stay in the foreground until Ctrl-C/SIGTERM.
+
+    Writes DATA_DIR/cluster.json once every process serves. Starting again on
+    the same data dir brings back the same cluster and data; flags not given
+    take the saved values.
+    """
+    from kvstore.cluster_layout import LayoutError, Requested
+    from kvstore.local_cluster import run_cluster
+
+    try:
+        code = run_cluster(Requested(**flags), data_dir,
+                           on_up=lambda document, spec, existed: _cluster_is_up(
+                               document, spec, existed, data_dir),
+                           say=click.echo, warn=lambda text: click.echo(text, err=True))
+    except LayoutError as exc:
+        raise click.UsageError(str(exc)) from exc
+    sys.exit(code)
+
+
+def _cluster_is_up(document: dict[str, Any], spec: "ClusterSpec", existed: bool,
+                   data_dir: Path) -> None:
+    from kvstore.cluster_status import collect, connection_hints, table
+
+    console = _console()
+    verb = "restarted the cluster saved in" if existed else "started a new cluster in"
+    nodes = sum(p["role"] == "node" for p in document["processes"])
+    console.print(f"{verb.capitalize()} {data_dir}: {nodes} node(s), "
+                  f"{len(document['processes']) - nodes} coordinator(s); every process serves.",
+                  highlight=False)
+    console.print(table(collect(document, spec), document))
+    for line in connection_hints(document):
+        console.print(line, highlight=False, markup=False)
+    console.print("Ctrl-C stops the cluster.")
+
+
+def _console() -> "Console":
+    from rich.console import Console
+
+    console = Console()
+    # Piped output (tests, logs) would otherwise be cut to 80 columns.
+    return console if console.is_terminal else Console(width=160)
+
+
+@cluster.command()
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
+              show_default=True, help="The data dir `kvstore cluster up` runs in.")
+def status(data_dir: Path) -> None:
+    """One line per process: pid, health, partitions, keys, disk use."""
+    from kvstore.cluster_status import NoCluster, collect, read_cluster, table
+
+    try:
+        document, spec = read_cluster(data_dir)
+    except NoCluster as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    _console().print(table(collect(document, spec), document))
 
 
 def _client(addresses: tuple[str, ...], timeout: float):  # type: ignore[no-untyped-def]
@@ -170,16 +252,27 @@ def delete(key: str, addresses: tuple[str, ...], timeout: float, w: str | None) 
 @click.option("--durability", type=click.Choice(["sync", "nosync"]), default="sync",
               show_default=True, help="For the temporary node started when no --address is given.")
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option("-r", help="Consistency of gets: one, quorum, all or a number.")
+@click.option("-w", help="Consistency of puts: one, quorum, all or a number.")
+@click.option("--cluster-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A running cluster's cluster.json: send to its coordinators (or nodes) "
+                   "and count every process's CPU.")
 def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: str,
-          **settings: Any) -> None:
+          r: str | None, w: str | None, cluster_file: Path | None, **settings: Any) -> None:
     """Closed-loop benchmark: ops/s, p50/p99/p999 latency, CPU per operation.
 
-    Without --address it starts a temporary single node (and stops it after).
+    Without --address or --cluster-file it starts a temporary single node
+    (and stops it after).
     """
     from kvstore.bench import (BenchOptions, format_results, run_against,
-                               run_against_temporary_node)
+                               run_against_temporary_node, targets_of_cluster_file)
 
-    options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids), **settings)
+    if cluster_file is not None:
+        cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file)
+        addresses = tuple(cluster_addresses) + addresses
+        server_pids = tuple(cluster_pids) + server_pids
+    options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids),
+                           r=_level(r), w=_level(w), **settings)
     if addresses:
         results = run_against(options)
     else:

@@ -1,0 +1,231 @@
+"""The layout of a local cluster (`kvstore cluster up`) and the files in its
+data dir that remember it.
+
+A layout is the number of nodes and coordinators, the replication settings
+and the base port; from it follow every process's id, ports and command line
+(`plans`). The first start of a data dir saves the layout; a later start
+reuses it, and a flag that disagrees with it is an error (`resolve`), so a
+restart always brings back the same ids, ports and data.
+
+Files in the data dir:
+- cluster.toml: the `[cluster]` table every child reads with --config;
+- cluster-layout.json: what cluster.toml cannot say (coordinators, base port,
+  durability); written once the cluster has come up, it marks the data dir as
+  holding a cluster;
+- cluster.json: the running processes (a contract with external tests; written
+  by `kvstore.local_cluster` only while every process is up).
+"""
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvstore.membership import ClusterMember, ClusterSpec, MembershipError
+from kvstore.processes import coordinator_command, node_command
+from kvstore.ring import validate_partition_count
+
+HOST = "127.0.0.1"
+CLUSTER_TOML = "cluster.toml"
+LAYOUT_JSON = "cluster-layout.json"
+CLUSTER_JSON = "cluster.json"
+
+# Port offsets from --base-port: node i listens on base+i, coordinator j on
+# base+100+j; metrics are 2000 higher (so the defaults give 7101/9101, 7201/9201).
+COORDINATOR_OFFSET = 100
+METRICS_OFFSET = 2000
+MAX_NODES = MAX_COORDINATORS = 99  # more would run into the next block of ports
+
+DEFAULTS: dict[str, Any] = {"nodes": 3, "coordinators": 1, "partitions": 64,
+                            "mode": "leaderless", "base_port": 7100, "durability": "sync"}
+
+
+class LayoutError(ValueError):
+    """The requested or saved layout is unusable; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """One process of the cluster, before it runs."""
+
+    role: str  # "node" or "coordinator"
+    process_id: str
+    address: str
+    metrics: str  # HOST:PORT of /metrics
+    command: list[str]
+    log_file: Path
+    data_dir: Path | None  # nodes only
+
+
+@dataclass(frozen=True)
+class Layout:
+    nodes: int
+    coordinators: int
+    replicas: int
+    partitions: int
+    mode: str
+    base_port: int
+    durability: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise LayoutError(f"--nodes must be 1..{MAX_NODES}, got {self.nodes}")
+        if not 0 <= self.coordinators <= MAX_COORDINATORS:
+            raise LayoutError(
+                f"--coordinators must be 0..{MAX_COORDINATORS}, got {self.coordinators}")
+        if not 1 <= self.replicas <= self.nodes:
+            raise LayoutError(f"--replicas must be 1..{self.nodes} (the number of nodes), "
+                              f"got {self.replicas}")
+        try:
+            validate_partition_count(self.partitions)
+        except ValueError as exc:
+            raise LayoutError(f"--partitions: {exc}") from None
+        if self.partitions < self.nodes:
+            raise LayoutError(f"--partitions {self.partitions} is fewer than the {self.nodes} "
+                              "nodes; every node needs at least one partition")
+        if self.durability not in ("sync", "nosync"):
+            raise LayoutError(f"--durability must be sync or nosync, got {self.durability!r}")
+        span = METRICS_OFFSET + (COORDINATOR_OFFSET + self.coordinators
+                                 if self.coordinators else self.nodes)
+        if not 1 <= self.base_port <= 65535 - span:
+            raise LayoutError(
+                f"--base-port must be 1..{65535 - span} for {self.nodes} node(s) and "
+                f"{self.coordinators} coordinator(s), which use ports base+1 up to "
+                f"base+{span}; got {self.base_port}")
+        try:
+            self.spec  # the mode and the ring are checked where they are defined
+        except MembershipError as exc:
+            raise LayoutError(f"--mode: {exc}" if "mode" in str(exc) else str(exc)) from None
+
+    @property
+    def spec(self) -> ClusterSpec:
+        members = tuple(ClusterMember(f"n{i}", f"{HOST}:{self.base_port + i}")
+                        for i in range(1, self.nodes + 1))
+        return ClusterSpec(members, replicas=self.replicas, partitions=self.partitions,
+                           mode=self.mode)
+
+    def plans(self, data_dir: Path) -> list[ProcessPlan]:
+        """Every process, nodes first. `data_dir` should be absolute: the
+        command lines must work from anywhere (chaos tests rerun them)."""
+        config = data_dir / CLUSTER_TOML
+        plans = []
+        for i in range(1, self.nodes + 1):
+            node_id, port = f"n{i}", self.base_port + i
+            address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
+            command = node_command(node_id, address, data_dir / node_id, metrics_port,
+                                   ["--config", str(config), "--durability", self.durability])
+            plans.append(ProcessPlan("node", node_id, address, f"{HOST}:{metrics_port}", command,
+                                     data_dir / "logs" / f"{node_id}.log", data_dir / node_id))
+        for j in range(1, self.coordinators + 1):
+            coordinator_id, port = f"c{j}", self.base_port + COORDINATOR_OFFSET + j
+            address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
+            command = coordinator_command(coordinator_id, address, metrics_port, config)
+            plans.append(ProcessPlan("coordinator", coordinator_id, address,
+                                     f"{HOST}:{metrics_port}", command,
+                                     data_dir / "logs" / f"{coordinator_id}.log", None))
+        return plans
+
+
+@dataclass(frozen=True)
+class Requested:
+    """The flags given on the command line; None: not given."""
+
+    nodes: int | None = None
+    coordinators: int | None = None
+    replicas: int | None = None
+    partitions: int | None = None
+    mode: str | None = None
+    base_port: int | None = None
+    durability: str | None = None
+
+
+def _describe(setting: str, value: object) -> str:
+    return {
+        "nodes": f"a {value}-node cluster",
+        "coordinators": f"a cluster with {value} coordinator(s)",
+        "replicas": f"a cluster with {value} replicas per key",
+        "partitions": f"a cluster with {value} partitions",
+        "mode": f"a {value} cluster",
+        "base_port": f"a cluster on base port {value}",
+        "durability": f"a cluster with durability {value}",
+    }[setting]
+
+
+def resolve(requested: Requested, saved: Layout | None, data_dir: Path) -> Layout:
+    """The layout to run: the saved one (given flags must agree with it), or
+    a new one from the flags and the defaults."""
+    given = {k: v for k, v in dataclasses.asdict(requested).items() if v is not None}
+    if saved is None:
+        values = {**DEFAULTS, **given}
+        values.setdefault("replicas", min(3, values["nodes"]))
+        return Layout(**values)
+    conflicts = [
+        f"{data_dir} holds {_describe(setting, getattr(saved, setting))}; remove {data_dir} "
+        f"or pass --{setting.replace('_', '-')} {getattr(saved, setting)}"
+        for setting, value in given.items() if getattr(saved, setting) != value
+    ]
+    if conflicts:
+        raise LayoutError("\n".join(conflicts))
+    return saved
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a part of either."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def write_config(layout: Layout, data_dir: Path) -> None:
+    header = ("# Written by `kvstore cluster up`: every node and coordinator of this\n"
+              "# cluster reads it with --config. Remove the data dir to start afresh.\n")
+    write_atomically(data_dir / CLUSTER_TOML, header + layout.spec.to_toml())
+
+
+def save_layout(layout: Layout, data_dir: Path) -> None:
+    """Mark `data_dir` as holding this cluster (cluster.toml holds the rest)."""
+    extra = {"coordinators": layout.coordinators, "base_port": layout.base_port,
+             "durability": layout.durability}
+    write_atomically(data_dir / LAYOUT_JSON, json.dumps(extra, indent=2) + "\n")
+
+
+def load_saved(data_dir: Path) -> Layout | None:
+    """The layout of the cluster `data_dir` holds; None when it holds none
+    (a first start that failed leaves cluster.toml but no LAYOUT_JSON)."""
+    layout_file, config_file = data_dir / LAYOUT_JSON, data_dir / CLUSTER_TOML
+    if not layout_file.exists():
+        return None
+    try:
+        extra = json.loads(layout_file.read_text())
+        spec = ClusterSpec.from_table(tomllib.loads(config_file.read_text())["cluster"])
+        saved = Layout(nodes=len(spec.members), replicas=spec.replicas,
+                       partitions=spec.partitions, mode=spec.mode,
+                       coordinators=int(extra["coordinators"]), base_port=int(extra["base_port"]),
+                       durability=str(extra["durability"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LayoutError(f"cannot read the cluster saved in {data_dir} ({exc}); "
+                          f"fix {config_file} and {layout_file}, or remove {data_dir}") from None
+    if saved.spec.members != spec.members:
+        raise LayoutError(f"{config_file} lists members other than n1..n{saved.nodes} on ports "
+                          f"{saved.base_port + 1}..{saved.base_port + saved.nodes}; "
+                          f"fix it or remove {data_dir}")
+    return saved
+
+
+def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int]) -> dict[str, Any]:
+    """The content of cluster.json; its shape is a documented contract."""
+    processes = []
+    for plan, pid in zip(plans, pids, strict=True):
+        entry: dict[str, Any] = {"role": plan.role, "id": plan.process_id,
+                                 "address": plan.address, "metrics": plan.metrics, "pid": pid}
+        if plan.data_dir is not None:
+            entry["data_dir"] = str(plan.data_dir)
+        processes.append(entry)
+    return {"processes": processes, "replicas": layout.replicas,
+            "partitions": layout.partitions, "mode": layout.mode}

@@ -1,0 +1,266 @@
+"""`kvstore cluster up`: run every process of a local cluster as a child,
+in the foreground, until SIGINT/SIGTERM.
+
+It owns the child processes: starts them with the command lines from the
+layout (`kvstore.cluster_layout`, built with `kvstore.processes`), waits until
+every one serves, publishes DIR/cluster.json, reports a child that dies, and
+stops them all on a stop signal. It must never restart a child behind the
+operator's back: chaos tests kill and restart processes themselves, with the
+same command line and ports.
+"""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kvstore.cluster_layout import (CLUSTER_JSON, Layout, LayoutError, ProcessPlan, Requested,
+                                    cluster_document, load_saved, resolve, save_layout,
+                                    write_atomically, write_config)
+from kvstore.membership import ClusterSpec
+from kvstore.probe import is_serving
+
+LOCK_FILE = "cluster.lock"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+LOG_TAIL_LINES = 15
+
+
+class StartupFailed(RuntimeError):
+    """A child did not come up; the message says which and why."""
+
+
+class Child:
+    """One running process of the cluster; its output goes to its log file."""
+
+    def __init__(self, plan: ProcessPlan) -> None:
+        self.plan = plan
+        self.process: subprocess.Popen[bytes] | None = None
+        self.reported = False  # its death has been reported
+        self._log_start = 0
+
+    @property
+    def name(self) -> str:
+        pid = "not started" if self.process is None else f"pid {self.process.pid}"
+        return f"{self.plan.role} {self.plan.process_id} ({pid})"
+
+    def start(self) -> None:
+        self.plan.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.plan.log_file, "ab") as log:
+            self._log_start = log.tell()  # a tail shown on failure is from this run
+            # A session of its own: Ctrl-C in a terminal signals only the
+            # supervisor, which then stops every child itself.
+            self.process = subprocess.Popen(
+                self.plan.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, preexec_fn=_stop_with_parent)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self) -> list[str]:
+        try:
+            with open(self.plan.log_file, "rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [f"  {line}" for line in text.splitlines()[-LOG_TAIL_LINES:]]
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the supervisor dies (even by
+    SIGKILL), so no cluster outlives its `cluster up` unnoticed. Linux only."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP ask to stop; SIGCHLD wakes the watcher. The
+    handlers only count and set an event, which the main loop waits on."""
+
+    STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self.stops = 0
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stops += 1
+        self._wake.set()
+
+    @contextmanager
+    def installed(self) -> Iterator["Signals"]:
+        previous = {sig: signal.signal(sig, self._on_stop) for sig in self.STOP}
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def wait(self, timeout: float) -> None:
+        """Until a signal arrives or `timeout` passes."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+
+class Supervisor:
+    """Starts the children, waits for them, watches them, stops them."""
+
+    def __init__(self, children: list[Child], signals: Signals,
+                 report: Callable[[str], None]) -> None:
+        self.children, self.signals, self.report = children, signals, report
+
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
+        """Start every child and wait until all serve: True; False if a stop
+        signal came first. StartupFailed if one exits or the deadline passes."""
+        for child in self.children:
+            child.start()
+        deadline = time.monotonic() + timeout
+        waiting = list(self.children)
+        delay = 0.02
+        while waiting and not self.signals.stops:
+            for child in self.children:
+                code = child.exit_code()
+                if code is not None:
+                    raise StartupFailed(self._failure(child, f"{describe_exit(code)} while starting"))
+            waiting = [c for c in waiting if not is_serving(c.plan.address, timeout=0.5)]
+            if waiting and time.monotonic() >= deadline:
+                raise StartupFailed(self._failure(
+                    waiting[0], f"was not healthy on {waiting[0].plan.address} within {timeout:.0f} s"))
+            if waiting:
+                self.signals.wait(delay)  # polling back-off; a signal ends it early
+                delay = min(delay * 2, 0.25)
+        return not self.signals.stops
+
+    def _failure(self, child: Child, what: str) -> str:
+        return "\n".join([f"{child.name} {what}.", f"Last lines of {child.plan.log_file}:",
+                          *child.log_tail()])
+
+    def watch(self) -> None:
+        """Until a stop signal: report each child that dies, once."""
+        while not self.signals.stops:
+            for child in self.children:
+                code = child.exit_code()
+                if code is not None and not child.reported:
+                    child.reported = True
+                    self.report(self._death(child, code))
+            self.signals.wait(1.0)
+
+    def _death(self, child: Child, code: int) -> str:
+        alive = sum(c.exit_code() is None for c in self.children)
+        return "\n".join([
+            f"{child.name} {describe_exit(code)}; it is not restarted, the other {alive} "
+            "process(es) keep running.",
+            f"Last lines of {child.plan.log_file}:", *child.log_tail(),
+            "To start it again by hand: " + " ".join(child.plan.command),
+        ])
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> list[Child]:
+        """SIGTERM every running child, wait for all of them at once, SIGKILL
+        those still running after `timeout` or at another stop signal.
+        Returns the children that had to be killed."""
+        running = [c for c in self.children if c.process is not None and c.exit_code() is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        stops_before = self.signals.stops
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline and self.signals.stops == stops_before:
+            self.signals.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            running = [c for c in running if c.exit_code() is None]
+        for child in running:
+            child.process.kill()  # type: ignore[union-attr]
+            child.process.wait()  # type: ignore[union-attr]
+        return running
+
+
+@contextmanager
+def locked(data_dir: Path) -> Iterator[None]:
+    """One `cluster up` per data dir at a time (the lock dies with its holder)."""
+    with open(data_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise LayoutError(f"{data_dir} is in use by another `kvstore cluster up` "
+                              f"(pid {holder}); stop it first") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def prepare(requested: Requested, data_dir: Path) -> tuple[Layout, bool]:
+    """The layout to start and whether the data dir already held it. Call
+    with the lock held."""
+    saved = load_saved(data_dir)
+    layout = resolve(requested, saved, data_dir)
+    if saved is None:
+        write_config(layout, data_dir)
+    # With the lock held, a cluster.json here is left by a run that was
+    # killed; it must not pass for the processes about to start.
+    (data_dir / CLUSTER_JSON).unlink(missing_ok=True)
+    return layout, saved is not None
+
+
+def publish(layout: Layout, children: list[Child], data_dir: Path, existed: bool) -> dict[str, Any]:
+    """Every child serves: remember the cluster, then write cluster.json."""
+    if not existed:
+        save_layout(layout, data_dir)
+    pids = [c.process.pid for c in children]  # type: ignore[union-attr]
+    document = cluster_document(layout, [c.plan for c in children], pids)
+    write_atomically(data_dir / CLUSTER_JSON, json.dumps(document, indent=2) + "\n")
+    return document
+
+
+def run_cluster(requested: Requested, data_dir: Path, *,
+                on_up: Callable[[dict[str, Any], ClusterSpec, bool], None],
+                say: Callable[[str], None], warn: Callable[[str], None]) -> int:
+    """`kvstore cluster up`: start, publish, call `on_up(cluster.json's
+    document, spec, whether the data dir held the cluster already)`, watch
+    until a stop signal, stop. Returns the exit status; raises LayoutError
+    when the flags cannot be used (before anything is written)."""
+    resolve(requested, load_saved(data_dir), data_dir)  # bad flags: leave no trace
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with locked(data_dir):
+        layout, existed = prepare(requested, data_dir)
+        children = [Child(plan) for plan in layout.plans(data_dir.resolve())]
+        signals = Signals()
+        with signals.installed():
+            supervisor = Supervisor(children, signals, warn)
+            try:
+                if supervisor.start():
+                    on_up(publish(layout, children, data_dir, existed), layout.spec, existed)
+                    supervisor.watch()
+                say("stopping the cluster ...")
+            except StartupFailed as exc:
+                warn(f"error: {exc}\nStopping the other processes.")
+                return 1
+            finally:
+                killed = supervisor.stop()
+                (data_dir / CLUSTER_JSON).unlink(missing_ok=True)
+        for child in killed:
+            warn(f"{child.name} did not stop within {STOP_TIMEOUT_SECONDS:.0f} s and was killed")
+        say("stopped")
+        return 0
