@@ -10,6 +10,7 @@ given as a ratio to it.
 """
 
 import asyncio
+import json
 import os
 import random
 import resource
@@ -37,6 +38,8 @@ class BenchOptions:
     echo: bool = False
     warmup: float = 1.0
     seed: int = 1
+    r: str | int | None = None  # consistency of gets (None: the server's default, quorum)
+    w: str | int | None = None  # consistency of puts
 
 
 @dataclass(frozen=True)
@@ -143,9 +146,9 @@ async def run_bench(options: BenchOptions) -> list[PhaseResult]:
         async def workload(rng: random.Random) -> None:
             key = _key(rng.randrange(options.keys))
             if rng.random() < options.read_ratio:
-                await client.get(key)
+                await client.get(key, r=options.r)
             else:
-                await client.put(key, payload)
+                await client.put(key, payload, w=options.w)
 
         results.append(await _closed_loop(_workload_name(options.read_ratio), workload, options))
     return results
@@ -163,7 +166,8 @@ def format_results(results: Sequence[PhaseResult], options: BenchOptions) -> str
     echo = next((r for r in results if r.name == "echo"), None)
     lines = [
         f"closed loop: concurrency {options.concurrency}, {options.duration:g}s per phase, "
-        f"{options.keys} keys, {options.value_size}-byte values",
+        f"{options.keys} keys, {options.value_size}-byte values, r={options.r or 'default'}, "
+        f"w={options.w or 'default'}, {len(options.server_pids)} server process(es)",
         f"{'phase':<14}{'ops':>9}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
         f"{'srv CPU ms/op':>15}{'cli CPU ms/op':>15}{'vs echo':>9}{'errors':>8}",
     ]
@@ -198,3 +202,13 @@ def _run(options: BenchOptions) -> list[PhaseResult]:
 
 def run_against(options: BenchOptions) -> list[PhaseResult]:
     return _run(options)
+
+
+def targets_of_cluster_file(path: Path) -> tuple[list[str], list[int]]:
+    """From a `kvstore cluster up` cluster.json: the addresses to send to (the
+    coordinators, or the nodes when there are none) and every process's pid."""
+    document = json.loads(path.read_text())
+    processes = document["processes"]
+    coordinators = [p["address"] for p in processes if p["role"] == "coordinator"]
+    nodes = [p["address"] for p in processes if p["role"] == "node"]
+    return coordinators or nodes, [int(p["pid"]) for p in processes]
