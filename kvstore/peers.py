@@ -41,7 +41,7 @@ class ReplicaOps(Protocol):
 class LinkSettings:
     call_timeout: float = 2.0  # seconds for one batch call to a replica
     max_batch: int = 256  # operations in one call at most
-    max_in_flight: int = 2  # calls outstanding to one replica at most
+    max_in_flight: int = 1  # calls outstanding to one replica at most (more: smaller batches)
     max_message_bytes: int = 64 * 1024 * 1024
 
 
