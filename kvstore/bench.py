@@ -204,11 +204,13 @@ def run_against(options: BenchOptions) -> list[PhaseResult]:
     return _run(options)
 
 
-def targets_of_cluster_file(path: Path) -> tuple[list[str], list[int]]:
-    """From a `kvstore cluster up` cluster.json: the addresses to send to (the
-    coordinators, or the nodes when there are none) and every process's pid."""
+def targets_of_cluster_file(path: Path, via: str) -> tuple[list[str], list[int]]:
+    """From a `kvstore cluster up` cluster.json: the addresses to send to (its
+    coordinators, or its nodes when `via` says so or there are no
+    coordinators) and every process's pid, for CPU per operation."""
     document = json.loads(path.read_text())
     processes = document["processes"]
     coordinators = [p["address"] for p in processes if p["role"] == "coordinator"]
     nodes = [p["address"] for p in processes if p["role"] == "node"]
-    return coordinators or nodes, [int(p["pid"]) for p in processes]
+    targets = nodes if via == "nodes" or not coordinators else coordinators
+    return targets, [int(p["pid"]) for p in processes]

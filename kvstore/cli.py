@@ -257,8 +257,11 @@ def delete(key: str, addresses: tuple[str, ...], timeout: float, w: str | None) 
 @click.option("--cluster-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A running cluster's cluster.json: send to its coordinators (or nodes) "
                    "and count every process's CPU.")
+@click.option("--via", type=click.Choice(["coordinators", "nodes"]), default="coordinators",
+              show_default=True, help="With --cluster-file: which processes the client talks to.")
 def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: str,
-          r: str | None, w: str | None, cluster_file: Path | None, **settings: Any) -> None:
+          r: str | None, w: str | None, cluster_file: Path | None, via: str,
+          **settings: Any) -> None:
     """Closed-loop benchmark: ops/s, p50/p99/p999 latency, CPU per operation.
 
     Without --address or --cluster-file it starts a temporary single node
@@ -268,7 +271,7 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
                                run_against_temporary_node, targets_of_cluster_file)
 
     if cluster_file is not None:
-        cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file)
+        cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file, via)
         addresses = tuple(cluster_addresses) + addresses
         server_pids = tuple(cluster_pids) + server_pids
     options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids),
