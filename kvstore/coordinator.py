@@ -59,6 +59,14 @@ class Coordinator:
     async def get(self, key: bytes, r: int, timeout: float) -> DVVSet | None:
         """The merged state of `key` once `r` replicas answered."""
         replicas = self.spec.preference_list(key)
+        if r == 1 and replicas[0] == self._self_id:
+            # This node holds the key and one answer is enough: its own, with
+            # no quorum to keep; a failure falls through to asking the others.
+            try:
+                return await self._ops.read(self._self_id, key)
+            except KVStoreError:
+                if len(replicas) == 1:
+                    raise
         quorum = ReadQuorum(replicas, r, lww=self.spec.last_write_wins)
         corrupt: list[str] = []
         failures: list[KVStoreError] = []
@@ -85,26 +93,33 @@ class Coordinator:
                 settled.set()
             if len(quorum.replies) + len(quorum.failures) == asked():
                 # The last answer of those asked: repair what the others showed.
-                await self._repair(key, quorum, corrupt)
+                self._repair(key, quorum, corrupt)
 
         first = [next(candidates) for _ in range(r)]
         asked = lambda: len(first) + len(failures)  # noqa: E731
+        local = first[0] if first[0] == self._self_id else None
         for node_id in first:
-            self._tasks.create_task(ask(node_id))
-        await self._wait(settled, timeout, quorum.error_message)
+            if node_id != local:
+                self._tasks.create_task(ask(node_id))
+        if local is not None:
+            await ask(local)  # no network hop: answers at once, no task needed
+        if not quorum.settled:
+            await self._wait(settled, timeout, quorum.error_message)
         if quorum.failed:
             raise _quorum_error(quorum.error_message(), failures)
         return quorum.merged()
 
-    async def _repair(self, key: bytes, quorum: ReadQuorum, corrupt: list[str]) -> None:
+    def _repair(self, key: bytes, quorum: ReadQuorum, corrupt: list[str]) -> None:
         """Bring the replicas that answered with less than the merged state,
-        or with a corrupt copy, up to it."""
+        or with a corrupt copy, up to it, in the background."""
         merged = quorum.merged()
         if merged is None:
             return
         targets = [*quorum.stale(merged), *corrupt]
-        if not targets:
-            return
+        if targets:
+            self._tasks.create_task(self._merge_into(key, merged, targets))
+
+    async def _merge_into(self, key: bytes, merged: DVVSet, targets: list[str]) -> None:
         results = await asyncio.gather(
             *(self._ops.merge(node_id, key, merged) for node_id in targets), return_exceptions=True
         )
@@ -122,6 +137,12 @@ class Coordinator:
         """Write through an origin replica; the state it produced, once `w`
         replicas hold it durably."""
         replicas = self.spec.preference_list(key)
+        if len(replicas) == 1 and replicas[0] == self._self_id:
+            # A one-replica cluster on this node: no quorum to keep, and no
+            # timer either: the write waits only for the local commit, and
+            # gRPC cancels the call if the client's deadline passes first.
+            return await self._ops.apply(self._self_id, key, value, tombstone, context,
+                                         request_id)
         quorum = WriteQuorum(replicas, w)
         failures: list[KVStoreError] = []
         loop = asyncio.get_running_loop()
@@ -147,7 +168,8 @@ class Coordinator:
 
         for node_id in quorum.pending:
             self._tasks.create_task(replicate(node_id))
-        await self._wait(settled, deadline - loop.time(), quorum.error_message)
+        if not quorum.settled:
+            await self._wait(settled, deadline - loop.time(), quorum.error_message)
         if quorum.failed:
             raise _quorum_error(quorum.error_message(), failures)
         return state

@@ -81,7 +81,12 @@ class ClusterSpec:
 
     def preference_list(self, key: bytes) -> list[str]:
         """The N node ids that hold `key`, in preference order."""
-        return self.ring.preference_list(self.partition_of(key), self.replicas)
+        return self._preference_lists[self.partition_of(key)]
+
+    @cached_property
+    def _preference_lists(self) -> list[list[str]]:
+        # One per partition, computed once: every request needs its key's.
+        return [self.ring.preference_list(p, self.replicas) for p in range(self.partitions)]
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> "ClusterSpec":

@@ -173,4 +173,6 @@ class ReadQuorum(_Tally):
 
 
 def _nothing_to_none(dvvset: DVVSet | None) -> DVVSet | None:
-    return None if dvvset == DVVSet() else dvvset
+    if dvvset is None or (not dvvset.siblings and not dvvset.history.counters):
+        return None
+    return dvvset

@@ -71,6 +71,7 @@ class LocalReplica:
         context_given = bool(context)
         timestamp = self._clock.now()
         node_id, lww, cap = self.node_id, self._last_write_wins, self._max_siblings
+        written: list[DVVSet] = []  # what decide stored, so it need not be decoded again
 
         def decide(current: Record | None) -> Record:
             state = _readable(current)
@@ -82,6 +83,7 @@ class LocalReplica:
             else:
                 new = versions.update(state, context, node_id, value, tombstone, stamp,
                                       max_siblings=cap)
+            written.append(new)
             return state_record(new)
 
         write = Write(partition_of(key, self._partitions), key, decide, request_id)
@@ -91,8 +93,7 @@ class LocalReplica:
             current = self.read(key)
             assert current is not None, "a committed write's key cannot be empty"
             return current, True
-        assert result.record is not None
-        return versions.decode(result.record.value), False
+        return written[-1], False
 
     async def merge(self, key: bytes, incoming: DVVSet) -> bool:
         """Merge `incoming` into the stored state; True if that changed it."""

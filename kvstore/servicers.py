@@ -80,7 +80,7 @@ def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
             start = time.perf_counter()
             code = "OK"
             try:
-                if isinstance(request, MalformedRequest):
+                if type(request) is MalformedRequest:
                     raise InvalidArgument(
                         f"request is not a valid {request.type_name} message: {request.error}"
                     )

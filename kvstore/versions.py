@@ -13,7 +13,9 @@ the same for last-write-wins clusters. Pure logic apart from
 
 import functools
 import struct
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,12 @@ class VersionVector:
         return VersionVector(bumped)
 
     def to_bytes(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # Cached: a vector is immutable, and one write serialises it twice (the
+        # stored record's version and the reply's context).
         message = kv_pb2.CausalContext(
             issued=True,
             version_vector=[
@@ -137,19 +145,25 @@ class DVVSet:
     siblings: tuple[Sibling, ...] = ()
 
     def __post_init__(self) -> None:
+        # On every write's path: normalise and check without copying what is
+        # already in canonical form.
         counters = self.history.counters
-        if any(n < 0 for n in counters.values()):
-            raise ValueError(f"history counters must be >= 0, got {dict(counters)}")
-        # Zero entries say nothing; dropping them makes equal histories equal.
-        history = VersionVector({node: n for node, n in sorted(counters.items()) if n})
-        object.__setattr__(self, "history", history)
-        object.__setattr__(self, "siblings", tuple(sorted(self.siblings, key=lambda s: s.dot)))
-        dots = [s.dot for s in self.siblings]
-        if len(set(dots)) != len(dots):
-            raise ValueError("two siblings share a dot")
-        for dot in dots:
-            if not _covers(history, dot):
-                raise ValueError(f"sibling dot {dot} is not in the history {dict(counters)}")
+        if not all(n > 0 for n in counters.values()):
+            if any(n < 0 for n in counters.values()):
+                raise ValueError(f"history counters must be >= 0, got {dict(counters)}")
+            # Zero entries say nothing; dropping them makes equal histories equal.
+            counters = {node: n for node, n in counters.items() if n}
+            object.__setattr__(self, "history", VersionVector(counters))
+        siblings = tuple(self.siblings)
+        if len(siblings) > 1:
+            siblings = tuple(sorted(siblings, key=_dot_order))
+            if len({s.dot for s in siblings}) != len(siblings):
+                raise ValueError("two siblings share a dot")
+        object.__setattr__(self, "siblings", siblings)
+        for sibling in siblings:
+            if counters.get(sibling.dot.node_id, 0) < sibling.dot.counter:
+                raise ValueError(
+                    f"sibling dot {sibling.dot} is not in the history {dict(counters)}")
 
     @property
     def live(self) -> list[Sibling]:
@@ -177,6 +191,10 @@ class DVVSet:
     @classmethod
     def from_bytes(cls, data: bytes) -> "DVVSet":
         return decode(data)
+
+
+def _dot_order(sibling: Sibling) -> Dot:
+    return sibling.dot
 
 
 def join(dvvset: DVVSet | None) -> VersionVector:
@@ -349,25 +367,40 @@ def encode(dvvset: DVVSet) -> bytes:
             s.value,
         ]
     body = b"".join(out)
-    return body + _U32.pack(zlib.crc32(body))
+    encoded = body + _U32.pack(zlib.crc32(body))
+    _remember(encoded, dvvset)
+    return encoded
 
 
 # Encodings up to this size are memoised: a read decodes the same bytes from
-# each of the N replicas, and sets are immutable, so one decode can serve all.
-_MEMO_MAX_BYTES = 4096
+# each of the N replicas, a write decodes what the previous write encoded, and
+# sets are immutable, so one decode (or the encode itself) serves them all.
+_MEMO_MAX_BYTES = 1024
+_MEMO_ENTRIES = 16384  # at most 16 MiB of encodings
+_memo: "OrderedDict[bytes, DVVSet]" = OrderedDict()
+_memo_lock = threading.Lock()  # the event loop and the commit thread share it
+
+
+def _remember(data: bytes, dvvset: DVVSet) -> None:
+    if len(data) <= _MEMO_MAX_BYTES:
+        with _memo_lock:
+            _memo[data] = dvvset
+            if len(_memo) > _MEMO_ENTRIES:
+                _memo.popitem(last=False)
 
 
 def decode(data: bytes | memoryview) -> DVVSet:
     """The set `encode` made; DataLoss if `data` is not an intact encoding."""
     data = bytes(data)
-    if len(data) <= _MEMO_MAX_BYTES:
-        return _decode_small(data)
-    return _decode(data)
-
-
-@functools.lru_cache(maxsize=4096)
-def _decode_small(data: bytes) -> DVVSet:
-    return _decode(data)
+    with _memo_lock:
+        known = _memo.get(data)
+        if known is not None:
+            _memo.move_to_end(data)
+    if known is not None:
+        return known
+    dvvset = _decode(data)
+    _remember(data, dvvset)
+    return dvvset
 
 
 def _decode(data: bytes) -> DVVSet:

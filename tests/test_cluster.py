@@ -166,7 +166,15 @@ def test_a_stale_replica_is_repaired_by_a_read(make_cluster) -> None:  # type: i
     n3 = cluster.restart("n3")
     assert replica_state(n3, b"repair-me") is None  # it missed the write
     with kvclient.Client([address]) as client:
-        assert client.get(b"repair-me", r="all").value == b"fresh"
+        # The coordinator reconnects to the restarted n3 within about a second
+        # (its channel's reconnect backoff); until then r=all cannot succeed.
+        def read_all() -> bool:
+            try:
+                return client.get(b"repair-me", r="all").value == b"fresh"
+            except kvclient.errors.Unavailable:
+                return False
+
+        poll(read_all, 10, "a read at r=all through the coordinator")
     poll(lambda: (state := replica_state(n3, b"repair-me")) is not None
          and state.values == [b"fresh"], 10, "n3 repaired by the read")
 
