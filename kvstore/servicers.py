@@ -136,6 +136,15 @@ def _put_response(state: DVVSet) -> kv_pb2.PutResponse:
     return kv_pb2.PutResponse(context=versions.join(state).to_bytes(), timestamp=state.timestamp)
 
 
+def _batch_items(item: Any, outcomes: list[Any], respond: Callable[[Any], Any]) -> list[Any]:
+    """One batch response item per outcome: its status, and its result when it succeeded."""
+    return [
+        item(status=_item_status(outcome)) if isinstance(outcome, BaseException)
+        else item(status=_item_status(None), result=respond(outcome))
+        for outcome in outcomes
+    ]
+
+
 class _Absent:
     """Cached answer for a key no replica holds (so misses are cached too)."""
 
@@ -195,14 +204,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         states = await asyncio.gather(
             *(self._read(key, r, timeout) for key in request.keys), return_exceptions=True
         )
-        items = []
-        for state in states:
-            if isinstance(state, BaseException):
-                items.append(kv_pb2.GetManyResponse.Item(status=_item_status(state)))
-            else:
-                items.append(kv_pb2.GetManyResponse.Item(
-                    status=_item_status(None), result=_get_response(state)))
-        return kv_pb2.GetManyResponse(items=items)
+        return kv_pb2.GetManyResponse(
+            items=_batch_items(kv_pb2.GetManyResponse.Item, states, _get_response))
 
     @rpc("PutMany")
     async def PutMany(self, request: kv_pb2.PutManyRequest, context: Any) -> kv_pb2.PutManyResponse:
@@ -216,14 +219,8 @@ class KVService(kv_pb2_grpc.KVServicer):
               for put in request.puts),
             return_exceptions=True,
         )
-        items = []
-        for state in states:
-            if isinstance(state, BaseException):
-                items.append(kv_pb2.PutManyResponse.Item(status=_item_status(state)))
-            else:
-                items.append(kv_pb2.PutManyResponse.Item(
-                    status=_item_status(None), result=_put_response(state)))
-        return kv_pb2.PutManyResponse(items=items)
+        return kv_pb2.PutManyResponse(
+            items=_batch_items(kv_pb2.PutManyResponse.Item, states, _put_response))
 
     @rpc("Ping")
     async def Ping(self, request: kv_pb2.PingRequest, context: Any) -> kv_pb2.PingResponse:
