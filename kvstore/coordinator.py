@@ -39,10 +39,12 @@ class Coordinator:
     """`async with Coordinator(spec, ops, self_id=...) as coordinator:`"""
 
     def __init__(self, spec: ClusterSpec, ops: ReplicaOps, *, self_id: str | None = None,
-                 on_repair: Callable[[int], None] | None = None) -> None:
+                 on_repair: Callable[[int], None] | None = None,
+                 is_up: Callable[[str], bool] = lambda node_id: True) -> None:
         self.spec = spec
         self._ops = ops
         self._self_id = self_id
+        self._is_up = is_up
         self._on_repair = on_repair
         self._tasks = asyncio.TaskGroup()
 
@@ -167,7 +169,11 @@ class Coordinator:
                 settled.set()
 
         for node_id in quorum.pending:
-            self._tasks.create_task(replicate(node_id))
+            if self._is_up(node_id):
+                self._tasks.create_task(replicate(node_id))
+            else:  # convicted by the failure detector: do not wait for it
+                failures.append(Unavailable(f"{node_id} is down"))
+                quorum.fail(node_id, "down (failure detector)")
         if not quorum.settled:
             await self._wait(settled, deadline - loop.time(), quorum.error_message)
         if quorum.failed:
@@ -200,10 +206,13 @@ class Coordinator:
         raise _quorum_error(quorum.error_message(), failures)
 
     def _by_locality(self, replicas: Sequence[str]) -> list[str]:
-        """This node first when it holds the key (no network hop), then the rest in order."""
-        if self._self_id in replicas:
-            return [self._self_id, *(n for n in replicas if n != self._self_id)]  # type: ignore[list-item]
-        return list(replicas)
+        """This node first when it holds the key (no network hop), then the
+        others that are up, in preference order; peers the failure detector
+        has convicted last, tried only when nothing else is left."""
+        local = [n for n in replicas if n == self._self_id]
+        others = [n for n in replicas if n != self._self_id]
+        up = [n for n in others if self._is_up(n)]
+        return local + up + [n for n in others if n not in up]
 
     @staticmethod
     async def _wait(settled: asyncio.Event, timeout: float, describe: Callable[[], str]) -> None:

@@ -15,6 +15,7 @@ from kvstore.cache import LruCache
 from kvstore.config import CoordinatorConfig
 from kvstore.coordinator import Coordinator
 from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.liveness import peer_liveness
 from kvstore.metrics import CoordinatorMetrics
 from kvstore.node import KV
 from kvstore.peers import LinkSettings, Peers
@@ -33,8 +34,10 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
                          max_message_bytes=config.max_message_bytes)
     addresses = {m.node_id: m.address for m in spec.members}
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
-        async with Peers(addresses, None, links) as peers, Coordinator(
-            spec, peers, on_repair=metrics.observe_read_repairs
+        async with Peers(addresses, None, links) as peers, peer_liveness(
+            peers, metrics, config.replica_timeout_seconds
+        ) as liveness, Coordinator(
+            spec, peers, on_repair=metrics.observe_read_repairs, is_up=liveness.is_up,
         ) as coordinator:
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache)

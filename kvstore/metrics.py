@@ -7,6 +7,7 @@ looking one up per request would cost more than the observation itself.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -45,6 +46,22 @@ class RequestMetrics:
 
     def observe_read_repairs(self, replicas: int) -> None:
         self._read_repairs.inc(replicas)
+
+    def watch_peers(self, peers: list[str], status: Callable[[], dict[str, Any]]) -> None:
+        """Per-peer gauges read from the failure detector at scrape time."""
+        up = Gauge("kvstore_peer_up", "1 while the failure detector holds the peer up",
+                   ["peer"], registry=self.registry)
+        phi = Gauge("kvstore_peer_phi", "The failure detector's suspicion of the peer (phi)",
+                    ["peer"], registry=self.registry)
+        for peer in peers:
+            up.labels(peer).set_function(lambda peer=peer: float(status()[peer].up))
+            phi.labels(peer).set_function(lambda peer=peer: status()[peer].phi)
+        self._peer_transitions = Counter(
+            "kvstore_peer_transitions", "Peers going down or coming back up",
+            ["peer", "to"], registry=self.registry)
+
+    def observe_peer_transition(self, peer: str, up: bool) -> None:
+        self._peer_transitions.labels(peer, "up" if up else "down").inc()
 
 
 class NodeMetrics(RequestMetrics):

@@ -16,6 +16,7 @@ from kvstore.config import NodeConfig
 from kvstore.coordinator import Coordinator
 from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
 from kvstore.hlc import HybridLogicalClock
+from kvstore.liveness import peer_liveness
 from kvstore.metrics import NodeMetrics
 from kvstore.peers import LinkSettings, Peers
 from kvstore.replica import LocalReplica
@@ -55,8 +56,11 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     on_duplicate=metrics.observe_duplicate_write,
                 )
                 addresses = {m.node_id: m.address for m in spec.members}
-                async with Peers(addresses, replica, links) as peers, Coordinator(
+                async with Peers(addresses, replica, links) as peers, peer_liveness(
+                    peers, metrics, config.replica_timeout_seconds
+                ) as liveness, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
+                    is_up=liveness.is_up,
                 ) as coordinator:
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds)

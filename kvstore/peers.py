@@ -10,8 +10,9 @@ close.
 """
 
 import asyncio
+import functools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -115,6 +116,13 @@ class PeerLink:
             return DeadlineExceeded(f"{where} did not answer within {self._settings.call_timeout}s")
         return Unavailable(f"{where}: {exc.code().name}: {exc.details()}")
 
+    async def ping(self, timeout: float) -> None:
+        """An empty batch: proves the replica answers on this channel."""
+        try:
+            await self._stub.Batch(replica_pb2.ReplicaBatchRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._call_error(exc) from exc
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -151,6 +159,13 @@ class Peers:
             link = PeerLink(node_id, self._addresses[node_id], self._settings, self._tasks)
             self._links[node_id] = link
         return link
+
+    def pingers(self, timeout: float) -> dict[str, Callable[[], Awaitable[None]]]:
+        """node id -> a function pinging it, for every peer but this node."""
+        return {
+            node_id: functools.partial(self._link(node_id).ping, timeout)
+            for node_id in self._addresses if not self._is_local(node_id)
+        }
 
     def _is_local(self, node_id: str) -> bool:
         return self._local is not None and node_id == self._local.node_id

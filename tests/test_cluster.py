@@ -4,6 +4,7 @@ loopback, each test starting its own cluster."""
 import asyncio
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +220,32 @@ def test_the_coordinator_cache_keeps_its_promise(make_cluster) -> None:  # type:
         # c1's cached v1 may be served, but never once it is older than the ttl.
         poll(lambda: c1.get(b"profile").value == b"v2", 10, "c1 sees v2")
         assert time.monotonic() - written_at <= ttl_ms / 1000 + 1.0
+
+
+def _peer_up(server: NodeProcess, peer: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                  timeout=5).read().decode()
+    prefix = f'kvstore_peer_up{{peer="{peer}"}} '
+    line = next((l for l in text.splitlines() if l.startswith(prefix)), None)
+    return None if line is None else float(line.split()[1])
+
+
+def test_a_dead_node_is_detected_routed_around_and_noticed_when_back(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    coordinator = cluster.coordinators[0]
+    poll(lambda: _peer_up(coordinator, "n3") == 1.0, 10, "n3 seen up")
+    cluster.nodes["n3"].process.kill()
+    cluster.nodes["n3"].process.wait()
+    took = poll(lambda: _peer_up(coordinator, "n3") == 0.0, 15, "n3 seen down")
+    assert took < 10
+    with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
+        started = time.monotonic()
+        with pytest.raises(kvclient.errors.Unavailable, match="n3: down"):
+            client.put(b"k", b"v", w="all")  # not waiting for a node known to be down
+        client.put(b"k", b"v", w=2)
+        assert client.get(b"k", r=2).value == b"v"  # n3 is not asked
+        assert time.monotonic() - started < 2
+    cluster.restart("n3")
+    poll(lambda: _peer_up(coordinator, "n3") == 1.0, 10, "n3 seen up again")
+    with kvclient.Client([coordinator.address], timeout=10) as client:
+        client.put(b"k", b"v2", w="all")

@@ -1,0 +1,98 @@
+"""Which peers are up: heartbeats over the replica links, judged by a phi
+accrual failure detector (`kvstore.failure_detector`).
+
+Every `interval` seconds each peer gets an empty `Replica.Batch` call on the
+same channel data uses, with a short deadline; an answer is a heartbeat. The
+coordinator asks `is_up` to route around peers the detector has convicted,
+and a peer that answers again is up at once. Transitions are logged and
+counted; every peer's state and phi are metrics. The loop is owned by this
+object's task group and stops on exit.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Self
+
+from kvstore.errors import KVStoreError
+from kvstore.failure_detector import FailureDetector, NodeStatus
+from kvstore.metrics import RequestMetrics
+from kvstore.peers import Peers
+
+log = logging.getLogger(__name__)
+
+# Heartbeats every 0.5 s; a peer silent for about 4 s is convicted. The 3 s
+# acceptable pause (Akka's default) keeps a busy peer from being convicted.
+HEARTBEAT_INTERVAL_SECONDS = 0.5
+DETECTOR_SETTINGS = dict(threshold=8.0, min_std_seconds=0.1, acceptable_pause_seconds=3.0,
+                         first_interval_seconds=HEARTBEAT_INTERVAL_SECONDS)
+
+
+class Liveness:
+    def __init__(self, peers: Mapping[str, Callable[[], Awaitable[None]]],
+                 *, interval: float = HEARTBEAT_INTERVAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str, bool], None] = lambda node_id, up: None) -> None:
+        """`peers`: node id -> an async function that pings it (raising a
+        KVStoreError when it cannot)."""
+        self._pings = dict(peers)
+        self._interval = interval
+        self._clock = clock
+        self._on_change = on_change
+        self._detector = FailureDetector(**DETECTOR_SETTINGS)  # type: ignore[arg-type]
+        now = clock()
+        for node_id in self._pings:
+            self._detector.watch(node_id, now)
+        self._tasks = asyncio.TaskGroup()
+        self._stopping = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        if self._pings:
+            self._tasks.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._stopping.set()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    def is_up(self, node_id: str) -> bool:
+        """Unknown ids (this node itself) count as up."""
+        if node_id not in self._pings:
+            return True
+        return self._detector.is_up(node_id, self._clock())
+
+    def status(self) -> dict[str, NodeStatus]:
+        return self._detector.status(self._clock())
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.gather(*(self._ping(node_id) for node_id in self._pings))
+            for node_id, up in self._detector.changes(self._clock()):
+                log.warning("peer %s is %s", node_id, "up again" if up else "down",
+                            extra={"peer": node_id, "up": up})
+                self._on_change(node_id, up)
+            try:  # the heartbeat schedule: wake early only to stop
+                async with asyncio.timeout(self._interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    async def _ping(self, node_id: str) -> None:
+        try:
+            await self._pings[node_id]()
+        except KVStoreError:
+            return
+        self._detector.heartbeat(node_id, self._clock())
+
+
+def peer_liveness(peers: Peers, metrics: RequestMetrics, timeout: float) -> Liveness:
+    """Liveness of every peer but this node, pinged over `peers`' links with
+    `timeout`, exposed in `metrics`."""
+    pingers = peers.pingers(timeout)
+    liveness = Liveness(pingers, on_change=metrics.observe_peer_transition)
+    metrics.watch_peers(sorted(pingers), liveness.status)
+    return liveness
