@@ -159,7 +159,7 @@ class Coordinator:
 
         async def replicate(node_id: str) -> None:
             try:
-                await self._ops.merge(node_id, key, state)
+                await self._ops.merge(node_id, key, state, request_id)
             except KVStoreError as exc:
                 failures.append(exc)
                 quorum.fail(node_id, str(exc))
@@ -184,7 +184,10 @@ class Coordinator:
                                failures: list[KVStoreError], deadline: float,
                                apply: Callable[[str], Awaitable[DVVSet]]) -> DVVSet:
         loop = asyncio.get_running_loop()
-        for origin in self._by_locality(replicas):
+        # The origin is the first replica that is up, whoever coordinates: a
+        # retried write (same request id) reaches the same origin, which
+        # recognises it, through any coordinator.
+        for origin in self._up_first(replicas):
             try:
                 async with asyncio.timeout_at(deadline):
                     state = await apply(origin)
@@ -204,6 +207,12 @@ class Coordinator:
             quorum.ack(origin)
             return state
         raise _quorum_error(quorum.error_message(), failures)
+
+    def _up_first(self, replicas: Sequence[str]) -> list[str]:
+        """The replicas in preference order, those the failure detector has
+        convicted last."""
+        up = [n for n in replicas if self._is_up(n)]
+        return up + [n for n in replicas if n not in up]
 
     def _by_locality(self, replicas: Sequence[str]) -> list[str]:
         """This node first when it holds the key (no network hop), then the

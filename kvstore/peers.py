@@ -35,7 +35,8 @@ class ReplicaOps(Protocol):
     async def apply(self, node_id: str, key: bytes, value: bytes, tombstone: bool,
                     context: bytes, request_id: bytes) -> DVVSet: ...
 
-    async def merge(self, node_id: str, key: bytes, state: DVVSet) -> None: ...
+    async def merge(self, node_id: str, key: bytes, state: DVVSet,
+                    request_id: bytes = b"") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,12 @@ class Peers:
         result = await self._link(node_id).submit(op)
         return versions.decode(result.state)
 
-    async def merge(self, node_id: str, key: bytes, state: DVVSet) -> None:
+    async def merge(self, node_id: str, key: bytes, state: DVVSet,
+                    request_id: bytes = b"") -> None:
         if self._is_local(node_id):
             assert self._local is not None
-            await self._local.merge(key, state)
+            await self._local.merge(key, state, request_id)
             return
         op = replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
-            key=key, state=versions.encode(state)))
+            key=key, state=versions.encode(state), request_id=request_id))
         await self._link(node_id).submit(op)

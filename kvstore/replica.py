@@ -95,8 +95,13 @@ class LocalReplica:
             return current, True
         return written[-1], False
 
-    async def merge(self, key: bytes, incoming: DVVSet) -> bool:
-        """Merge `incoming` into the stored state; True if that changed it."""
+    async def merge(self, key: bytes, incoming: DVVSet, request_id: bytes = b"") -> bool:
+        """Merge `incoming` into the stored state; True if that changed it.
+
+        `request_id` is the client write `incoming` carries: it is remembered
+        with the merge, so a retry of that write coordinated here later is
+        recognised; a merge whose id this replica already has is skipped (it
+        holds that write already)."""
         self._clock.observe(incoming.timestamp)
         lww = self._last_write_wins
 
@@ -109,7 +114,8 @@ class LocalReplica:
                 return None
             return state_record(merged)
 
-        result = await self._store.write(Write(partition_of(key, self._partitions), key, decide))
+        write = Write(partition_of(key, self._partitions), key, decide, request_id)
+        result = await self._store.write(write)
         return result.applied
 
 

@@ -315,11 +315,12 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             return self._apply(apply)
         if kind == "merge":
             validation.check_key(op.merge.key, self.limits)
+            validation.check_write_extras(b"", op.merge.request_id)
             try:
                 incoming = versions.decode(op.merge.state)
             except DataLoss as exc:
                 raise InvalidArgument(f"merge of a malformed state: {exc}") from exc
-            return self._merge(op.merge.key, incoming)
+            return self._merge(op.merge.key, incoming, op.merge.request_id)
         raise InvalidArgument("a replica operation needs one of read, apply or merge")
 
     async def _apply(self, apply: replica_pb2.ReplicaApply) -> replica_pb2.ReplicaResult:
@@ -327,6 +328,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
 
-    async def _merge(self, key: bytes, incoming: DVVSet) -> replica_pb2.ReplicaResult:
-        await self.replica.merge(key, incoming)
+    async def _merge(self, key: bytes, incoming: DVVSet,
+                     request_id: bytes) -> replica_pb2.ReplicaResult:
+        await self.replica.merge(key, incoming, request_id)
         return replica_pb2.ReplicaResult(found=True)

@@ -4,6 +4,7 @@ loopback, each test starting its own cluster."""
 import asyncio
 import os
 import time
+import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 import kvclient
-from kvclient.pb import replica_pb2, replica_pb2_grpc
+from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
 from kvstore import versions
 from kvstore.membership import ClusterMember, ClusterSpec
 from kvstore.probe import wait_serving
@@ -76,11 +77,25 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         clusters.append(cluster)
         for server in [*started.values(), *routers]:
             wait_serving(server.address, 30, alive=lambda s=server: s.process.poll() is None)
+        # Serving is not yet connected: a peer that started after this one is
+        # reached once its channel's reconnect backoff (at most 1 s) is over.
+        for server in [*started.values(), *routers]:
+            poll(lambda s=server: _reaches_every_replica(s.address), 15,
+                 f"{server.node_id} reaches every replica")
         return cluster
 
     yield _make
     for cluster in clusters:
         cluster.stop_all()
+
+
+def _reaches_every_replica(address: str) -> bool:
+    with kvclient.Client([address], timeout=5, max_attempts=1) as client:
+        try:
+            client.put(b"connectivity-probe", b"", w="all")
+        except kvclient.errors.Unavailable:
+            return False
+    return True
 
 
 def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
@@ -249,3 +264,26 @@ def test_a_dead_node_is_detected_routed_around_and_noticed_when_back(make_cluste
     poll(lambda: _peer_up(coordinator, "n3") == 1.0, 10, "n3 seen up again")
     with kvclient.Client([coordinator.address], timeout=10) as client:
         client.put(b"k", b"v2", w="all")
+
+
+def test_a_retried_write_is_applied_once_through_any_coordinator(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0)
+    spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
+    key = b"retry-me"
+    first, second, third = spec.preference_list(key)
+    with kvclient.Client([cluster.nodes[third].address]) as client:
+        client.put(key, b"before", w="all")
+        context = client.get(key, r="all").context
+    # A write from that context (not blind: a blind write would hide a
+    # duplicate by replacing it), acknowledged by all three replicas.
+    put = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16,
+                            w=kv_pb2.Consistency(level=kv_pb2.Consistency.ALL))
+    with grpc.insecure_channel(cluster.nodes[third].address) as channel:
+        kv_pb2_grpc.KVStub(channel).Put(put, timeout=10)  # origin: first
+    cluster.nodes[first].process.kill()  # the origin, which remembers the id, is gone
+    cluster.nodes[first].process.wait()
+    retry = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16)
+    with grpc.insecure_channel(cluster.nodes[second].address) as channel:
+        kv_pb2_grpc.KVStub(channel).Put(retry, timeout=10)  # origin now: second
+    with kvclient.Client([cluster.nodes[second].address]) as client:
+        assert client.get(key, r=2).siblings == [b"once"]  # applied once, not twice

@@ -201,8 +201,14 @@ def test_decide_returning_none_leaves_the_key_unchanged(engine: LmdbEngine) -> N
     [result] = engine.commit([Write(0, b"k", lambda current: None, b"req")])
     assert result == WriteResult(record(b"kept"), applied=False, duplicate=False)
     assert engine.read(0, b"k") == record(b"kept")
-    # Nothing was applied, so the id is not remembered: a retry decides again.
-    assert applied(engine.commit([Write(0, b"k", put(b"new"), b"req")])[0]) == record(b"new")
+    # The request is done (as a no-op), so its id is remembered: a retry is a
+    # duplicate and changes nothing.
+    [retry] = engine.commit([Write(0, b"k", put(b"new"), b"req")])
+    assert retry.duplicate and not retry.applied
+    assert engine.read(0, b"k") == record(b"kept")
+    # On an absent key there is nothing to remember the id with.
+    engine.commit([Write(0, b"absent", lambda current: None, b"req2")])
+    assert applied(engine.commit([Write(0, b"absent", put(b"x"), b"req2")])[0]) == record(b"x")
 
 
 def test_decide_raising_fails_only_that_write(engine: LmdbEngine) -> None:

@@ -202,6 +202,10 @@ class LmdbEngine:
             current = self._current(txn, storage_key, write.key)
             new = write.decide(current)
             if new is None:
+                # Nothing to change (e.g. a merge of what is already held):
+                # the request still counts as done, so a retry is recognised.
+                if write.request_id and current is not None:
+                    self._remember_request(txn, write.request_id, current, now)
                 return WriteResult(current, applied=False, duplicate=False)
             txn.put(storage_key, _pack(write.key, new), db=self._data)
             if write.request_id:

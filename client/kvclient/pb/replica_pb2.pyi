@@ -28,12 +28,14 @@ class ReplicaApply(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., context: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaMerge(_message.Message):
-    __slots__ = ("key", "state")
+    __slots__ = ("key", "state", "request_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     state: bytes
-    def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
+    request_id: bytes
+    def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaOp(_message.Message):
     __slots__ = ("read", "apply", "merge")
