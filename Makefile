@@ -31,5 +31,12 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/kvstore bench --echo $(BENCH_ARGS)
 
+# A short chaos run (see chaos/): a 5-node cluster under kills and pauses,
+# then the checks. `make chaos CHAOS_ARGS="--seed 7 --duration 120"` for more.
+# Phony: the chaos/ package directory must not count as the target.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --duration 30 $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,65 @@
+"""`python -m chaos`: parse the flags, run once, exit 0 when every check
+passed, 1 when one failed, 2 when the run could not be carried out."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from chaos.run import Options, run
+from kvclient.consistency import Level
+
+
+def level(text: str) -> Level:
+    """`--r`/`--w`: a number of replicas, or one, quorum, all."""
+    return int(text) if text.isdigit() else text
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaos",
+        description="Run a kvstore cluster under faults and check what the clients saw.")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of workload; faults stop for the last 20%% (default 30)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the fault schedule and the clients' choices "
+                             "(default: random, printed)")
+    parser.add_argument("--nodes", type=int, default=5, help="storage nodes (default 5)")
+    parser.add_argument("--replicas", type=int, default=3, help="N, replicas per key (default 3)")
+    parser.add_argument("--r", type=level, default=2, help="read quorum (default 2)")
+    parser.add_argument("--w", type=level, default=2, help="write quorum (default 2)")
+    parser.add_argument("--clients", type=int, default=8, help="client tasks (default 8)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="a fresh directory for the cluster, logs, history.jsonl and "
+                             "summary.json (default: a temporary one, removed if the run passes)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary data dir even when the run passes")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
+    return Options(seed=seed, duration=args.duration, nodes=args.nodes, replicas=args.replicas,
+                   r=args.r, w=args.w, clients=args.clients, data_dir=args.data_dir,
+                   keep=args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        return run(options, say, warn)
+    except KeyboardInterrupt:
+        warn("interrupted; every process started was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

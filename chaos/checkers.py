@@ -1,0 +1,192 @@
+"""The checks a chaos run must pass, as pure functions of its history and of
+the final state of the keys.
+
+- `check_lost_writes`: no acknowledged put is lost.
+- `check_never_written`: no read returned a value no put had written.
+- `check_duplicate_siblings`: no read returned one value twice (a write
+  applied twice, e.g. a retry the store did not recognise).
+- `divergent_keys`: which keys' replicas do not hold equal states.
+
+Pure: no I/O, no clock. Every check flags only what no legitimate execution
+could produce (the lost-write check under the one assumption below, about
+writes of unknown outcome), and says how much it could check.
+
+Supersession. A put's value may rightly be gone from the final state when a
+later write replaced it: a blind write applied at a replica that held the
+value, or a write (or delete) with a context that covered it. Either way the
+replacing write was applied after the put was invoked. A write is applied
+(if ever) no later than its completion when acknowledged; when its outcome is
+unknown, the store may still apply it after the client gave up (a request
+held by a paused process runs when the process resumes), so it counts as
+possibly applied until `unknown_horizon` seconds after its completion. A
+definite failure was never applied. So an acknowledged put is *checkable*
+when no other write to its key could have been applied after it was invoked;
+a checkable put whose value is not among the key's final siblings is lost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from chaos.history import FAIL, OK, UNKNOWN, Op
+from kvstore.versions import DVVSet
+
+
+@dataclass(frozen=True)
+class LostWrite:
+    key: str
+    value: str
+    invoke: float
+    complete: float
+    final_siblings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LostWritesReport:
+    acknowledged_puts: int
+    checked_puts: int  # acknowledged puts nothing could have superseded
+    checked_keys: int  # keys with at least one checked put
+    lost: list[LostWrite] = field(default_factory=list)
+    unread_keys: list[str] = field(default_factory=list)  # no final state to check against
+
+
+def _effect_end(write: Op, unknown_horizon: float) -> float | None:
+    """The latest time `write` may have been applied; None: never applied."""
+    if write.outcome == OK:
+        return write.complete
+    if write.outcome == UNKNOWN:
+        return write.complete + unknown_horizon
+    assert write.outcome == FAIL
+    return None
+
+
+def check_lost_writes(ops: Iterable[Op], final: Mapping[str, Sequence[str] | None],
+                      unknown_horizon: float) -> LostWritesReport:
+    """Acknowledged puts missing from `final` (key -> its final siblings; None
+    or absent: the key could not be read) that nothing could have superseded."""
+    writes_by_key: dict[str, list[tuple[float, Op]]] = defaultdict(list)
+    for op in ops:
+        if op.is_write and (end := _effect_end(op, unknown_horizon)) is not None:
+            writes_by_key[op.key].append((end, op))
+    acknowledged = checked = 0
+    checked_keys: set[str] = set()
+    lost: list[LostWrite] = []
+    unread: set[str] = set()
+    for key, writes in writes_by_key.items():
+        writes.sort(key=lambda entry: entry[0], reverse=True)
+        for end, put in writes:
+            if put.kind != "put" or put.outcome != OK:
+                continue
+            acknowledged += 1
+            # The latest effect of any *other* write: the first or second
+            # entry, since they are sorted by effect time.
+            others = (e for e, write in writes[:2] if write is not put)
+            if next(others, float("-inf")) > put.invoke:
+                continue  # another write may have replaced it
+            siblings = final.get(key)
+            if siblings is None:
+                unread.add(key)
+                continue
+            checked += 1
+            checked_keys.add(key)
+            if put.value not in siblings:
+                assert put.value is not None
+                lost.append(LostWrite(key, put.value, put.invoke, put.complete, tuple(siblings)))
+    return LostWritesReport(acknowledged, checked, len(checked_keys),
+                            sorted(lost, key=lambda w: w.invoke), sorted(unread))
+
+
+@dataclass(frozen=True)
+class NeverWritten:
+    key: str
+    value: str
+    read_invoke: float
+    read_complete: float
+    why: str  # "no put wrote it" or "its put was invoked after the read completed"
+
+
+@dataclass(frozen=True)
+class NeverWrittenReport:
+    values_read: int
+    never_written: list[NeverWritten] = field(default_factory=list)
+
+
+def check_never_written(ops: Iterable[Op]) -> NeverWrittenReport:
+    """Every sibling of every successful read must be the value of a put to
+    the same key, whatever its outcome, invoked before the read completed."""
+    ops = list(ops)
+    put_invoked: dict[tuple[str, str], float] = {}
+    for op in ops:
+        if op.kind == "put" and op.value is not None:
+            key = (op.key, op.value)
+            put_invoked[key] = min(op.invoke, put_invoked.get(key, op.invoke))
+    values_read = 0
+    bad: list[NeverWritten] = []
+    for op in ops:
+        if op.kind != "get" or op.outcome != OK:
+            continue
+        for value in op.siblings or ():
+            values_read += 1
+            invoked = put_invoked.get((op.key, value))
+            if invoked is None:
+                bad.append(NeverWritten(op.key, value, op.invoke, op.complete, "no put wrote it"))
+            elif invoked > op.complete:
+                bad.append(NeverWritten(op.key, value, op.invoke, op.complete,
+                                        f"its put was invoked at {invoked:.3f} s, "
+                                        "after the read completed"))
+    return NeverWrittenReport(values_read, bad)
+
+
+@dataclass(frozen=True)
+class DuplicateSibling:
+    key: str
+    value: str
+    read_invoke: float
+    siblings: tuple[str, ...]
+
+
+def check_duplicate_siblings(ops: Iterable[Op]) -> list[DuplicateSibling]:
+    """Reads that returned the same value as two siblings: since every put
+    writes a value of its own, one put was applied twice."""
+    found = []
+    for op in ops:
+        if op.kind == "get" and op.outcome == OK and op.siblings:
+            seen: set[str] = set()
+            for value in op.siblings:
+                if value in seen:
+                    found.append(DuplicateSibling(op.key, value, op.invoke, op.siblings))
+                    break
+                seen.add(value)
+    return found
+
+
+@dataclass(frozen=True)
+class DuplicateDots:
+    key: str
+    value: str
+    dots: tuple[str, ...]  # "node:counter" of each sibling holding the value
+
+
+def duplicate_dots(states: Mapping[str, DVVSet | None]) -> list[DuplicateDots]:
+    """Stored states holding one value in several live siblings, with their
+    dots: which replicas applied the same write."""
+    found = []
+    for key, state in sorted(states.items()):
+        by_value: dict[bytes, list[str]] = defaultdict(list)
+        for sibling in state.live if state is not None else ():
+            by_value[sibling.value].append(f"{sibling.dot.node_id}:{sibling.dot.counter}")
+        found += [DuplicateDots(key, value.decode("utf-8", "backslashreplace"), tuple(dots))
+                  for value, dots in by_value.items() if len(dots) > 1]
+    return found
+
+
+def divergent_keys(states: Mapping[str, Mapping[str, DVVSet | None]]) -> list[str]:
+    """Keys whose replicas (node id -> state, None: holds nothing) differ."""
+    divergent = []
+    for key, by_node in states.items():
+        distinct = list(by_node.values())
+        if any(state != distinct[0] for state in distinct[1:]):
+            divergent.append(key)
+    return sorted(divergent)

@@ -1,0 +1,356 @@
+"""The cluster under test: `kvstore cluster up` run as a subprocess on free
+ports, and each of its server processes as a `Server` the nemesis can kill,
+pause, resume and restart.
+
+Owns every process a chaos run starts and stops them all, by pid, in
+`LocalCluster.stop` (called from a `finally`): `cluster up` with SIGINT (it
+stops its own children), the processes restarted here with SIGTERM. A
+restarted process runs the exact command line its predecessor ran (read from
+/proc/PID/cmdline), so it comes back on the same ports and data. It never
+decides when to inject a fault (that is `chaos.nemesis`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kvstore.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, COORDINATOR_OFFSET,
+                                    METRICS_OFFSET, load_saved)
+from kvstore.membership import ClusterSpec
+
+START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
+HEALTHY_TIMEOUT = 60.0  # a restarted process must serve within this
+STOP_TIMEOUT = 30.0  # cluster up allows its children 15 s to stop
+PROBE_TIMEOUT = 0.5
+POLL_INTERVAL = 0.05
+
+# Run before the real command: PR_SET_PDEATHSIG survives exec, so the process
+# gets SIGTERM if the chaos run dies (even by SIGKILL) instead of holding on
+# to its ports. A wrapper rather than preexec_fn, which is unsafe once gRPC's
+# threads run; after the exec the command line is exactly `command`.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; "
+                    "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                    "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, healed or stopped; the message says why."""
+
+
+@dataclass
+class Server:
+    """One node or coordinator of the running cluster."""
+
+    role: str  # "node" or "coordinator"
+    server_id: str
+    address: str
+    pid: int
+    command: list[str]
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None  # set once restarted here: ours to stop
+    down: bool = False  # killed by the nemesis, not yet restarted
+    paused: bool = False
+    restarts: int = 0
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Running (or stopped): not gone and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def die_with_parent(command: list[str]) -> list[str]:
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
+
+
+def port_is_free(port: int) -> bool:
+    # SO_REUSEADDR as the servers bind: TIME_WAIT leftovers do not count.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:
+    serving = [base + i for i in range(1, nodes + 1)]
+    serving += [base + COORDINATOR_OFFSET + j for j in range(1, coordinators + 1)]
+    return serving + [port + METRICS_OFFSET for port in serving]
+
+
+def free_base_port(nodes: int, coordinators: int, rng: random.Random) -> int:
+    """A base port all of whose ports were free a moment ago."""
+    for _ in range(200):
+        base = rng.randrange(20000, 40000)
+        if all(port_is_free(port) for port in needed_ports(base, nodes, coordinators)):
+            return base
+    raise ClusterError("found no base port with every needed port free")
+
+
+async def is_serving(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class LocalCluster:
+    """`with LocalCluster(...) as cluster:` a running cluster in `data_dir`."""
+
+    data_dir: Path
+    nodes: int = 5
+    coordinators: int = 1
+    replicas: int = 3
+    servers: dict[str, Server] = field(default_factory=dict)
+    base_port: int = 0
+    _supervisor: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- starting ----------------------------------------------------------------
+
+    def start(self, attempts: int = 3) -> None:
+        """Start `cluster up` and wait for cluster.json. A port taken between
+        the check and the start makes `cluster up` exit; the next attempt
+        picks other ports."""
+        rng = random.Random()  # not the run's seed: parallel runs must not collide
+        for attempt in range(1, attempts + 1):
+            self.base_port = free_base_port(self.nodes, self.coordinators, rng)
+            self._start_supervisor()
+            try:
+                self._wait_for_cluster_json()
+                break
+            except ClusterError:
+                exited = self._supervisor is not None and self._supervisor.poll() is not None
+                self._stop_supervisor()
+                if attempt == attempts or not exited:
+                    raise
+        self._load_servers()
+
+    def _start_supervisor(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "kvstore", "cluster", "up",
+                   "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
+                   "--replicas", str(self.replicas), "--data-dir", str(self.data_dir),
+                   "--base-port", str(self.base_port)]
+        with open(self.supervisor_log, "ab") as log:
+            self._supervisor = subprocess.Popen(die_with_parent(command), stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=log)
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.data_dir / "logs" / "cluster-up.log"
+
+    def _wait_for_cluster_json(self) -> None:
+        assert self._supervisor is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (self.data_dir / CLUSTER_JSON).exists():
+            code = self._supervisor.poll()
+            if code is not None:
+                raise ClusterError(f"`kvstore cluster up` exited with code {code} before the "
+                                   f"cluster was up:\n{_log_tail(self.supervisor_log)}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"no {CLUSTER_JSON} within {START_TIMEOUT:.0f} s:\n"
+                                   f"{_log_tail(self.supervisor_log)}")
+            time.sleep(POLL_INTERVAL)  # polling interval, not synchronisation
+
+    def _load_servers(self) -> None:
+        document = json.loads((self.data_dir / CLUSTER_JSON).read_text())
+        layout = load_saved(self.data_dir)
+        plans = {plan.process_id: plan for plan in layout.plans(self.data_dir.resolve())} \
+            if layout is not None else {}
+        for entry in document["processes"]:
+            pid, server_id = int(entry["pid"]), entry["id"]
+            plan = plans.get(server_id)
+            command = _cmdline(pid) or (plan.command if plan else None)
+            if command is None:
+                raise ClusterError(f"cannot tell how {server_id} (pid {pid}) was started")
+            log_file = plan.log_file if plan else self.data_dir / "logs" / f"{server_id}.log"
+            self.servers[server_id] = Server(entry["role"], server_id, entry["address"], pid,
+                                             command, log_file)
+
+    @property
+    def spec(self) -> ClusterSpec:
+        table = tomllib.loads((self.data_dir / CLUSTER_TOML).read_text())["cluster"]
+        return ClusterSpec.from_table(table)
+
+    def addresses(self, role: str | None = None) -> list[str]:
+        return [s.address for s in self.servers.values() if role in (None, s.role)]
+
+    def of_role(self, role: str) -> list[Server]:
+        return [s for s in self.servers.values() if s.role == role]
+
+    # -- faults ------------------------------------------------------------------
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL; `wait_gone` tells when its ports are free."""
+        self._signal(server, signal.SIGKILL)
+        server.down = True
+
+    async def wait_gone(self, server: Server, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        # cluster up reaps its own children; until then they are zombies,
+        # which hold no ports.
+        while server.alive():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{server.server_id} (pid {server.pid}) outlived SIGKILL "
+                                   f"by {timeout:.0f} s")
+            await asyncio.sleep(0.01)  # polling interval, not synchronisation
+        if server.process is not None:
+            server.process.wait()  # reap our own child
+
+    def pause(self, server: Server) -> None:
+        self._signal(server, signal.SIGSTOP)
+        server.paused = True
+
+    def resume(self, server: Server) -> None:
+        self._signal(server, signal.SIGCONT)
+        server.paused = False
+
+    def restart(self, server: Server) -> None:
+        """Start the killed `server` again with its exact command line."""
+        assert server.down, f"{server.server_id} is running"
+        with open(server.log_file, "ab") as log:
+            server.process = subprocess.Popen(die_with_parent(server.command),
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                              start_new_session=True)
+        server.pid = server.process.pid
+        server.down = False
+        server.restarts += 1
+
+    def _signal(self, server: Server, signum: int) -> None:
+        try:
+            os.kill(server.pid, signum)
+        except ProcessLookupError:
+            raise ClusterError(f"{server.server_id} (pid {server.pid}) is not running; "
+                               f"its log:\n{_log_tail(server.log_file)}") from None
+
+    async def wait_healthy(self, server: Server, timeout: float = HEALTHY_TIMEOUT) -> float:
+        """Poll `server`'s health until SERVING; the seconds it took."""
+        start = time.monotonic()
+        while not await is_serving(server.address):
+            if not server.alive():
+                raise ClusterError(f"{server.server_id} exited before it was healthy; "
+                                   f"its log:\n{_log_tail(server.log_file)}")
+            if time.monotonic() - start > timeout:
+                raise ClusterError(f"{server.server_id} was not healthy within {timeout:.0f} s")
+            await asyncio.sleep(POLL_INTERVAL)  # polling interval, not synchronisation
+        return time.monotonic() - start
+
+    def heal_all(self) -> None:
+        """Resume every paused process and restart every killed one."""
+        for server in self.servers.values():
+            if server.paused:
+                self.resume(server)
+            if server.down:
+                self.restart(server)
+
+    async def wait_all_healthy(self, timeout: float = HEALTHY_TIMEOUT) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for server in self.servers.values():
+                    tasks.create_task(self.wait_healthy(server, timeout))
+        except* ClusterError as group:
+            raise group.exceptions[0] from None
+
+    def collect_crashed(self) -> list[str]:
+        """Processes that exited although no fault holds them down: crashes
+        (bugs). They are marked down, so `heal_all` restarts them."""
+        crashed = [s for s in self.servers.values() if not s.down and not s.alive()]
+        for server in crashed:
+            server.down = True
+            if server.process is not None:
+                server.process.wait()
+        return [f"{s.server_id} (pid {s.pid}, see {s.log_file})" for s in crashed]
+
+    # -- stopping ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything this run started: resume paused processes, SIGINT
+        `cluster up` (which stops its children), SIGTERM the processes
+        restarted here; SIGKILL whatever is still running after the deadline."""
+        for server in self.servers.values():
+            if server.paused and server.alive():
+                try:
+                    os.kill(server.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                server.paused = False
+        ours = [s.process for s in self.servers.values()
+                if s.process is not None and s.process.poll() is None]
+        for process in ours:
+            process.terminate()
+        self._stop_supervisor()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in ours:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _stop_supervisor(self) -> None:
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is None or supervisor.poll() is not None:
+            return
+        supervisor.send_signal(signal.SIGINT)
+        try:
+            supervisor.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()  # its children get SIGTERM (their parent-death signal)
+            supervisor.wait()
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode() for part in raw.split(b"\0") if part] or None

@@ -1,0 +1,130 @@
+"""One chaos run, start to finish: start the cluster, run the workload and
+the nemesis together, stop the faults for a quiet period at the end, heal
+everything, read the final state, wait for convergence, check, summarise.
+
+Owns the order of these steps and the run's files in the data dir
+(history.jsonl, summary.json, next to what `cluster up` keeps there). Every
+process it starts is stopped in a `finally`, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
+                            divergent_keys)
+from chaos.cluster import ClusterError, LocalCluster
+from chaos.convergence import ReplicaReader, final_reads, wait_converged
+from chaos.history import History
+from chaos.nemesis import Nemesis, NemesisSettings
+from chaos.summary import Summary, count_ops, from_reports
+from chaos.workload import Workload, WorkloadSettings
+from kvclient.consistency import Level
+
+HISTORY_FILE = "history.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# How long after its client gave up a write of unknown outcome may still be
+# applied: a request held by a paused process runs when it resumes (at most
+# the longest fault later), plus the server's request and replica timeouts.
+UNKNOWN_SLACK = 10.0
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int
+    duration: float = 30.0
+    nodes: int = 5
+    coordinators: int = 1
+    replicas: int = 3
+    r: Level = 2
+    w: Level = 2
+    clients: int = 8
+    keys: int = 50
+    quiet: float = 0.2  # share of the run at the end without faults
+    data_dir: Path | None = None
+    keep: bool = False
+
+
+def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None]) -> int:
+    """The whole run; the exit status (0: passed, 1: a check failed, 2: the
+    run itself could not be carried out)."""
+    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="kvstore-chaos-"))
+    data_dir = data_dir.resolve()
+    if data_dir.exists() and any(data_dir.iterdir()):
+        warn(f"error: {data_dir} is not empty; a chaos run needs a fresh data dir")
+        return EXIT_ERROR
+    history: History | None = None
+    summary: Summary | None = None
+    try:
+        with LocalCluster(data_dir, options.nodes, options.coordinators,
+                          options.replicas) as cluster:
+            warn(f"cluster up in {data_dir} (base port {cluster.base_port}); "
+                 f"seed {options.seed}, {options.duration:g} s")
+            history = History()
+            summary = asyncio.run(_session(cluster, history, options, warn))
+    except ClusterError as exc:
+        warn(f"error: {exc}")
+    finally:
+        if history is not None:
+            history.write_jsonl(data_dir / HISTORY_FILE)
+    if summary is None:
+        warn(f"the run did not finish; its files are in {data_dir}")
+        return EXIT_ERROR
+    summary.write(data_dir / SUMMARY_FILE)
+    for line in summary.lines():
+        say(line)
+    if summary.passed and options.data_dir is None and not options.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        say(f"files          {data_dir} (history.jsonl, summary.json, logs/)")
+    return EXIT_PASSED if summary.passed else EXIT_FAILED
+
+
+async def _session(cluster: LocalCluster, history: History, options: Options,
+                   warn: Callable[[str], None]) -> Summary:
+    faults_until = options.duration * (1 - options.quiet)
+    workload = Workload(cluster.addresses(), history,
+                        WorkloadSettings(clients=options.clients, keys=options.keys,
+                                         r=options.r, w=options.w), options.seed)
+    nemesis_settings = NemesisSettings()
+    nemesis = Nemesis(cluster, history, random.Random(options.seed), nemesis_settings, warn)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(workload.run(until=options.duration))
+            tasks.create_task(nemesis.run(until=faults_until))
+    except* ClusterError as group:
+        raise group.exceptions[0] from None
+    crashed = cluster.collect_crashed()
+    cluster.heal_all()  # the nemesis healed its own faults; this restarts crashed processes
+    await cluster.wait_all_healthy()
+    healthy_at = history.now()
+    warn(f"{healthy_at:7.2f}s  workload stopped, every process healthy; checking")
+
+    # The contended keys and every write-once key a put was sent to.
+    keys = sorted({*workload.keys, *(op.key for op in history.ops)})
+    nodes = cluster.addresses("node")
+    async with ReplicaReader(cluster.spec) as reader:
+        states, unreadable = await reader.states(keys)
+        divergent = sorted({*divergent_keys(states), *unreadable})
+        final = await final_reads(nodes, keys, history)
+        convergence = await wait_converged(reader, nodes, keys, history, healthy_at, divergent)
+
+    unknown_horizon = nemesis_settings.longest_fault + UNKNOWN_SLACK
+    head = dict(seed=options.seed, duration=options.duration, faults_until=faults_until,
+                nodes=options.nodes, coordinators=options.coordinators,
+                replicas=options.replicas, r=str(options.r), w=str(options.w),
+                clients=options.clients, keys=options.keys, crashed=crashed,
+                write_once_keys=len(keys) - len(workload.keys), data_dir=str(cluster.data_dir))
+    return from_reports(head, count_ops(history.ops), nemesis.injected,
+                        check_lost_writes(history.ops, final, unknown_horizon),
+                        check_never_written(history.ops), check_duplicate_siblings(history.ops),
+                        convergence, final, unknown_horizon)

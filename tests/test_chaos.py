@@ -1,0 +1,177 @@
+"""The chaos suite: its checkers on hand-made histories (fast), and one real
+run of `python -m chaos` against a local cluster under faults (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
+                            divergent_keys)
+from chaos.convergence import Convergence
+from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
+from chaos.nemesis import schedule
+from chaos.summary import count_ops, from_reports
+from kvstore.versions import DVVSet, Dot, Sibling, VersionVector
+
+REPO = Path(__file__).resolve().parent.parent
+HORIZON = 15.0
+
+
+def put(value: str, invoke: float, complete: float, outcome: str = OK, key: str = "k") -> Op:
+    return Op(0, "put", key, value, invoke, complete, outcome)  # type: ignore[arg-type]
+
+
+def delete(invoke: float, complete: float, outcome: str = OK, key: str = "k") -> Op:
+    return Op(0, "delete", key, None, invoke, complete, outcome)  # type: ignore[arg-type]
+
+
+def get(siblings: list[str], invoke: float, complete: float, key: str = "k") -> Op:
+    return Op(1, "get", key, None, invoke, complete, OK, siblings=tuple(siblings))
+
+
+def lost_values(ops: list[Op], final: dict[str, list[str] | None]) -> list[str]:
+    return [w.value for w in check_lost_writes(ops, final, HORIZON).lost]
+
+
+def test_an_acknowledged_put_missing_from_the_final_state_is_lost() -> None:
+    ops = [put("a", 1, 2)]
+    report = check_lost_writes(ops, {"k": []}, HORIZON)
+    assert [w.value for w in report.lost] == ["a"]
+    assert (report.acknowledged_puts, report.checked_puts, report.checked_keys) == (1, 1, 1)
+
+
+def test_a_put_present_among_the_siblings_is_not_lost() -> None:
+    assert lost_values([put("a", 1, 2), put("b", 1.5, 2.5)], {"k": ["b", "a"]}) == []
+
+
+def test_an_overwritten_put_is_not_lost_and_not_counted_as_checked() -> None:
+    ops = [put("a", 1, 2), put("b", 3, 4)]
+    report = check_lost_writes(ops, {"k": ["b"]}, HORIZON)
+    assert report.lost == []
+    assert report.checked_puts == 1  # only "b": "a" may rightly be gone
+
+
+def test_a_put_overlapping_the_acknowledged_one_may_have_replaced_it() -> None:
+    # "b" was invoked before "a" completed, and completed after "a" was invoked.
+    assert lost_values([put("a", 1, 3), put("b", 2, 4)], {"k": ["b"]}) == []
+
+
+def test_a_later_acknowledged_delete_excuses_the_put() -> None:
+    assert lost_values([put("a", 1, 2), delete(3, 4)], {"k": []}) == []
+
+
+def test_a_later_write_of_unknown_outcome_excuses_the_put() -> None:
+    assert lost_values([put("a", 1, 2), put("b", 3, 7, UNKNOWN)], {"k": []}) == []
+
+
+def test_a_definitely_failed_write_excuses_nothing() -> None:
+    assert lost_values([put("a", 1, 2), put("b", 3, 4, FAIL)], {"k": []}) == ["a"]
+
+
+def test_an_unknown_write_long_before_the_put_excuses_nothing() -> None:
+    ops = [put("old", 0, 1, UNKNOWN), put("a", 1 + HORIZON + 1, 1 + HORIZON + 2)]
+    assert lost_values(ops, {"k": []}) == ["a"]
+
+
+def test_writes_to_other_keys_do_not_excuse_a_loss() -> None:
+    ops = [put("a", 1, 2, key="k"), put("b", 3, 4, key="other")]
+    assert lost_values(ops, {"k": [], "other": ["b"]}) == ["a"]
+
+
+def test_a_key_that_could_not_be_read_is_reported_not_judged() -> None:
+    report = check_lost_writes([put("a", 1, 2)], {"k": None}, HORIZON)
+    assert report.lost == [] and report.unread_keys == ["k"] and report.checked_puts == 0
+
+
+def test_a_read_value_no_put_wrote_is_flagged() -> None:
+    report = check_never_written([put("a", 1, 2), get(["a", "ghost"], 3, 4)])
+    assert [(bad.value, bad.why) for bad in report.never_written] == [("ghost", "no put wrote it")]
+    assert report.values_read == 2
+
+
+def test_a_value_of_a_put_of_unknown_outcome_may_be_read() -> None:
+    ops = [put("a", 1, 5, UNKNOWN), get(["a"], 2, 3)]
+    assert check_never_written(ops).never_written == []
+
+
+def test_a_value_read_before_its_put_was_invoked_is_flagged() -> None:
+    report = check_never_written([get(["a"], 1, 2), put("a", 3, 4)])
+    assert [bad.value for bad in report.never_written] == ["a"]
+
+
+def test_a_value_written_to_another_key_is_flagged() -> None:
+    report = check_never_written([put("a", 1, 2, key="other"), get(["a"], 3, 4)])
+    assert [bad.value for bad in report.never_written] == ["a"]
+
+
+def test_a_value_read_twice_in_one_answer_is_a_duplicate() -> None:
+    assert [d.value for d in check_duplicate_siblings([get(["a", "b", "a"], 1, 2)])] == ["a"]
+    assert check_duplicate_siblings([get(["a", "b"], 1, 2)]) == []
+
+
+def test_keys_whose_replicas_hold_different_states_diverge() -> None:
+    one = DVVSet(VersionVector({"n1": 1}), (Sibling(Dot("n1", 1), b"a", False, 1),))
+    two = DVVSet(VersionVector({"n1": 2}), (Sibling(Dot("n1", 2), b"b", False, 2),))
+    states = {"same": {"n1": one, "n2": one}, "stale": {"n1": one, "n2": two},
+              "missing": {"n1": None, "n2": one}, "absent": {"n1": None, "n2": None}}
+    assert divergent_keys(states) == ["missing", "stale"]
+
+
+def test_the_fault_schedule_is_a_function_of_the_seed() -> None:
+    import random
+
+    def first(seed: int) -> list[object]:
+        faults = schedule(random.Random(seed), ["n1", "n2", "n3"], ["c1"])
+        return [next(faults) for _ in range(20)]
+
+    assert first(7) == first(7)
+    assert first(7) != first(8)
+    assert {f.kind for f in first(7)} == {"kill", "pause", "kill-coordinator"}
+    assert all(f.target == "c1" for f in first(7) if f.kind == "kill-coordinator")
+
+
+def test_the_history_survives_its_json_lines(tmp_path: Path) -> None:
+    history = History(clock=iter([0.0, 0.5]).__next__)
+    history.add(put("a", 0.1, 0.2))
+    history.add(get(["a"], 0.3, 0.4))
+    history.fault("kill", "kill", "n1", "SIGKILL pid 1")
+    history.write_jsonl(tmp_path / "history.jsonl")
+    ops, faults = load_jsonl(tmp_path / "history.jsonl")
+    assert ops == history.ops and faults == history.faults
+
+
+def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> None:
+    ops = [put("a", 1, 2), get(["a"], 3, 4), put("b", 5, 6, FAIL), delete(5, 9, UNKNOWN, "z")]
+    final: dict[str, list[str] | None] = {"k": [], "z": []}
+    convergence = Convergence(True, 0.5, ["k"], [], 0, {"k": None})
+    head = dict(seed=1, duration=10.0, faults_until=8.0, nodes=5, coordinators=1, replicas=3,
+                r="2", w="2", clients=1, keys=1, crashed=[], write_once_keys=0, data_dir="")
+    summary = from_reports(head, count_ops(ops), {"kill": 2},
+                           check_lost_writes(ops, final, 1.0), check_never_written(ops),
+                           check_duplicate_siblings(ops), convergence, final, 1.0)
+    assert (summary.operations, summary.acknowledged, summary.failed, summary.unknown) == (4, 1, 1, 1)
+    assert summary.lost == 1 and not summary.passed
+    assert any(line.startswith("LOST") and "'a'" in line for line in summary.lines())
+    summary.write(tmp_path / "summary.json")
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["lost"] == 1 and written["passed"] is False
+
+
+@pytest.mark.timeout(240)
+def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "chaos"
+    run = subprocess.run([sys.executable, "-m", "chaos", "--duration", "45", "--seed", "1",
+                          "--data-dir", str(data_dir)],
+                         cwd=REPO, capture_output=True, text=True, timeout=220)
+    report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
+    assert run.returncode == 0, report
+    summary = json.loads((data_dir / "summary.json").read_text())
+    assert summary["lost"] == 0, report
+    assert summary["never_written"] == 0, report
+    assert summary["converged"], report
+    assert sum(summary["faults"].values()) > 0, report
+    assert summary["acknowledged"] > 0, report
+    assert (data_dir / "history.jsonl").stat().st_size > 0
