@@ -2,7 +2,8 @@
 accrual failure detector (`kvstore.failure_detector`).
 
 Every `interval` seconds each peer gets an empty `Replica.Batch` call on the
-same channel data uses, with a short deadline; an answer is a heartbeat. The
+same channel data uses, with a short deadline, from a loop of its own (so a
+hung peer delays no one else's heartbeats); an answer is a heartbeat. The
 coordinator asks `is_up` to route around peers the detector has convicted,
 and a peer that answers again is up at once. Transitions are logged and
 counted; every peer's state and phi are metrics. The loop is owned by this
@@ -50,8 +51,9 @@ class Liveness:
 
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
-        if self._pings:
-            self._tasks.create_task(self._run())
+        # One loop per peer: a peer that hangs delays only its own heartbeats.
+        for node_id in self._pings:
+            self._tasks.create_task(self._beat(node_id))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -68,25 +70,26 @@ class Liveness:
     def status(self) -> dict[str, NodeStatus]:
         return self._detector.status(self._clock())
 
-    async def _run(self) -> None:
+    async def _beat(self, node_id: str) -> None:
         while not self._stopping.is_set():
-            await asyncio.gather(*(self._ping(node_id) for node_id in self._pings))
-            for node_id, up in self._detector.changes(self._clock()):
-                log.warning("peer %s is %s", node_id, "up again" if up else "down",
-                            extra={"peer": node_id, "up": up})
-                self._on_change(node_id, up)
+            try:
+                await self._pings[node_id]()
+            except KVStoreError:
+                pass
+            else:
+                self._detector.heartbeat(node_id, self._clock())
+            self._report_changes()
             try:  # the heartbeat schedule: wake early only to stop
                 async with asyncio.timeout(self._interval):
                     await self._stopping.wait()
             except TimeoutError:
                 pass
 
-    async def _ping(self, node_id: str) -> None:
-        try:
-            await self._pings[node_id]()
-        except KVStoreError:
-            return
-        self._detector.heartbeat(node_id, self._clock())
+    def _report_changes(self) -> None:
+        for node_id, up in self._detector.changes(self._clock()):
+            log.warning("peer %s is %s", node_id, "up again" if up else "down",
+                        extra={"peer": node_id, "up": up})
+            self._on_change(node_id, up)
 
 
 def peer_liveness(peers: Peers, metrics: RequestMetrics, timeout: float) -> Liveness:
