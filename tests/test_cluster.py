@@ -98,12 +98,17 @@ def _reaches_every_replica(address: str) -> bool:
     return True
 
 
-def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
-    """What one replica holds for `key`, asked directly."""
+def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
+    """One replica's answer for `key`, asked directly."""
     with grpc.insecure_channel(node.address) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
-        result = stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
+        return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
+
+
+def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
+    """What one replica holds for `key`, asked directly."""
+    result = replica_result(node, key)
     assert result.status.code == 0, result.status.message
     return versions.decode(result.state) if result.found else None
 
@@ -287,3 +292,28 @@ def test_a_retried_write_is_applied_once_through_any_coordinator(make_cluster) -
         kv_pb2_grpc.KVStub(channel).Put(retry, timeout=10)  # origin now: second
     with kvclient.Client([cluster.nodes[second].address]) as client:
         assert client.get(key, r=2).siblings == [b"once"]  # applied once, not twice
+
+
+def test_a_corrupt_replica_is_repaired_from_the_healthy_ones(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0)
+    marker = b"CORRUPT-ME-" + b"y" * 64
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put(b"victim", marker, w="all")
+    victim = cluster.nodes["n2"]
+    assert victim.stop() == 0
+    data_file = victim.data_dir / "data.mdb"
+    content = bytearray(data_file.read_bytes())
+    offset = content.find(marker)
+    assert offset >= 0
+    while offset >= 0:  # every copy, stale pages included
+        content[offset + 20] ^= 0x01
+        offset = content.find(marker, offset + 1)
+    data_file.write_bytes(bytes(content))
+    victim = cluster.restart("n2")
+    corrupt = replica_result(victim, b"victim").status
+    assert corrupt.code == grpc.StatusCode.DATA_LOSS.value[0] and "checksum" in corrupt.message
+    with kvclient.Client([victim.address], timeout=10) as client:
+        # n2 asks itself first, gets DATA_LOSS, and asks another replica instead.
+        assert client.get(b"victim", r=2).value == marker
+    poll(lambda: replica_result(victim, b"victim").status.code == 0, 10, "n2 repaired")
+    assert replica_state(victim, b"victim").values == [marker]  # type: ignore[union-attr]
