@@ -13,7 +13,7 @@ import tomllib
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class ProcessStatus:
     ownership: Ownership | None  # nodes only, when cluster.toml is readable
     keys: int | None  # None: not a node, or its metrics are unreachable
     db_bytes: int | None
+    # Processes whose failure detector holds this node down (nodes only).
+    seen_down_by: tuple[str, ...] = ()
 
 
 def read_cluster(data_dir: Path) -> tuple[dict[str, Any], ClusterSpec | None]:
@@ -120,6 +122,24 @@ def scrape(metrics: str, names: tuple[str, ...],
     return values
 
 
+_PEER_UP = 'kvstore_peer_up{peer="'
+
+
+def scrape_peer_views(metrics: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, bool]:
+    """peer id -> whether this process's failure detector holds it up; {} if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return {}
+    views: dict[str, bool] = {}
+    for line in text.splitlines():
+        if line.startswith(_PEER_UP):
+            peer, _, value = line[len(_PEER_UP):].partition('"} ')
+            views[peer] = value.strip() not in ("0", "0.0")
+    return views
+
+
 def _status(entry: dict[str, Any], owned: dict[str, Ownership]) -> ProcessStatus:
     is_node = entry["role"] == "node"
     sample = scrape(entry["metrics"], ("kvstore_keys", "kvstore_db_bytes")) if is_node else {}
@@ -138,7 +158,15 @@ def collect(document: dict[str, Any], spec: ClusterSpec | None) -> list[ProcessS
     owned = ownership(spec) if spec is not None else {}
     entries = document["processes"]
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(entries)))) as pool:
-        return list(pool.map(lambda entry: _status(entry, owned), entries))
+        rows = list(pool.map(lambda entry: _status(entry, owned), entries))
+        views = list(pool.map(lambda entry: scrape_peer_views(entry["metrics"]), entries))
+    down_by: dict[str, list[str]] = {}
+    for entry, view in zip(entries, views):
+        for peer, up in view.items():
+            if not up:
+                down_by.setdefault(peer, []).append(entry["id"])
+    return [replace(row, seen_down_by=tuple(down_by.get(row.process_id, ())))
+            for row in rows]
 
 
 def human_bytes(count: int) -> str:
@@ -157,6 +185,7 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
         result.add_column(column)
     for column in ("primary", "replicas", "keys", "disk"):
         result.add_column(column, justify="right")
+    result.add_column("seen down by")
     for row in rows:
         colour = "green" if row.health == "SERVING" else "red"
         owned = row.ownership
@@ -167,9 +196,11 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
             "-" if owned is None else str(owned.replicated),
             "-" if row.keys is None else str(row.keys),
             "-" if row.db_bytes is None else human_bytes(row.db_bytes),
+            f"[red]{', '.join(row.seen_down_by)}[/red]" if row.seen_down_by else "-",
         )
     result.caption = ("primary: partitions a node owns; replicas: partitions whose "
-                      f"{document['replicas']} replicas include it")
+                      f"{document['replicas']} replicas include it; seen down by: processes "
+                      "whose failure detector holds it down")
     return result
 
 

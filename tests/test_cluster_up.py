@@ -231,6 +231,13 @@ def test_a_killed_node_is_reported_and_the_other_processes_keep_serving(
         client.put(b"after the crash", b"still written", w=2)
     rows = {r.process_id: r for r in collect(*read_cluster(data_dir))}
     assert (rows["n2"].alive, rows["n2"].health, rows["n2"].keys) == (False, "unreachable", None)
+    # Within seconds every live process's failure detector holds n2 down.
+    wait_for(lambda: set({r.process_id: r for r in collect(*read_cluster(data_dir))}[
+        "n2"].seen_down_by) == {"n1", "n3", "c1"}, 15, "n2 seen down by the others")
+    status = subprocess.run([sys.executable, "-m", "kvstore", "cluster", "status",
+                             "--data-dir", str(data_dir)], capture_output=True, text=True,
+                            timeout=30)
+    assert "n1, n3, c1" in status.stdout
 
     assert cluster.interrupt() == 0
     assert cluster.output().count(report) == 1  # reported once, not again at the stop
