@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,8 +28,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kvstore.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, COORDINATOR_OFFSET,
-                                    METRICS_OFFSET, load_saved)
+from kvstore.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError, free_base_port,
+                                    load_saved)
 from kvstore.membership import ClusterSpec
 
 START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
@@ -87,32 +86,6 @@ def die_with_parent(command: list[str]) -> list[str]:
     return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
 
 
-def port_is_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers bind: TIME_WAIT leftovers do not count.
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:
-    serving = [base + i for i in range(1, nodes + 1)]
-    serving += [base + COORDINATOR_OFFSET + j for j in range(1, coordinators + 1)]
-    return serving + [port + METRICS_OFFSET for port in serving]
-
-
-def free_base_port(nodes: int, coordinators: int, rng: random.Random) -> int:
-    """A base port all of whose ports were free a moment ago."""
-    for _ in range(200):
-        base = rng.randrange(20000, 40000)
-        if all(port_is_free(port) for port in needed_ports(base, nodes, coordinators)):
-            return base
-    raise ClusterError("found no base port with every needed port free")
-
-
 async def is_serving(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -161,7 +134,10 @@ class LocalCluster:
         picks other ports."""
         rng = random.Random()  # not the run's seed: parallel runs must not collide
         for attempt in range(1, attempts + 1):
-            self.base_port = free_base_port(self.nodes, self.coordinators, rng)
+            try:
+                self.base_port = free_base_port(self.nodes, self.coordinators, rng)
+            except LayoutError as exc:
+                raise ClusterError(str(exc)) from exc
             self._start_supervisor()
             try:
                 self._wait_for_cluster_json()

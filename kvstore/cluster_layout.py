@@ -19,6 +19,8 @@ Files in the data dir:
 import dataclasses
 import json
 import os
+import random
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,3 +231,33 @@ def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int]) 
         processes.append(entry)
     return {"processes": processes, "replicas": layout.replicas,
             "partitions": layout.partitions, "mode": layout.mode}
+
+
+def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:
+    """Every port a cluster with this base port listens on."""
+    serving = [base + i for i in range(1, nodes + 1)]
+    serving += [base + COORDINATOR_OFFSET + j for j in range(1, coordinators + 1)]
+    return serving + [port + METRICS_OFFSET for port in serving]
+
+
+def port_is_free(port: int) -> bool:
+    # SO_REUSEADDR as the servers bind: a port with only TIME_WAIT
+    # connections left is free for them.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(nodes: int, coordinators: int, rng: random.Random) -> int:
+    """A base port (in 20000-40000) all of whose ports were free a moment ago:
+    for tests and chaos runs that start clusters side by side."""
+    for _ in range(200):
+        base = rng.randrange(20000, 40000)
+        if all(port_is_free(port) for port in needed_ports(base, nodes, coordinators)):
+            return base
+    raise LayoutError("found no base port with every needed port free")
+

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 import kvclient
 from kvstore.cli import main
 from kvstore.cluster_layout import Layout, Requested, resolve, save_layout, write_config
+from kvstore.cluster_layout import free_base_port as layout_free_base_port
 from kvstore.cluster_status import collect, pid_alive, read_cluster
 from kvstore.probe import is_serving
 
@@ -30,30 +31,8 @@ START_SECONDS = 60.0  # cluster up's own deadline for every process to serve
 STOP_SECONDS = 30.0
 
 
-def ports_of(base: int, nodes: int, coordinators: int) -> list[int]:
-    serving = [base + i for i in range(1, nodes + 1)]
-    serving += [base + 100 + j for j in range(1, coordinators + 1)]
-    return serving + [port + 2000 for port in serving]
-
-
-def port_is_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers use it: a port with only TIME_WAIT
-    # connections left is free for them.
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_base_port(nodes: int = 3, coordinators: int = 1) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 40000)
-        if all(port_is_free(p) for p in ports_of(base, nodes, coordinators)):
-            return base
-    raise RuntimeError("no base port with every needed port free")
+    return layout_free_base_port(nodes, coordinators, random.Random())
 
 
 def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
