@@ -44,6 +44,12 @@ class NodeConfig:
     shutdown_grace_seconds: float = 10.0
     request_timeout_seconds: float = 5.0  # a client request without a deadline gets this
     replica_timeout_seconds: float = 2.0  # one call to another replica
+    # Hinted handoff: hints this node keeps for one node that is down, at most
+    # (beyond either bound, it refuses more: back-pressure), and how fast it
+    # hands them over when that node is back.
+    max_hints_per_target: int = 10_000
+    max_hint_bytes_per_target: int = 64 * MIB
+    hint_replay_rate_per_second: float = 500.0
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
@@ -51,6 +57,10 @@ class NodeConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds)
+        if self.max_hints_per_target < 0 or self.max_hint_bytes_per_target < 0:
+            raise ConfigError("max_hints_per_target and max_hint_bytes_per_target must be >= 0")
+        if not 0 < self.hint_replay_rate_per_second <= 1_000_000:
+            raise ConfigError("hint_replay_rate_per_second must be in (0, 1000000]")
         if self.cluster is not None:
             if self.node_id not in {m.node_id for m in self.cluster.members}:
                 raise ConfigError(f"node {self.node_id!r} is not among the [cluster] members")

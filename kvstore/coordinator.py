@@ -135,9 +135,12 @@ class Coordinator:
     # -- writes ----------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
-                  request_id: bytes, timeout: float) -> DVVSet:
+                  request_id: bytes, timeout: float, *, sloppy: bool = True) -> DVVSet:
         """Write through an origin replica; the state it produced, once `w`
-        replicas hold it durably."""
+        replicas hold it durably. With `sloppy`, a replica that is down is
+        stood in for by the next healthy node along the ring, which keeps the
+        state as a durable hint and hands it over when the replica is back
+        (its acknowledgement counts for that replica)."""
         replicas = self.spec.preference_list(key)
         if len(replicas) == 1 and replicas[0] == self._self_id:
             # A one-replica cluster on this node: no quorum to keep, and no
@@ -157,20 +160,26 @@ class Coordinator:
         if quorum.settled:
             settled.set()
 
-        async def replicate(node_id: str) -> None:
+        async def replicate(node_id: str, stand_in: str | None = None) -> None:
             try:
-                await self._ops.merge(node_id, key, state, request_id)
+                if stand_in is None:
+                    await self._ops.merge(node_id, key, state, request_id)
+                else:
+                    await self._ops.merge(stand_in, key, state, request_id, hint_for=node_id)
             except KVStoreError as exc:
                 failures.append(exc)
-                quorum.fail(node_id, str(exc))
+                quorum.fail(node_id, str(exc) if stand_in is None else f"via {stand_in}: {exc}")
             else:
                 quorum.ack(node_id)
             if quorum.settled:
                 settled.set()
 
+        stand_ins = iter(self._stand_ins(key, replicas) if sloppy else ())
         for node_id in quorum.pending:
             if self._is_up(node_id):
                 self._tasks.create_task(replicate(node_id))
+            elif (stand_in := next(stand_ins, None)) is not None:
+                self._tasks.create_task(replicate(node_id, stand_in))
             else:  # convicted by the failure detector: do not wait for it
                 failures.append(Unavailable(f"{node_id} is down"))
                 quorum.fail(node_id, "down (failure detector)")
@@ -207,6 +216,13 @@ class Coordinator:
             quorum.ack(origin)
             return state
         raise _quorum_error(quorum.error_message(), failures)
+
+    def _stand_ins(self, key: bytes, replicas: Sequence[str]) -> list[str]:
+        """Healthy nodes after the preference list along the ring walk: who
+        takes hints for replicas that are down (Dynamo's sloppy quorum)."""
+        walk = self.spec.ring.preference_list(self.spec.partition_of(key),
+                                              len(self.spec.members))
+        return [n for n in walk if n not in replicas and self._is_up(n)]
 
     def _up_first(self, replicas: Sequence[str]) -> list[str]:
         """The replicas in preference order, those the failure detector has

@@ -92,6 +92,22 @@ class NodeMetrics(RequestMetrics):
     def observe_duplicate_write(self) -> None:
         self._duplicate_writes.inc()
 
+    def watch_hints(self, targets: list[str], pending: Callable[[str], tuple[int, int]]) -> None:
+        """Hinted handoff: hints held for each other node, read at scrape time."""
+        count = Gauge("kvstore_hints_pending", "Hints this node holds for a node that was down",
+                      ["target"], registry=self.registry)
+        size = Gauge("kvstore_hints_pending_bytes", "Bytes of the hints held for a node",
+                     ["target"], registry=self.registry)
+        for target in targets:
+            count.labels(target).set_function(lambda target=target: pending(target)[0])
+            size.labels(target).set_function(lambda target=target: pending(target)[1])
+        self._hints_replayed = Counter(
+            "kvstore_hints_replayed", "Hints handed over to their node once it was back",
+            registry=self.registry)
+
+    def observe_hints_replayed(self, count: int) -> None:
+        self._hints_replayed.inc(count)
+
 
 class CoordinatorMetrics(RequestMetrics):
     def __init__(self, cache: LruCache) -> None:

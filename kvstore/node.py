@@ -15,6 +15,8 @@ from kvclient.pb import kv_pb2, replica_pb2
 from kvstore.config import NodeConfig
 from kvstore.coordinator import Coordinator
 from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.handoff import HintReplayer
+from kvstore.hints import HintPolicy
 from kvstore.hlc import HybridLogicalClock
 from kvstore.liveness import peer_liveness
 from kvstore.metrics import NodeMetrics
@@ -54,11 +56,21 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     config.node_id, store, HybridLogicalClock(wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
                     on_duplicate=metrics.observe_duplicate_write,
+                    hint_policy=HintPolicy(config.max_hints_per_target,
+                                           config.max_hint_bytes_per_target,
+                                           config.hint_replay_rate_per_second),
                 )
+                replica.load_hints()
                 addresses = {m.node_id: m.address for m in spec.members}
+                metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
+                                    replica.hint_book.pending)
                 async with Peers(addresses, replica, links) as peers, peer_liveness(
                     peers, metrics, config.replica_timeout_seconds
-                ) as liveness, Coordinator(
+                ) as liveness, HintReplayer(
+                    replica, peers, liveness.is_up,
+                    rate_per_second=config.hint_replay_rate_per_second,
+                    on_replayed=metrics.observe_hints_replayed,
+                ), Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,
                 ) as coordinator:

@@ -36,7 +36,7 @@ class ReplicaOps(Protocol):
                     context: bytes, request_id: bytes) -> DVVSet: ...
 
     async def merge(self, node_id: str, key: bytes, state: DVVSet,
-                    request_id: bytes = b"") -> None: ...
+                    request_id: bytes = b"", hint_for: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -191,11 +191,16 @@ class Peers:
         return versions.decode(result.state)
 
     async def merge(self, node_id: str, key: bytes, state: DVVSet,
-                    request_id: bytes = b"") -> None:
+                    request_id: bytes = b"", hint_for: str = "") -> None:
+        """Merge `state` into the replica `node_id`; with `hint_for`, have
+        `node_id` keep it as a hint for that (down) node instead."""
         if self._is_local(node_id):
             assert self._local is not None
-            await self._local.merge(key, state, request_id)
+            if hint_for:
+                await self._local.store_hint(hint_for, key, state)
+            else:
+                await self._local.merge(key, state, request_id)
             return
         op = replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
-            key=key, state=versions.encode(state), request_id=request_id))
+            key=key, state=versions.encode(state), request_id=request_id, hint_for=hint_for))
         await self._link(node_id).submit(op)

@@ -13,11 +13,12 @@ builds on what is really stored. No gRPC here.
 from collections.abc import Callable
 
 from kvstore import versions
-from kvstore.errors import DataLoss
+from kvstore.errors import DataLoss, ResourceExhausted
+from kvstore.hints import HintBook, HintPolicy
 from kvstore.hlc import HybridLogicalClock
 from kvstore.record import Record
 from kvstore.ring import partition_of
-from kvstore.storage.engine import Write
+from kvstore.storage.engine import Hint, RemoveHint, StoreHint, Write
 from kvstore.storage.store import Store
 from kvstore.versions import DVVSet, VersionVector
 
@@ -40,14 +41,53 @@ class LocalReplica:
         self, node_id: str, store: Store, clock: HybridLogicalClock, partitions: int,
         *, last_write_wins: bool = False, max_siblings: int = versions.DEFAULT_MAX_SIBLINGS,
         on_duplicate: Callable[[], None] = lambda: None,
+        hint_policy: HintPolicy = HintPolicy(),
     ) -> None:
         self._on_duplicate = on_duplicate
+        self._hint_policy = hint_policy
+        self.hint_book = HintBook(hint_policy)
         self.node_id = node_id
         self._store = store
         self._clock = clock
         self._partitions = partitions
         self._last_write_wins = last_write_wins
         self._max_siblings = max_siblings
+
+    def load_hints(self) -> None:
+        """Count the hints stored before a restart (bounds and metrics)."""
+        entries, after = [], -1
+        while hints := self._store.scan_hints(after, 1024):
+            entries += [(h.target, h.seq, _hint_size(h.key, h.record)) for h in hints]
+            after = hints[-1].seq
+        self.hint_book.load(entries)
+
+    async def store_hint(self, target: str, key: bytes, state: DVVSet) -> None:
+        """Keep `state` for `key` durably on behalf of `target`, which is down;
+        ResourceExhausted when this node already holds its bound of hints
+        for `target` (back-pressure: the coordinator then counts this
+        replica as failed)."""
+        record = state_record(state)
+        size = _hint_size(key, record)
+        count, held = self.hint_book.pending(target)
+        policy = self._hint_policy
+        if count >= policy.max_hints_per_target or held + size > policy.max_bytes_per_target:
+            raise ResourceExhausted(
+                f"{self.node_id} holds {count} hints ({held} bytes) for {target}, its bound "
+                f"(max_hints_per_target={policy.max_hints_per_target}, "
+                f"max_bytes_per_target={policy.max_bytes_per_target}); "
+                f"bring {target} back or write with fewer replicas"
+            )
+        result = await self._store.write(StoreHint(target, key, record))
+        self.hint_book.admit(target, result.hint_seq, size)
+
+    def hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+        """Stored hints with sequence numbers above `after`, oldest first."""
+        return self._store.scan_hints(after, limit)
+
+    async def remove_hint(self, hint: Hint) -> None:
+        """Forget a hint once its target holds it durably."""
+        await self._store.write(RemoveHint(hint.seq))
+        self.hint_book.acknowledged(hint.target, hint.seq)
 
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
@@ -126,3 +166,8 @@ def _readable(record: Record | None) -> DVVSet | None:
         return record_state(record)
     except DataLoss:
         return None
+
+
+def _hint_size(key: bytes, record: Record) -> int:
+    return len(key) + len(record.value)
+

@@ -182,7 +182,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         self._check_put(request, "")
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, request.value, False, request.context, w,
-                                  request.request_id, self._timeout(context))
+                                  request.request_id, self._timeout(context),
+                                  sloppy=not request.strict_quorum)
         return _put_response(state)
 
     @rpc("Delete")
@@ -191,7 +192,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         validation.check_write_extras(request.context, request.request_id)
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, b"", True, request.context, w,
-                                  request.request_id, self._timeout(context))
+                                  request.request_id, self._timeout(context),
+                                  sloppy=not request.strict_quorum)
         return kv_pb2.DeleteResponse(context=versions.join(state).to_bytes())
 
     @rpc("GetMany")
@@ -215,7 +217,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         w = validation.replica_count(request.w, self.replicas, "w")
         timeout = self._timeout(context)
         states = await asyncio.gather(
-            *(self._write(put.key, put.value, False, put.context, w, put.request_id, timeout)
+            *(self._write(put.key, put.value, False, put.context, w, put.request_id, timeout,
+                          sloppy=not put.strict_quorum)
               for put in request.puts),
             return_exceptions=True,
         )
@@ -246,11 +249,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         return state
 
     async def _write(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
-                     request_id: bytes, timeout: float) -> DVVSet:
+                     request_id: bytes, timeout: float, *, sloppy: bool) -> DVVSet:
         if self.cache is not None:
             # Until the write's outcome is known, no older answer may be served.
             self.cache.invalidate(key)
-        state = await self.coordinator.put(key, value, tombstone, context, w, request_id, timeout)
+        state = await self.coordinator.put(key, value, tombstone, context, w, request_id, timeout,
+                                           sloppy=sloppy)
         self._remember(key, state)
         return state
 
@@ -320,6 +324,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                 incoming = versions.decode(op.merge.state)
             except DataLoss as exc:
                 raise InvalidArgument(f"merge of a malformed state: {exc}") from exc
+            if op.merge.hint_for:
+                return self._hint(op.merge.hint_for, op.merge.key, incoming)
             return self._merge(op.merge.key, incoming, op.merge.request_id)
         raise InvalidArgument("a replica operation needs one of read, apply or merge")
 
@@ -327,6 +333,11 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         state, _duplicate = await self.replica.apply(
             apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+
+    async def _hint(self, target: str, key: bytes,
+                    incoming: DVVSet) -> replica_pb2.ReplicaResult:
+        await self.replica.store_hint(target, key, incoming)
+        return replica_pb2.ReplicaResult(found=True)
 
     async def _merge(self, key: bytes, incoming: DVVSet,
                      request_id: bytes) -> replica_pb2.ReplicaResult:

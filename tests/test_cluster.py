@@ -242,12 +242,16 @@ def test_the_coordinator_cache_keeps_its_promise(make_cluster) -> None:  # type:
         assert time.monotonic() - written_at <= ttl_ms / 1000 + 1.0
 
 
-def _peer_up(server: NodeProcess, peer: str) -> float | None:
+def _sample(server: NodeProcess, sample: str) -> float | None:
+    """One sample (name with labels) of a process's metrics; None if absent."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
                                   timeout=5).read().decode()
-    prefix = f'kvstore_peer_up{{peer="{peer}"}} '
-    line = next((l for l in text.splitlines() if l.startswith(prefix)), None)
+    line = next((l for l in text.splitlines() if l.startswith(sample + " ")), None)
     return None if line is None else float(line.split()[1])
+
+
+def _peer_up(server: NodeProcess, peer: str) -> float | None:
+    return _sample(server, f'kvstore_peer_up{{peer="{peer}"}}')
 
 
 def test_a_dead_node_is_detected_routed_around_and_noticed_when_back(make_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -317,3 +321,29 @@ def test_a_corrupt_replica_is_repaired_from_the_healthy_ones(make_cluster) -> No
         assert client.get(b"victim", r=2).value == marker
     poll(lambda: replica_result(victim, b"victim").status.code == 0, 10, "n2 repaired")
     assert replica_state(victim, b"victim").values == [marker]  # type: ignore[union-attr]
+
+
+def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(nodes=5, coordinators=0)
+    spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
+    key = b"hinted"
+    first, _, third = spec.preference_list(key)
+    coordinator = cluster.nodes[first]
+
+    def hints_for_third() -> float:
+        return sum(_sample(node, f'kvstore_hints_pending{{target="{third}"}}') or 0
+                   for node_id, node in cluster.nodes.items() if node_id != third)
+
+    cluster.nodes[third].process.kill()
+    cluster.nodes[third].process.wait()
+    poll(lambda: _peer_up(coordinator, third) == 0.0, 15, f"{third} seen down")
+    with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
+        with pytest.raises(kvclient.errors.Unavailable, match="down"):
+            client.put(key, b"strict", w="all", sloppy=False)  # no stand-ins allowed
+        client.put(key, b"handed over", w="all")  # a stand-in keeps a hint for third
+    assert hints_for_third() == 1
+    third_node = cluster.restart(third)
+    # No read of the key: the stand-in hands the hint over by itself.
+    poll(lambda: (state := replica_state(third_node, key)) is not None
+         and state.values == [b"handed over"], 20, f"{third} given the hinted write")
+    poll(lambda: hints_for_third() == 0, 10, "the hint deleted once handed over")

@@ -14,7 +14,7 @@ import pytest
 
 from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.record import Record
-from kvstore.storage.engine import Decide, Write, WriteResult
+from kvstore.storage.engine import Decide, RemoveHint, StoreHint, Write, WriteResult
 from kvstore.storage import lmdb_engine
 from kvstore.storage.lmdb_engine import PRUNE_PER_COMMIT, SCAN_CHUNK, LmdbEngine
 
@@ -492,3 +492,25 @@ def test_sigkill_mid_commit_leaves_a_database_with_every_acknowledged_write(tmp_
         applied(engine.commit([Write(0, b"after", put(b"crash"))])[0])
     finally:
         engine.close()
+
+
+def test_hints_are_kept_in_order_apart_from_the_data_and_survive_a_reopen(
+    open_engine: Callable[..., LmdbEngine],
+) -> None:
+    engine = open_engine()
+    first, second, third = engine.commit([
+        StoreHint("n3", b"k", record(b"for n3")),
+        StoreHint("n2", b"k" * 700, record(b"for n2, long key")),
+        StoreHint("n3", b"other", record(b"again for n3")),
+    ])
+    assert [r.hint_seq for r in (first, second, third)] == [0, 1, 2]  # type: ignore[union-attr]
+    assert engine.read(0, b"k") is None  # a hint is not the node's own data
+    engine.commit([RemoveHint(0)])
+    engine.close()
+    reopened = open_engine()
+    hints = reopened.scan_hints()
+    assert [(h.seq, h.target, h.key, h.record.value) for h in hints] == [
+        (1, "n2", b"k" * 700, b"for n2, long key"), (2, "n3", b"other", b"again for n3")]
+    assert reopened.scan_hints(after=1) == hints[1:]
+    [fourth] = reopened.commit([StoreHint("n4", b"x", record(b"y"))])
+    assert fourth.hint_seq == 3  # type: ignore[union-attr]  # numbering goes on after the last

@@ -85,10 +85,14 @@ class Client:
         w: Level = None,
         context: BytesLike | None = None,
         timeout: float | None = None,
+        sloppy: bool = True,
     ) -> WriteResult:
-        """Write `value`; pass the `context` of a get to replace what it read."""
+        """Write `value`; pass the `context` of a get to replace what it read.
+        `sloppy=False`: fail rather than let stand-in nodes hold hints for
+        replicas that are down."""
         request = requests.put_request(
-            key, value, context=context, w=w, request_id=requests.new_request_id()
+            key, value, context=context, w=w, request_id=requests.new_request_id(),
+            sloppy=sloppy,
         )
         return requests.put_result(self._invoke("Put", request, timeout))
 
@@ -99,10 +103,11 @@ class Client:
         w: Level = None,
         context: BytesLike | None = None,
         timeout: float | None = None,
+        sloppy: bool = True,
     ) -> WriteResult:
         """Delete `key` (a tombstone); pass the `context` of a get to replace what it read."""
         request = requests.delete_request(
-            key, context=context, w=w, request_id=requests.new_request_id()
+            key, context=context, w=w, request_id=requests.new_request_id(), sloppy=sloppy
         )
         return requests.delete_result(self._invoke("Delete", request, timeout))
 

@@ -62,6 +62,7 @@ def put_request(
     context: BytesLike | None,
     w: Level,
     request_id: bytes,
+    sloppy: bool = True,
 ) -> kv_pb2.PutRequest:
     return kv_pb2.PutRequest(
         key=as_bytes(key, "key"),
@@ -69,17 +70,20 @@ def put_request(
         context=_context_bytes(context),
         w=parse_consistency(w, "w"),
         request_id=request_id,
+        strict_quorum=not sloppy,
     )
 
 
 def delete_request(
-    key: BytesLike, *, context: BytesLike | None, w: Level, request_id: bytes
+    key: BytesLike, *, context: BytesLike | None, w: Level, request_id: bytes,
+    sloppy: bool = True,
 ) -> kv_pb2.DeleteRequest:
     return kv_pb2.DeleteRequest(
         key=as_bytes(key, "key"),
         context=_context_bytes(context),
         w=parse_consistency(w, "w"),
         request_id=request_id,
+        strict_quorum=not sloppy,
     )
 
 

@@ -31,12 +31,43 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreHint:
+    """Keep `record` for `key` on behalf of node `target`, which is down
+    (hinted handoff), until it can be handed to it. Hints are kept apart from
+    the node's own data, in arrival order."""
+
+    target: str
+    key: bytes
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveHint:
+    """Forget the hint with sequence number `seq` (its target has it now)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    seq: int
+    target: str
+    key: bytes
+    record: Record
+
+
+# What a commit applies: a write to a key, or a change to the hints.
+Change = Write | StoreHint | RemoveHint
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     # The record now stored under the key. For a duplicate, the version and
     # timestamp of the original write (value and tombstone not kept).
     record: Record | None
     applied: bool  # False when decide returned None or the write was a duplicate
     duplicate: bool  # True when request_id had been committed before
+    hint_seq: int = -1  # a stored hint's sequence number
 
 
 class Engine(Protocol):
@@ -44,10 +75,15 @@ class Engine(Protocol):
         """The stored record (tombstones included); DataLoss if corrupt."""
         ...
 
-    def commit(self, writes: Sequence[Write]) -> list[WriteResult | KVStoreError]:
+    def commit(self, writes: Sequence[Change]) -> list[WriteResult | KVStoreError]:
         """Apply writes in order in one transaction and make it durable before
         returning. One result per write, in order. A full store fails every
-        write of the batch with ResourceExhausted and stays readable."""
+        write of the batch with ResourceExhausted and stays readable. A
+        StoreHint's result carries the hint's sequence number in `hint_seq`."""
+        ...
+
+    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+        """Up to `limit` hints with sequence numbers above `after`, oldest first."""
         ...
 
     def size_bytes(self) -> int:

@@ -43,7 +43,7 @@ import lmdb
 
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.record import Record, decode, encode
-from kvstore.storage.engine import Write, WriteResult
+from kvstore.storage.engine import Change, Hint, RemoveHint, StoreHint, Write, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class LmdbEngine:
         self._data = self._env.open_db(b"data")
         self._request_ids = self._env.open_db(b"request_ids")
         self._request_log = self._env.open_db(b"request_log")
+        # Hinted handoff: seq (u64 BE) -> target, key and record, in arrival order.
+        self._hints = self._env.open_db(b"hints")
+        self._next_hint = self._last_hint_seq() + 1
         self._max_key_bytes = self._env.max_key_size()
         if self._max_key_bytes < _LMDB_KEY_BYTES:
             self._env.close()
@@ -179,17 +182,49 @@ class LmdbEngine:
             logger.error("commit of %d writes failed: %s", len(writes), message)
             return [ResourceExhausted(message) for _ in writes]
 
-    def _commit(self, writes: Sequence[Write]) -> list[WriteResult | KVStoreError]:
+    def _commit(self, writes: Sequence[Change]) -> list[WriteResult | KVStoreError]:
         now = self._clock_ms()
+        next_hint = self._next_hint
         txn = self._env.begin(write=True, buffers=False)
         try:
             self._prune_request_ids(txn, now)
-            results = [self._apply(txn, write, now) for write in writes]
+            results = [self._change(txn, write, now) for write in writes]
             txn.commit()
         except BaseException:
             txn.abort()  # no-op when commit() itself failed: LMDB freed the txn
+            self._next_hint = next_hint
             raise
         return results
+
+    def _change(self, txn: "_Txn", change: Change, now: int) -> WriteResult | KVStoreError:
+        if isinstance(change, Write):
+            return self._apply(txn, change, now)
+        if isinstance(change, StoreHint):
+            seq = self._next_hint
+            self._next_hint += 1
+            txn.put(_MILLIS.pack(seq), _pack_hint(change), db=self._hints)
+            return WriteResult(change.record, applied=True, duplicate=False, hint_seq=seq)
+        existed = txn.delete(_MILLIS.pack(change.seq), db=self._hints)
+        return WriteResult(None, applied=bool(existed), duplicate=False)
+
+    # -- hints ---------------------------------------------------------------
+
+    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+        hints: list[Hint] = []
+        with self._env.begin(db=self._hints, buffers=False) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_MILLIS.pack(after + 1)):
+                return hints
+            for raw_seq, raw in cursor:
+                if len(hints) == limit:
+                    break
+                hints.append(_unpack_hint(_MILLIS.unpack(raw_seq)[0], raw))
+        return hints
+
+    def _last_hint_seq(self) -> int:
+        with self._env.begin(db=self._hints, buffers=False) as txn:
+            cursor = txn.cursor()
+            return _MILLIS.unpack(cursor.key())[0] if cursor.last() else -1
 
     def _apply(self, txn: "_Txn", write: Write, now: int) -> WriteResult | KVStoreError:
         try:
@@ -347,3 +382,27 @@ def _collision(key: bytes, stored_key: bytes) -> DataLoss:
         f"key {key[:64]!r} ({len(key)} bytes) shares its storage key with the stored key "
         f"{stored_key[:64]!r} ({len(stored_key)} bytes): a BLAKE2b collision; that record is kept and not returned"
     )
+
+
+_HINT_HEAD = struct.Struct(">HI")  # target length, key length
+
+
+def _pack_hint(hint: StoreHint) -> bytes:
+    target = hint.target.encode()
+    return (_HINT_HEAD.pack(len(target), len(hint.key)) + target + hint.key
+            + encode(hint.key, hint.record))
+
+
+def _unpack_hint(seq: int, raw: bytes) -> Hint:
+    """A stored hint; DataLoss if its bytes are not intact (the record's
+    checksum covers the key, so a damaged header shows there too)."""
+    try:
+        target_len, key_len = _HINT_HEAD.unpack_from(raw)
+        start = _HINT_HEAD.size
+        target = raw[start:start + target_len].decode()
+        key = raw[start + target_len:start + target_len + key_len]
+        record = decode(key, raw[start + target_len + key_len:])
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise DataLoss(f"hint {seq} is corrupt ({exc})") from exc
+    return Hint(seq, target, key, record)
+

@@ -26,14 +26,14 @@ from typing import Self
 
 from kvstore.errors import KVStoreError, Unavailable
 from kvstore.record import Record
-from kvstore.storage.engine import CommitObserver, Engine, Write, WriteResult
+from kvstore.storage.engine import Change, CommitObserver, Engine, Hint, WriteResult
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    write: Write
+    write: Change
     future: "asyncio.Future[WriteResult]"
 
 
@@ -97,7 +97,7 @@ class Store:
         finally:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    async def write(self, write: Write) -> WriteResult:
+    async def write(self, write: Change) -> WriteResult:
         """The write's result once its transaction is durable; its KVStoreError if it failed."""
         if not self._open:
             raise Unavailable("the node is shutting down (or not started); retry on another replica")
@@ -113,6 +113,9 @@ class Store:
     def queued(self) -> int:
         """Writes waiting for a commit that has not started yet (a queue-depth gauge)."""
         return len(self._queue)
+
+    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+        return self._engine.scan_hints(after, limit)
 
     def read(self, partition: int, key: bytes) -> Record | None:
         # On the loop thread on purpose: an LMDB read is a lookup in a memory

@@ -70,18 +70,20 @@ class GetResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "context", "w", "request_id")
+    __slots__ = ("key", "value", "context", "w", "request_id", "strict_quorum")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STRICT_QUORUM_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     context: bytes
     w: Consistency
     request_id: bytes
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+    strict_quorum: bool
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: _Optional[bool] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("context", "timestamp")
@@ -92,16 +94,18 @@ class PutResponse(_message.Message):
     def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "context", "w", "request_id")
+    __slots__ = ("key", "context", "w", "request_id", "strict_quorum")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STRICT_QUORUM_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     context: bytes
     w: Consistency
     request_id: bytes
-    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+    strict_quorum: bool
+    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: _Optional[bool] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("context",)

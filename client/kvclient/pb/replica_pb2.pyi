@@ -28,14 +28,16 @@ class ReplicaApply(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., context: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaMerge(_message.Message):
-    __slots__ = ("key", "state", "request_id")
+    __slots__ = ("key", "state", "request_id", "hint_for")
     KEY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FOR_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     state: bytes
     request_id: bytes
-    def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+    hint_for: str
+    def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ..., request_id: _Optional[bytes] = ..., hint_for: _Optional[str] = ...) -> None: ...
 
 class ReplicaOp(_message.Message):
     __slots__ = ("read", "apply", "merge")

@@ -1,0 +1,98 @@
+"""Hinted handoff, the replaying half: hand the hints this node keeps for
+peers that were down back to them once they are up again.
+
+Every `interval` seconds the stored hints are walked in arrival order; each
+whose target the failure detector holds up is merged into the target (at
+most `rate_per_second` hints a second, so a returning node is not flooded),
+and deleted here only after the target acknowledged it durably. A hint whose
+target is still down, or does not answer, stays for the next round. The
+storing half is `LocalReplica.store_hint`, reached through the coordinator's
+sloppy quorum.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from kvstore.errors import KVStoreError
+from kvstore.hints import ReplayLimiter
+from kvstore.peers import ReplicaOps
+from kvstore.replica import LocalReplica, record_state
+from kvstore.storage.engine import Hint
+
+log = logging.getLogger(__name__)
+
+REPLAY_CHUNK = 32  # hints handed over concurrently at most
+
+
+class HintReplayer:
+    def __init__(self, replica: LocalReplica, ops: ReplicaOps, is_up: Callable[[str], bool], *,
+                 rate_per_second: float, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_replayed: Callable[[int], None] = lambda count: None) -> None:
+        self._replica = replica
+        self._ops = ops
+        self._is_up = is_up
+        self._interval = interval
+        self._clock = clock
+        self._on_replayed = on_replayed
+        self._limiter = ReplayLimiter(rate_per_second, max(1.0, min(rate_per_second, 500.0)))
+        self._stopping = asyncio.Event()
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._stopping.set()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            if self._replica.hint_book.all_pending():
+                await self.replay_once()
+            await self._pause(self._interval)
+
+    async def replay_once(self) -> int:
+        """One walk over the stored hints; how many were handed over."""
+        replayed, after = 0, -1
+        while not self._stopping.is_set() and (hints := self._replica.hints(after)):
+            after = hints[-1].seq
+            ready = [hint for hint in hints if self._is_up(hint.target)]
+            for start in range(0, len(ready), REPLAY_CHUNK):
+                chunk = ready[start:start + REPLAY_CHUNK]
+                await self._pause(self._limiter.wait_time(self._clock(), len(chunk)))
+                if self._stopping.is_set():
+                    break
+                self._limiter.take(self._clock(), len(chunk))
+                done = await asyncio.gather(*(self._hand_over(hint) for hint in chunk))
+                replayed += sum(done)
+        if replayed:
+            log.info("handed %d hints over", replayed)
+            self._on_replayed(replayed)
+        return replayed
+
+    async def _hand_over(self, hint: Hint) -> bool:
+        try:
+            await self._ops.merge(hint.target, hint.key, record_state(hint.record))  # type: ignore[arg-type]
+        except KVStoreError as exc:
+            log.debug("hint %d for %s not handed over yet: %s", hint.seq, hint.target, exc)
+            return False
+        await self._replica.remove_hint(hint)
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        """The replay schedule (and the rate limit): wake early only to stop."""
+        if seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
