@@ -163,7 +163,15 @@ class Coordinator:
         async def replicate(node_id: str, stand_in: str | None = None) -> None:
             try:
                 if stand_in is None:
-                    await self._ops.merge(node_id, key, state, request_id)
+                    try:
+                        await self._ops.merge(node_id, key, state, request_id)
+                    except (Unavailable, DeadlineExceeded):
+                        # Down but not yet convicted: hint it like one that is.
+                        stand_in = next(stand_ins, None)
+                        if stand_in is None:
+                            raise
+                        await self._ops.merge(stand_in, key, state, request_id,
+                                              hint_for=node_id)
                 else:
                     await self._ops.merge(stand_in, key, state, request_id, hint_for=node_id)
             except KVStoreError as exc:

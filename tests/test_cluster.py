@@ -347,3 +347,19 @@ def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(
     poll(lambda: (state := replica_state(third_node, key)) is not None
          and state.values == [b"handed over"], 20, f"{third} given the hinted write")
     poll(lambda: hints_for_third() == 0, 10, "the hint deleted once handed over")
+
+
+def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detected(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(nodes=5, coordinators=0)
+    spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
+    key = b"hinted early"
+    first, _, third = spec.preference_list(key)
+    coordinator = cluster.nodes[first]
+    cluster.nodes[third].process.kill()
+    cluster.nodes[third].process.wait()
+    assert _peer_up(coordinator, third) == 1.0  # not yet convicted (that takes seconds)
+    with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
+        client.put(key, b"early", w="all")  # the failed merge falls back to a stand-in
+    held = sum(_sample(node, f'kvstore_hints_pending{{target="{third}"}}') or 0
+               for node_id, node in cluster.nodes.items() if node_id != third)
+    assert held == 1
