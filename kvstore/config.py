@@ -50,6 +50,10 @@ class NodeConfig:
     max_hints_per_target: int = 10_000
     max_hint_bytes_per_target: int = 64 * MIB
     hint_replay_rate_per_second: float = 500.0
+    # Merkle anti-entropy: one partition compared with its other replicas
+    # every interval; keys repaired per second at most.
+    anti_entropy_interval_seconds: float = 1.0
+    anti_entropy_keys_per_second: float = 1000.0
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
@@ -61,6 +65,10 @@ class NodeConfig:
             raise ConfigError("max_hints_per_target and max_hint_bytes_per_target must be >= 0")
         if not 0 < self.hint_replay_rate_per_second <= 1_000_000:
             raise ConfigError("hint_replay_rate_per_second must be in (0, 1000000]")
+        if not 0.01 <= self.anti_entropy_interval_seconds <= 3600:
+            raise ConfigError("anti_entropy_interval_seconds must be in [0.01, 3600]")
+        if not 1 <= self.anti_entropy_keys_per_second <= 1_000_000:
+            raise ConfigError("anti_entropy_keys_per_second must be in [1, 1000000]")
         if self.cluster is not None:
             if self.node_id not in {m.node_id for m in self.cluster.members}:
                 raise ConfigError(f"node {self.node_id!r} is not among the [cluster] members")

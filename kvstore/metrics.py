@@ -108,6 +108,20 @@ class NodeMetrics(RequestMetrics):
     def observe_hints_replayed(self, count: int) -> None:
         self._hints_replayed.inc(count)
 
+    def watch_anti_entropy(self) -> None:
+        self._exchanges = Counter(
+            "kvstore_anti_entropy_exchanges", "Merkle tree exchanges with another replica",
+            registry=self.registry)
+        self._keys_repaired = Counter(
+            "kvstore_anti_entropy_keys_repaired", "Keys brought into agreement by anti-entropy",
+            registry=self.registry)
+
+    def observe_exchange(self) -> None:
+        self._exchanges.inc()
+
+    def observe_keys_repaired(self, count: int) -> None:
+        self._keys_repaired.inc(count)
+
 
 class CoordinatorMetrics(RequestMetrics):
     def __init__(self, cache: LruCache) -> None:

@@ -12,6 +12,7 @@ import logging
 import time
 
 from kvclient.pb import kv_pb2, replica_pb2
+from kvstore.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.config import NodeConfig
 from kvstore.coordinator import Coordinator
 from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
@@ -50,8 +51,11 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
                              max_message_bytes=config.max_message_bytes)
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
+            trees = ReplicaTrees()
+            trees.rebuild(engine, range(spec.partitions))
             async with Store(engine, max_batch=config.max_commit_batch,
-                             commit_delay=config.commit_delay_ms / 1000, observer=metrics) as store:
+                             commit_delay=config.commit_delay_ms / 1000, observer=metrics,
+                             on_applied=trees.track) as store:
                 replica = LocalReplica(
                     config.node_id, store, HybridLogicalClock(wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
@@ -62,6 +66,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                 )
                 replica.load_hints()
                 addresses = {m.node_id: m.address for m in spec.members}
+                metrics.watch_anti_entropy()
                 metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
                                     replica.hint_book.pending)
                 async with Peers(addresses, replica, links) as peers, peer_liveness(
@@ -70,13 +75,19 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     replica, peers, liveness.is_up,
                     rate_per_second=config.hint_replay_rate_per_second,
                     on_replayed=metrics.observe_hints_replayed,
+                ), AntiEntropy(
+                    config.node_id, spec, replica, trees, peers, liveness.is_up,
+                    interval=config.anti_entropy_interval_seconds,
+                    keys_per_second=config.anti_entropy_keys_per_second,
+                    on_exchange=metrics.observe_exchange,
+                    on_repaired=metrics.observe_keys_repaired,
                 ), Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,
                 ) as coordinator:
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds)
-                    replicas = ReplicaService(replica, limits, metrics)
+                    replicas = ReplicaService(replica, limits, metrics, trees.trees)
 
                     def add_services(server) -> None:  # type: ignore[no-untyped-def]
                         register(server, kv, KV)

@@ -204,3 +204,18 @@ class Peers:
         op = replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
             key=key, state=versions.encode(state), request_id=request_id, hint_for=hint_for))
         await self._link(node_id).submit(op)
+
+    async def tree_hashes(self, node_id: str, partition: int, level: int,
+                          indices: list[int]) -> list[bytes]:
+        """Hashes of nodes of a peer's Merkle tree of `partition` (anti-entropy)."""
+        op = replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
+            partition=partition, level=level, indices=indices))
+        return list((await self._link(node_id).submit(op)).hashes)
+
+    async def bucket(self, node_id: str, partition: int, bucket: int) -> dict[bytes, bytes]:
+        """key -> state digest of one bucket of a peer's tree of `partition`."""
+        op = replica_pb2.ReplicaOp(bucket=replica_pb2.ReplicaBucket(
+            partition=partition, bucket=bucket))
+        result = await self._link(node_id).submit(op)
+        return {entry.key: entry.digest for entry in result.entries}
+

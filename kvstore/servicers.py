@@ -21,6 +21,7 @@ from kvstore.errors import DataLoss, InvalidArgument, KVStoreError
 from kvstore import versions
 from kvstore.cache import LruCache
 from kvstore.coordinator import Coordinator
+from kvstore.merkle import PartitionTrees
 from kvstore.metrics import RequestMetrics
 from kvstore.replica import LocalReplica
 from kvstore.status import status_of
@@ -271,10 +272,11 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     """The internal replica service: batches of reads, applies and merges."""
 
     def __init__(self, replica: LocalReplica, limits: validation.Limits,
-                 metrics: RequestMetrics) -> None:
+                 metrics: RequestMetrics, trees: PartitionTrees | None = None) -> None:
         self.replica = replica
         self.limits = limits
         self.metrics = metrics
+        self.trees = trees if trees is not None else PartitionTrees()
 
     @rpc("Replica.Batch")
     async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
@@ -289,6 +291,9 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                 if kind == "read":
                     results.append(self._read(op.read))
                     continue
+                if kind in ("tree_hashes", "bucket"):
+                    results.append(self._tree(op))
+                    continue
                 writes.append((len(results), self._write(kind, op)))
                 results.append(None)
             except KVStoreError as exc:
@@ -301,6 +306,21 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                     if isinstance(outcome, BaseException) else outcome
                 )
         return replica_pb2.ReplicaBatchResponse(results=results)
+
+    def _tree(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
+        """Anti-entropy's questions about this replica's Merkle trees."""
+        try:
+            if op.WhichOneof("op") == "tree_hashes":
+                ask = op.tree_hashes
+                tree = self.trees.tree(ask.partition)
+                return replica_pb2.ReplicaResult(
+                    found=True, hashes=tree.node_hashes(ask.level, list(ask.indices)))
+            tree = self.trees.tree(op.bucket.partition)
+            entries = tree.keys_in_bucket(op.bucket.bucket)
+        except (ValueError, IndexError) as exc:
+            raise InvalidArgument(f"bad anti-entropy question: {exc}") from exc
+        return replica_pb2.ReplicaResult(found=True, entries=[
+            replica_pb2.KeyDigest(key=key, digest=digest) for key, digest in entries.items()])
 
     def _read(self, read: replica_pb2.ReplicaRead) -> replica_pb2.ReplicaResult:
         validation.check_key(read.key, self.limits)

@@ -3,6 +3,7 @@ loopback, each test starting its own cluster."""
 
 import asyncio
 import os
+import shutil
 import time
 import tomllib
 import urllib.request
@@ -50,14 +51,17 @@ class Cluster:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
-    def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000) -> Cluster:
+    def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000,
+              anti_entropy: bool = True) -> Cluster:
         ports = {f"n{i}": free_port() for i in range(1, nodes + 1)}
         spec = ClusterSpec(
             tuple(ClusterMember(node_id, f"127.0.0.1:{port}") for node_id, port in ports.items()),
             replicas=3, partitions=16,
         )
         config = tmp_path / "cluster.toml"
-        config.write_text(spec.to_toml())
+        # Without anti-entropy, only reads repair (so a test can watch them do it).
+        node_table = "" if anti_entropy else "[node]\nanti_entropy_interval_seconds = 3600\n\n"
+        config.write_text(node_table + spec.to_toml())
         started: dict[str, NodeProcess] = {}
         for node_id, port in ports.items():
             address, metrics = f"127.0.0.1:{port}", free_port()
@@ -178,7 +182,7 @@ def test_a_blind_write_replaces_the_value(make_cluster) -> None:  # type: ignore
 
 
 def test_a_stale_replica_is_repaired_by_a_read(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster = make_cluster()
+    cluster = make_cluster(anti_entropy=False)
     address = cluster.coordinators[0].address
     cluster.nodes["n3"].process.kill()
     cluster.nodes["n3"].process.wait()
@@ -299,7 +303,7 @@ def test_a_retried_write_is_applied_once_through_any_coordinator(make_cluster) -
 
 
 def test_a_corrupt_replica_is_repaired_from_the_healthy_ones(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster = make_cluster(coordinators=0)
+    cluster = make_cluster(coordinators=0, anti_entropy=False)
     marker = b"CORRUPT-ME-" + b"y" * 64
     with kvclient.Client([cluster.nodes["n1"].address]) as client:
         client.put(b"victim", marker, w="all")
@@ -363,3 +367,25 @@ def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detect
     held = sum(_sample(node, f'kvstore_hints_pending{{target="{third}"}}') or 0
                for node_id, node in cluster.nodes.items() if node_id != third)
     assert held == 1
+
+
+def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0)
+    items = {b"ae-%03d" % i: b"value-%03d" % i for i in range(200)}
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put_many(list(items.items()), w="all")
+    victim = cluster.nodes["n2"]
+    assert victim.stop() == 0
+    shutil.rmtree(victim.data_dir)  # the disk is gone: n2 comes back empty
+    victim = cluster.restart("n2")
+    assert replica_state(victim, b"ae-000") is None
+
+    def restored() -> bool:
+        return all((state := replica_state(victim, key)) is not None and state.values == [value]
+                   for key, value in items.items())
+
+    took = poll(restored, 60, "every key back on n2")
+    assert took < 60
+    repaired = _sample(cluster.nodes["n1"], "kvstore_anti_entropy_keys_repaired_total") or 0
+    repaired += _sample(cluster.nodes["n3"], "kvstore_anti_entropy_keys_repaired_total") or 0
+    assert repaired >= len(items)

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -47,7 +47,11 @@ class Store:
     def __init__(
         self, engine: Engine, *, max_batch: int = 1024, commit_delay: float = 0.0,
         observer: CommitObserver | None = None,
+        on_applied: Callable[[Change, WriteResult], None] | None = None,
     ) -> None:
+        # Told about every committed change, on the event loop, in commit order
+        # (the Merkle trees follow the data this way).
+        self._on_applied = on_applied
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if commit_delay < 0:
@@ -180,6 +184,11 @@ class Store:
         self, batch: list[_Pending], results: Sequence[WriteResult | KVStoreError], seconds: float
     ) -> None:
         for pending, result in zip(batch, results):
+            if self._on_applied is not None and isinstance(result, WriteResult):
+                try:
+                    self._on_applied(pending.write, result)
+                except Exception:
+                    logger.exception("on_applied failed")
             _answer(pending, result)
         if self._observer is not None:
             try:

@@ -39,25 +39,59 @@ class ReplicaMerge(_message.Message):
     hint_for: str
     def __init__(self, key: _Optional[bytes] = ..., state: _Optional[bytes] = ..., request_id: _Optional[bytes] = ..., hint_for: _Optional[str] = ...) -> None: ...
 
+class ReplicaTreeHashes(_message.Message):
+    __slots__ = ("partition", "level", "indices")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    level: int
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partition: _Optional[int] = ..., level: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReplicaBucket(_message.Message):
+    __slots__ = ("partition", "bucket")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    bucket: int
+    def __init__(self, partition: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge")
+    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket")
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
+    TREE_HASHES_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ...) -> None: ...
+    tree_hashes: ReplicaTreeHashes
+    bucket: ReplicaBucket
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ...) -> None: ...
+
+class KeyDigest(_message.Message):
+    __slots__ = ("key", "digest")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    digest: bytes
+    def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaResult(_message.Message):
-    __slots__ = ("status", "found", "state")
+    __slots__ = ("status", "found", "state", "hashes", "entries")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.ItemStatus
     found: bool
     state: bytes
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ...) -> None: ...
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    entries: _containers.RepeatedCompositeFieldContainer[KeyDigest]
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)

@@ -1,0 +1,174 @@
+"""Merkle anti-entropy: replicas of a partition compare trees and repair the
+keys that differ, so replicas converge without anyone reading the keys.
+
+`ReplicaTrees` keeps one Merkle tree (`kvstore.merkle`) per partition of
+this node, updated incrementally on the event loop as each write commits (in
+commit order) and rebuilt from LMDB at start. `AntiEntropy` walks the
+partitions this node replicates, one every `interval` seconds, and with each
+other replica that is up descends only into differing branches, fetches the
+differing buckets' keys, and for each differing key merges both states and
+writes the merge to whichever side lacked something. Repairs are rate
+limited. Every task is owned by its task group and stops on exit.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from kvstore import versions
+from kvstore.errors import DataLoss, KVStoreError
+from kvstore.hints import ReplayLimiter
+from kvstore.membership import ClusterSpec
+from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
+from kvstore.peers import Peers
+from kvstore.replica import LocalReplica
+from kvstore.storage.engine import Change, Write, WriteResult
+from kvstore.storage.lmdb_engine import LmdbEngine
+from kvstore.versions import DVVSet
+
+log = logging.getLogger(__name__)
+
+
+def state_digest(encoded_state: bytes) -> bytes:
+    """What the trees compare: equal states encode (and so digest) equally."""
+    return hashlib.blake2b(encoded_state, digest_size=16).digest()
+
+
+class ReplicaTrees:
+    def __init__(self) -> None:
+        self.trees = PartitionTrees()
+
+    def rebuild(self, engine: LmdbEngine, partitions: range) -> None:
+        """From what LMDB holds (at start); a corrupt record is left out, so
+        the next exchange finds it and repairs it."""
+        for partition in partitions:
+            entries = []
+            scan = engine.scan_partition(partition)
+            while True:
+                try:
+                    key, record = next(scan)
+                except StopIteration:
+                    break
+                except DataLoss as exc:
+                    log.warning("left a corrupt record out of the Merkle tree: %s", exc)
+                    continue
+                entries.append((key, state_digest(record.value)))
+            if entries:
+                self.trees.replace(partition, MerkleTree.build(entries))
+
+    def track(self, change: Change, result: WriteResult) -> None:
+        """Called by the store on the event loop, in commit order, per applied write."""
+        if isinstance(change, Write) and result.applied and result.record is not None:
+            tree = self.trees.tree(change.partition)
+            tree.update(change.key, tree.get(change.key), state_digest(result.record.value))
+
+
+class AntiEntropy:
+    def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
+                 trees: ReplicaTrees, peers: Peers, is_up: Callable[[str], bool], *,
+                 interval: float = 1.0, keys_per_second: float = 1000.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_exchange: Callable[[], None] = lambda: None,
+                 on_repaired: Callable[[int], None] = lambda count: None) -> None:
+        self._node_id = node_id
+        self._spec = spec
+        self._replica = replica
+        self._trees = trees
+        self._peers = peers
+        self._is_up = is_up
+        self._interval = interval
+        self._clock = clock
+        self._on_exchange = on_exchange
+        self._on_repaired = on_repaired
+        self._limiter = ReplayLimiter(keys_per_second, max(1.0, keys_per_second))
+        self._partitions = [p for p in range(spec.partitions)
+                            if node_id in spec.ring.preference_list(p, spec.replicas)]
+        self._stopping = asyncio.Event()
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        if self._partitions and self._spec.replicas > 1:
+            self._tasks.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._stopping.set()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    async def _run(self) -> None:
+        turn = 0
+        while True:
+            await self._pause(self._interval)
+            if self._stopping.is_set():
+                return
+            partition = self._partitions[turn % len(self._partitions)]
+            turn += 1
+            await self.repair_partition(partition)
+
+    async def repair_partition(self, partition: int) -> int:
+        """Exchange with every other replica of `partition` that is up; keys repaired."""
+        repaired = 0
+        for peer in self._spec.ring.preference_list(partition, self._spec.replicas):
+            if peer == self._node_id or not self._is_up(peer) or self._stopping.is_set():
+                continue
+            try:
+                repaired += await self._exchange(partition, peer)
+            except KVStoreError as exc:
+                log.info("anti-entropy of partition %d with %s stopped: %s", partition, peer, exc)
+            self._on_exchange()
+        if repaired:
+            self._on_repaired(repaired)
+        return repaired
+
+    async def _exchange(self, partition: int, peer: str) -> int:
+        local = self._trees.trees.tree(partition)
+        comparison = TreeComparison(local)
+        while not comparison.done:
+            level, indices = comparison.request
+            comparison.receive(await self._peers.tree_hashes(peer, partition, level, indices))
+        repaired = 0
+        for bucket in comparison.differing_buckets:
+            remote = await self._peers.bucket(peer, partition, bucket)
+            for key in diff_keys(local.keys_in_bucket(bucket), remote):
+                await self._pause(self._limiter.wait_time(self._clock()))
+                if self._stopping.is_set():
+                    return repaired
+                self._limiter.take(self._clock())
+                repaired += await self._repair_key(peer, key)
+        return repaired
+
+    async def _repair_key(self, peer: str, key: bytes) -> int:
+        try:
+            mine: DVVSet | None = self._replica.read(key)
+        except DataLoss:
+            mine = None  # corrupt here: the merge below replaces it
+        theirs = await self._peers.read(peer, key)
+        merged = _merge(mine, theirs, self._spec.last_write_wins)
+        if merged is None:
+            return 0
+        if merged != mine:
+            await self._replica.merge(key, merged)
+        if merged != theirs:
+            await self._peers.merge(peer, key, merged)
+        return 1
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:  # the exchange schedule and rate limit: wake early only to stop
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+
+def _merge(a: DVVSet | None, b: DVVSet | None, lww: bool) -> DVVSet | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return versions.lww_sync(a, b) if lww else versions.sync(a, b)
