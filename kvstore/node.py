@@ -51,11 +51,14 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
                              max_message_bytes=config.max_message_bytes)
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
+            # Trees only where there are other replicas to compare with.
             trees = ReplicaTrees()
-            trees.rebuild(engine, range(spec.partitions))
+            replicated = spec.replicas > 1
+            if replicated:
+                trees.rebuild(engine, range(spec.partitions))
             async with Store(engine, max_batch=config.max_commit_batch,
                              commit_delay=config.commit_delay_ms / 1000, observer=metrics,
-                             on_applied=trees.track) as store:
+                             on_applied=trees.track if replicated else None) as store:
                 replica = LocalReplica(
                     config.node_id, store, HybridLogicalClock(wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
