@@ -50,6 +50,7 @@ class ProcessStatus:
     db_bytes: int | None
     # Processes whose failure detector holds this node down (nodes only).
     seen_down_by: tuple[str, ...] = ()
+    hints: int | None = None  # hints this node keeps for nodes that were down
 
 
 def read_cluster(data_dir: Path) -> tuple[dict[str, Any], ClusterSpec | None]:
@@ -125,19 +126,27 @@ def scrape(metrics: str, names: tuple[str, ...],
 _PEER_UP = 'kvstore_peer_up{peer="'
 
 
-def scrape_peer_views(metrics: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, bool]:
-    """peer id -> whether this process's failure detector holds it up; {} if unreachable."""
+_HINTS = 'kvstore_hints_pending{target="'
+
+
+def scrape_peer_views(metrics: str,
+                      timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[dict[str, bool], int | None]:
+    """(peer id -> whether this process's failure detector holds it up, hints
+    it keeps for other nodes); ({}, None) if unreachable."""
     try:
         with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=timeout) as response:
             text = response.read().decode()
     except (OSError, ValueError):
-        return {}
+        return {}, None
     views: dict[str, bool] = {}
+    hints: int | None = None
     for line in text.splitlines():
         if line.startswith(_PEER_UP):
             peer, _, value = line[len(_PEER_UP):].partition('"} ')
             views[peer] = value.strip() not in ("0", "0.0")
-    return views
+        elif line.startswith(_HINTS):
+            hints = (hints or 0) + int(float(line.rsplit(" ", 1)[1]))
+    return views, hints
 
 
 def _status(entry: dict[str, Any], owned: dict[str, Ownership]) -> ProcessStatus:
@@ -161,12 +170,12 @@ def collect(document: dict[str, Any], spec: ClusterSpec | None) -> list[ProcessS
         rows = list(pool.map(lambda entry: _status(entry, owned), entries))
         views = list(pool.map(lambda entry: scrape_peer_views(entry["metrics"]), entries))
     down_by: dict[str, list[str]] = {}
-    for entry, view in zip(entries, views):
+    for entry, (view, _) in zip(entries, views):
         for peer, up in view.items():
             if not up:
                 down_by.setdefault(peer, []).append(entry["id"])
-    return [replace(row, seen_down_by=tuple(down_by.get(row.process_id, ())))
-            for row in rows]
+    return [replace(row, seen_down_by=tuple(down_by.get(row.process_id, ())), hints=hints)
+            for row, (_, hints) in zip(rows, views)]
 
 
 def human_bytes(count: int) -> str:
@@ -185,6 +194,7 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
         result.add_column(column)
     for column in ("primary", "replicas", "keys", "disk"):
         result.add_column(column, justify="right")
+    result.add_column("hints", justify="right")
     result.add_column("seen down by")
     for row in rows:
         colour = "green" if row.health == "SERVING" else "red"
@@ -196,11 +206,13 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
             "-" if owned is None else str(owned.replicated),
             "-" if row.keys is None else str(row.keys),
             "-" if row.db_bytes is None else human_bytes(row.db_bytes),
+            "-" if row.hints is None else str(row.hints),
             f"[red]{', '.join(row.seen_down_by)}[/red]" if row.seen_down_by else "-",
         )
     result.caption = ("primary: partitions a node owns; replicas: partitions whose "
-                      f"{document['replicas']} replicas include it; seen down by: processes "
-                      "whose failure detector holds it down")
+                      f"{document['replicas']} replicas include it; hints: writes kept for nodes "
+                      "that were down; seen down by: processes whose failure detector "
+                      "holds it down")
     return result
 
 

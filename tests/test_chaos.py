@@ -163,7 +163,7 @@ def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> Non
 @pytest.mark.timeout(240)
 def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     data_dir = tmp_path / "chaos"
-    run = subprocess.run([sys.executable, "-m", "chaos", "--duration", "45", "--seed", "1",
+    run = subprocess.run([sys.executable, "-m", "chaos", "--duration", "60", "--seed", "1",
                           "--data-dir", str(data_dir)],
                          cwd=REPO, capture_output=True, text=True, timeout=220)
     report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"

@@ -389,3 +389,21 @@ def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster)
     repaired = _sample(cluster.nodes["n1"], "kvstore_anti_entropy_keys_repaired_total") or 0
     repaired += _sample(cluster.nodes["n3"], "kvstore_anti_entropy_keys_repaired_total") or 0
     assert repaired >= len(items)
+
+
+def test_a_deleted_key_stays_deleted_when_a_replica_that_missed_the_delete_comes_back(
+    make_cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster = make_cluster(coordinators=0)
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put(b"gone", b"was here", w="all")
+        cluster.nodes["n3"].process.kill()  # n3 keeps the value and misses the delete
+        cluster.nodes["n3"].process.wait()
+        client.delete(b"gone", w=2)
+    n3 = cluster.restart("n3")
+    # Anti-entropy and reads spread the tombstone; the value never comes back.
+    poll(lambda: (state := replica_state(n3, b"gone")) is not None and state.absent, 30,
+         "n3 given the tombstone")
+    with kvclient.Client([n3.address]) as client:
+        for r in ("one", "all"):
+            assert client.get(b"gone", r=r).value is None
