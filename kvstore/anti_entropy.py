@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from kvstore import versions
-from kvstore.errors import DataLoss, KVStoreError
+from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError
 from kvstore.hints import ReplayLimiter
 from kvstore.membership import ClusterSpec
 from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
@@ -73,7 +73,9 @@ class AntiEntropy:
                  interval: float = 1.0, keys_per_second: float = 1000.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_exchange: Callable[[], None] = lambda: None,
-                 on_repaired: Callable[[int], None] = lambda count: None) -> None:
+                 on_repaired: Callable[[int], None] = lambda count: None,
+                 on_bytes_sent: Callable[[int], None] = lambda count: None) -> None:
+        self._on_bytes_sent = on_bytes_sent
         self._node_id = node_id
         self._spec = spec
         self._replica = replica
@@ -113,6 +115,9 @@ class AntiEntropy:
 
     async def repair_partition(self, partition: int) -> int:
         """Exchange with every other replica of `partition` that is up; keys repaired."""
+        if partition not in self._partitions:
+            raise FailedPrecondition(
+                f"{self._node_id} holds no replica of partition {partition}; ask one that does")
         repaired = 0
         for peer in self._spec.ring.preference_list(partition, self._spec.replicas):
             if peer == self._node_id or not self._is_up(peer) or self._stopping.is_set():
@@ -156,6 +161,7 @@ class AntiEntropy:
             await self._replica.merge(key, merged)
         if merged != theirs:
             await self._peers.merge(peer, key, merged)
+            self._on_bytes_sent(len(key) + len(versions.encode(merged)))
         return 1
 
     async def _pause(self, seconds: float) -> None:

@@ -163,6 +163,32 @@ def status(data_dir: Path) -> None:
     _console().print(table(collect(document, spec), document))
 
 
+@main.group()
+def admin() -> None:
+    """Operator commands for a running cluster."""
+
+
+@admin.command()
+@click.option("--config", "config_file", required=True,
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A config file with the cluster's [cluster] table (e.g. data/cluster.toml).")
+@click.option("--node", "node_ids", multiple=True, help="Only this node (repeatable).  [default: all]")
+@click.option("--partition", type=int, help="Only this partition.  [default: every one]")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds for one partition's repair.")
+def repair(config_file: Path, node_ids: tuple[str, ...], partition: int | None,
+           timeout: float) -> None:
+    """Run Merkle anti-entropy now, partition by partition, showing progress."""
+    from kvstore.admin import RepairError, repair_cluster
+
+    try:
+        total = repair_cluster(config_file, list(node_ids), partition, timeout, say=click.echo)
+    except RepairError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"done: {total} key(s) repaired")
+
+
 def _client(addresses: tuple[str, ...], timeout: float):  # type: ignore[no-untyped-def]
     import kvclient
 

@@ -115,12 +115,18 @@ class NodeMetrics(RequestMetrics):
         self._keys_repaired = Counter(
             "kvstore_anti_entropy_keys_repaired", "Keys brought into agreement by anti-entropy",
             registry=self.registry)
+        self._bytes_sent = Counter(
+            "kvstore_anti_entropy_bytes_sent", "Bytes of keys and states sent to other replicas "
+            "by anti-entropy", registry=self.registry)
 
     def observe_exchange(self) -> None:
         self._exchanges.inc()
 
     def observe_keys_repaired(self, count: int) -> None:
         self._keys_repaired.inc(count)
+
+    def observe_anti_entropy_bytes(self, count: int) -> None:
+        self._bytes_sent.inc(count)
 
 
 class CoordinatorMetrics(RequestMetrics):

@@ -84,13 +84,17 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     keys_per_second=config.anti_entropy_keys_per_second,
                     on_exchange=metrics.observe_exchange,
                     on_repaired=metrics.observe_keys_repaired,
-                ), Coordinator(
+                    on_bytes_sent=metrics.observe_anti_entropy_bytes,
+                ) as anti_entropy, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,
                 ) as coordinator:
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds)
-                    replicas = ReplicaService(replica, limits, metrics, trees.trees)
+                    replicas = ReplicaService(
+                        replica, limits, metrics, trees.trees,
+                        repair=anti_entropy.repair_partition if replicated else None,
+                        partitions=spec.partitions)
 
                     def add_services(server) -> None:  # type: ignore[no-untyped-def]
                         register(server, kv, KV)

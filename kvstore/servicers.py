@@ -17,7 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
-from kvstore.errors import DataLoss, InvalidArgument, KVStoreError
+from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError
 from kvstore import versions
 from kvstore.cache import LruCache
 from kvstore.coordinator import Coordinator
@@ -272,11 +272,15 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     """The internal replica service: batches of reads, applies and merges."""
 
     def __init__(self, replica: LocalReplica, limits: validation.Limits,
-                 metrics: RequestMetrics, trees: PartitionTrees | None = None) -> None:
+                 metrics: RequestMetrics, trees: PartitionTrees | None = None,
+                 repair: Callable[[int], Awaitable[int]] | None = None,
+                 partitions: int = 1) -> None:
         self.replica = replica
         self.limits = limits
         self.metrics = metrics
         self.trees = trees if trees is not None else PartitionTrees()
+        self.repair = repair
+        self.partitions = partitions
 
     @rpc("Replica.Batch")
     async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
@@ -337,6 +341,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             validation.check_value(apply.value, self.limits)
             validation.check_write_extras(apply.context, apply.request_id)
             return self._apply(apply)
+        if kind == "repair":
+            return self._repair(op.repair.partition)
         if kind == "merge":
             validation.check_key(op.merge.key, self.limits)
             validation.check_write_extras(b"", op.merge.request_id)
@@ -353,6 +359,14 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         state, _duplicate = await self.replica.apply(
             apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+
+    async def _repair(self, partition: int) -> replica_pb2.ReplicaResult:
+        if self.repair is None:
+            raise FailedPrecondition("this node has no other replicas to repair with")
+        if partition >= self.partitions:
+            raise InvalidArgument(f"partition {partition} does not exist; "
+                                  f"use 0..{self.partitions - 1}")
+        return replica_pb2.ReplicaResult(found=True, repaired=await self.repair(partition))
 
     async def _hint(self, target: str, key: bytes,
                     incoming: DVVSet) -> replica_pb2.ReplicaResult:

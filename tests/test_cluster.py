@@ -4,6 +4,8 @@ loopback, each test starting its own cluster."""
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import time
 import tomllib
 import urllib.request
@@ -407,3 +409,26 @@ def test_a_deleted_key_stays_deleted_when_a_replica_that_missed_the_delete_comes
     with kvclient.Client([n3.address]) as client:
         for r in ("one", "all"):
             assert client.get(b"gone", r=r).value is None
+
+
+def test_admin_repair_runs_anti_entropy_on_demand_with_progress(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(coordinators=0, anti_entropy=False)  # nothing repairs by itself
+    cluster.nodes["n3"].process.kill()
+    cluster.nodes["n3"].process.wait()
+    keys = [b"missed-%02d" % i for i in range(20)]
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put_many([(key, b"v") for key in keys], w=2)
+    n3 = cluster.restart("n3")
+    assert all(replica_state(n3, key) is None for key in keys)
+    run = subprocess.run(
+        [sys.executable, "-m", "kvstore", "admin", "repair", "--config", str(cluster.config),
+         "--node", "n3"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "n3: partition 0 (1/16)" in run.stdout
+    repaired = int(run.stdout.strip().splitlines()[-1].split()[1])
+    assert repaired >= len(keys)
+    assert all((s := replica_state(n3, key)) is not None and s.values == [b"v"] for key in keys)
+    bad = subprocess.run(
+        [sys.executable, "-m", "kvstore", "admin", "repair", "--config", str(cluster.config),
+         "--partition", "99"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "partition 99 does not exist" in bad.stderr

@@ -57,19 +57,27 @@ class ReplicaBucket(_message.Message):
     bucket: int
     def __init__(self, partition: _Optional[int] = ..., bucket: _Optional[int] = ...) -> None: ...
 
+class ReplicaRepair(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    def __init__(self, partition: _Optional[int] = ...) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket")
+    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair")
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
     TREE_HASHES_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
     tree_hashes: ReplicaTreeHashes
     bucket: ReplicaBucket
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ...) -> None: ...
+    repair: ReplicaRepair
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
@@ -80,18 +88,20 @@ class KeyDigest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaResult(_message.Message):
-    __slots__ = ("status", "found", "state", "hashes", "entries")
+    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.ItemStatus
     found: bool
     state: bytes
     hashes: _containers.RepeatedScalarFieldContainer[bytes]
     entries: _containers.RepeatedCompositeFieldContainer[KeyDigest]
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ...) -> None: ...
+    repaired: int
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)
