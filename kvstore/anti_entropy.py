@@ -12,6 +12,7 @@ limited. Every task is owned by its task group and stops on exit.
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,12 +25,17 @@ from kvstore.hints import ReplayLimiter
 from kvstore.membership import ClusterSpec
 from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
 from kvstore.peers import Peers
-from kvstore.replica import LocalReplica, state_digest
+from kvstore.replica import LocalReplica
 from kvstore.storage.engine import Change, Write, WriteResult
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.versions import DVVSet
 
 log = logging.getLogger(__name__)
+
+
+def state_digest(encoded_state: bytes) -> bytes:
+    """What the trees compare: equal states encode (and so digest) equally."""
+    return hashlib.blake2b(encoded_state, digest_size=16).digest()
 
 
 class ReplicaTrees:
@@ -56,10 +62,9 @@ class ReplicaTrees:
 
     def track(self, change: Change, result: WriteResult) -> None:
         """Called by the store on the event loop, in commit order, per applied write."""
-        if isinstance(change, Write) and result.applied:
+        if isinstance(change, Write) and result.applied and result.record is not None:
             tree = self.trees.tree(change.partition)
-            new = None if result.record is None else state_digest(result.record.value)
-            tree.update(change.key, tree.get(change.key), new)
+            tree.update(change.key, tree.get(change.key), state_digest(result.record.value))
 
 
 class AntiEntropy:
@@ -69,14 +74,8 @@ class AntiEntropy:
                  clock: Callable[[], float] = time.monotonic,
                  on_exchange: Callable[[], None] = lambda: None,
                  on_repaired: Callable[[int], None] = lambda count: None,
-                 on_bytes_sent: Callable[[int], None] = lambda count: None,
-                 tombstone_grace_seconds: float = 3600.0,
-                 wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 on_purged: Callable[[int], None] = lambda count: None) -> None:
+                 on_bytes_sent: Callable[[int], None] = lambda count: None) -> None:
         self._on_bytes_sent = on_bytes_sent
-        self._grace_ms = int(tombstone_grace_seconds * 1000)
-        self._wall_clock_ms = wall_clock_ms
-        self._on_purged = on_purged
         self._node_id = node_id
         self._spec = spec
         self._replica = replica
@@ -120,54 +119,17 @@ class AntiEntropy:
             raise FailedPrecondition(
                 f"{self._node_id} holds no replica of partition {partition}; ask one that does")
         repaired = 0
-        peers = [n for n in self._spec.ring.preference_list(partition, self._spec.replicas)
-                 if n != self._node_id]
-        in_agreement = True  # every other replica exchanged with, without error
-        for peer in peers:
-            if not self._is_up(peer) or self._stopping.is_set():
-                in_agreement = False
+        for peer in self._spec.ring.preference_list(partition, self._spec.replicas):
+            if peer == self._node_id or not self._is_up(peer) or self._stopping.is_set():
                 continue
             try:
                 repaired += await self._exchange(partition, peer)
             except KVStoreError as exc:
-                in_agreement = False
                 log.info("anti-entropy of partition %d with %s stopped: %s", partition, peer, exc)
             self._on_exchange()
         if repaired:
             self._on_repaired(repaired)
-        if in_agreement and not self._stopping.is_set():
-            await self._collect_tombstones(partition, peers)
         return repaired
-
-    async def _collect_tombstones(self, partition: int, peers: list[str]) -> int:
-        """Purge tombstone-only keys older than the grace period that every
-        replica was just seen to hold exactly: only then can no replica bring
-        the deleted value back. Peers first, this replica last, so a failure
-        leaves the tombstone here for the next round."""
-        expired = self._replica.expired_tombstones(
-            partition, self._wall_clock_ms() - self._grace_ms)
-        tree = self._trees.trees.tree(partition)
-        buckets: dict[tuple[str, int], dict[bytes, bytes]] = {}
-        purged = 0
-        for key, record in expired:
-            digest = state_digest(record.value)
-            bucket = tree.bucket_of(key)
-            try:
-                for peer in peers:
-                    if (peer, bucket) not in buckets:
-                        buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
-                if any(buckets[(peer, bucket)].get(key) != digest for peer in peers):
-                    continue
-                for peer in peers:
-                    await self._peers.purge(peer, key, digest)
-            except KVStoreError as exc:
-                log.info("tombstone of %r not purged yet: %s", key[:64], exc)
-                continue
-            if await self._replica.purge(key, digest):
-                purged += 1
-        if purged:
-            self._on_purged(purged)
-        return purged
 
     async def _exchange(self, partition: int, peer: str) -> int:
         local = self._trees.trees.tree(partition)

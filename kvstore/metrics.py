@@ -118,9 +118,6 @@ class NodeMetrics(RequestMetrics):
         self._bytes_sent = Counter(
             "kvstore_anti_entropy_bytes_sent", "Bytes of keys and states sent to other replicas "
             "by anti-entropy", registry=self.registry)
-        self._tombstones_purged = Counter(
-            "kvstore_tombstones_purged", "Tombstones removed once every replica held them "
-            "past the grace period", registry=self.registry)
 
     def observe_exchange(self) -> None:
         self._exchanges.inc()
@@ -130,9 +127,6 @@ class NodeMetrics(RequestMetrics):
 
     def observe_anti_entropy_bytes(self, count: int) -> None:
         self._bytes_sent.inc(count)
-
-    def observe_tombstones_purged(self, count: int) -> None:
-        self._tombstones_purged.inc(count)
 
 
 class CoordinatorMetrics(RequestMetrics):

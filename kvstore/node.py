@@ -85,9 +85,6 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     on_exchange=metrics.observe_exchange,
                     on_repaired=metrics.observe_keys_repaired,
                     on_bytes_sent=metrics.observe_anti_entropy_bytes,
-                    tombstone_grace_seconds=config.tombstone_grace_seconds,
-                    wall_clock_ms=wall_clock_ms,
-                    on_purged=metrics.observe_tombstones_purged,
                 ) as anti_entropy, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,

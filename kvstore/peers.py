@@ -219,8 +219,3 @@ class Peers:
         result = await self._link(node_id).submit(op)
         return {entry.key: entry.digest for entry in result.entries}
 
-    async def purge(self, node_id: str, key: bytes, digest: bytes) -> None:
-        """Have a peer drop `key` if it holds exactly that tombstone state."""
-        op = replica_pb2.ReplicaOp(purge=replica_pb2.ReplicaPurge(key=key, digest=digest))
-        await self._link(node_id).submit(op)
-

@@ -10,16 +10,15 @@ the new state from the stored one inside the commit transaction, so it always
 builds on what is really stored. No gRPC here.
 """
 
-import hashlib
 from collections.abc import Callable
 
 from kvstore import versions
 from kvstore.errors import DataLoss, ResourceExhausted
 from kvstore.hints import HintBook, HintPolicy
-from kvstore.hlc import HybridLogicalClock, physical_ms
+from kvstore.hlc import HybridLogicalClock
 from kvstore.record import Record
 from kvstore.ring import partition_of
-from kvstore.storage.engine import DELETE, Delete, Hint, RemoveHint, StoreHint, Write
+from kvstore.storage.engine import Hint, RemoveHint, StoreHint, Write
 from kvstore.storage.store import Store
 from kvstore.versions import DVVSet, VersionVector
 
@@ -29,11 +28,6 @@ def state_record(state: DVVSet) -> Record:
         version=versions.join(state).to_bytes(), timestamp=state.timestamp,
         tombstone=state.absent, value=versions.encode(state),
     )
-
-
-def state_digest(encoded_state: bytes) -> bytes:
-    """What Merkle trees compare: equal states encode (and so digest) equally."""
-    return hashlib.blake2b(encoded_state, digest_size=16).digest()
 
 
 def record_state(record: Record | None) -> DVVSet | None:
@@ -95,21 +89,6 @@ class LocalReplica:
         await self._store.write(RemoveHint(hint.seq))
         self.hint_book.acknowledged(hint.target, hint.seq)
 
-    def expired_tombstones(self, partition: int, older_than_ms: int) -> list[tuple[bytes, Record]]:
-        """Keys of `partition` whose state is only tombstones, all written
-        before `older_than_ms` (wall-clock ms); corrupt records are skipped."""
-        found = []
-        scan = self._store.scan_partition(partition)
-        while True:
-            try:
-                key, record = next(scan)
-            except StopIteration:
-                return found
-            except DataLoss:
-                continue
-            if record.tombstone and physical_ms(record.timestamp) < older_than_ms:
-                found.append((key, record))
-
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
         return record_state(self.read_record(key))
@@ -155,18 +134,6 @@ class LocalReplica:
             assert current is not None, "a committed write's key cannot be empty"
             return current, True
         return written[-1], False
-
-    async def purge(self, key: bytes, expected: bytes) -> bool:
-        """Remove `key` if it still holds the tombstone-only state whose
-        digest is `expected`; True if it was removed."""
-
-        def decide(current: Record | None) -> Record | None | Delete:
-            if current is None or not current.tombstone or state_digest(current.value) != expected:
-                return None
-            return DELETE
-
-        result = await self._store.write(Write(partition_of(key, self._partitions), key, decide))
-        return result.applied
 
     async def merge(self, key: bytes, incoming: DVVSet, request_id: bytes = b"") -> bool:
         """Merge `incoming` into the stored state; True if that changed it.

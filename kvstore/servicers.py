@@ -22,8 +22,8 @@ from kvstore import versions
 from kvstore.cache import LruCache
 from kvstore.coordinator import Coordinator
 from kvstore.merkle import PartitionTrees
-from kvstore.metrics import NodeMetrics, RequestMetrics
-from kvstore.replica import LocalReplica, state_digest
+from kvstore.metrics import RequestMetrics
+from kvstore.replica import LocalReplica
 from kvstore.status import status_of
 from kvstore.versions import DVVSet
 
@@ -343,9 +343,6 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             return self._apply(apply)
         if kind == "repair":
             return self._repair(op.repair.partition)
-        if kind == "purge":
-            validation.check_key(op.purge.key, self.limits)
-            return self._purge(op.purge.key, op.purge.digest)
         if kind == "merge":
             validation.check_key(op.merge.key, self.limits)
             validation.check_write_extras(b"", op.merge.request_id)
@@ -362,12 +359,6 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         state, _duplicate = await self.replica.apply(
             apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
-
-    async def _purge(self, key: bytes, digest: bytes) -> replica_pb2.ReplicaResult:
-        removed = await self.replica.purge(key, digest)
-        if removed and isinstance(self.metrics, NodeMetrics):
-            self.metrics.observe_tombstones_purged(1)
-        return replica_pb2.ReplicaResult(found=removed)
 
     async def _repair(self, partition: int) -> replica_pb2.ReplicaResult:
         if self.repair is None:

@@ -54,7 +54,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000,
-              anti_entropy: bool = True, node_settings: str = "") -> Cluster:
+              anti_entropy: bool = True) -> Cluster:
         ports = {f"n{i}": free_port() for i in range(1, nodes + 1)}
         spec = ClusterSpec(
             tuple(ClusterMember(node_id, f"127.0.0.1:{port}") for node_id, port in ports.items()),
@@ -62,8 +62,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         )
         config = tmp_path / "cluster.toml"
         # Without anti-entropy, only reads repair (so a test can watch them do it).
-        node_table = "[node]\n" + node_settings + (
-            "" if anti_entropy else "anti_entropy_interval_seconds = 3600\n") + "\n"
+        node_table = "" if anti_entropy else "[node]\nanti_entropy_interval_seconds = 3600\n\n"
         config.write_text(node_table + spec.to_toml())
         started: dict[str, NodeProcess] = {}
         for node_id, port in ports.items():
@@ -433,19 +432,3 @@ def test_admin_repair_runs_anti_entropy_on_demand_with_progress(make_cluster) ->
         [sys.executable, "-m", "kvstore", "admin", "repair", "--config", str(cluster.config),
          "--partition", "99"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "partition 99 does not exist" in bad.stderr
-
-
-def test_a_tombstone_every_replica_holds_is_purged_after_its_grace_period(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster = make_cluster(coordinators=0, node_settings=(
-        "tombstone_grace_seconds = 1\nanti_entropy_interval_seconds = 0.05\n"))
-    with kvclient.Client([cluster.nodes["n1"].address]) as client:
-        client.put(b"short-lived", b"x", w="all")
-        client.delete(b"short-lived", w="all")
-        assert all(replica_state(node, b"short-lived").absent  # type: ignore[union-attr]
-                   for node in cluster.nodes.values())  # tombstones everywhere
-        poll(lambda: all(not replica_result(node, b"short-lived").found
-                         for node in cluster.nodes.values()), 30, "the tombstone purged")
-        assert client.get(b"short-lived", r="all").value is None
-    purged = sum(_sample(node, "kvstore_tombstones_purged_total") or 0
-                 for node in cluster.nodes.values())
-    assert purged >= 1

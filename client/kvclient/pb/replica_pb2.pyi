@@ -63,31 +63,21 @@ class ReplicaRepair(_message.Message):
     partition: int
     def __init__(self, partition: _Optional[int] = ...) -> None: ...
 
-class ReplicaPurge(_message.Message):
-    __slots__ = ("key", "digest")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    DIGEST_FIELD_NUMBER: _ClassVar[int]
-    key: bytes
-    digest: bytes
-    def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
-
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair", "purge")
+    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair")
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
     TREE_HASHES_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
-    PURGE_FIELD_NUMBER: _ClassVar[int]
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
     tree_hashes: ReplicaTreeHashes
     bucket: ReplicaBucket
     repair: ReplicaRepair
-    purge: ReplicaPurge
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ...) -> None: ...
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
