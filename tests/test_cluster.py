@@ -98,7 +98,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 def _reaches_every_replica(address: str) -> bool:
     with kvclient.Client([address], timeout=5, max_attempts=1) as client:
         try:
-            client.put(b"connectivity-probe", b"", w="all")
+            client.put(b"connectivity-probe", b"", w="all", sloppy=False)  # no hints
         except kvclient.errors.Unavailable:
             return False
     return True
