@@ -25,6 +25,7 @@ from kvstore.hints import ReplayLimiter
 from kvstore.membership import ClusterSpec
 from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
 from kvstore.peers import Peers
+from kvstore.schedule import pause
 from kvstore.replica import LocalReplica
 from kvstore.storage.engine import Change, Write, WriteResult
 from kvstore.storage.lmdb_engine import LmdbEngine
@@ -106,7 +107,7 @@ class AntiEntropy:
     async def _run(self) -> None:
         turn = 0
         while True:
-            await self._pause(self._interval)
+            await pause(self._interval, self._stopping)
             if self._stopping.is_set():
                 return
             partition = self._partitions[turn % len(self._partitions)]
@@ -141,7 +142,7 @@ class AntiEntropy:
         for bucket in comparison.differing_buckets:
             remote = await self._peers.bucket(peer, partition, bucket)
             for key in diff_keys(local.keys_in_bucket(bucket), remote):
-                await self._pause(self._limiter.wait_time(self._clock()))
+                await pause(self._limiter.wait_time(self._clock()), self._stopping)
                 if self._stopping.is_set():
                     return repaired
                 self._limiter.take(self._clock())
@@ -163,15 +164,6 @@ class AntiEntropy:
             await self._peers.merge(peer, key, merged)
             self._on_bytes_sent(len(key) + len(versions.encode(merged)))
         return 1
-
-    async def _pause(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        try:  # the exchange schedule and rate limit: wake early only to stop
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass
 
 
 def _merge(a: DVVSet | None, b: DVVSet | None, lww: bool) -> DVVSet | None:

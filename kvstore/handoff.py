@@ -21,6 +21,7 @@ from kvstore.errors import KVStoreError
 from kvstore.hints import ReplayLimiter
 from kvstore.peers import ReplicaOps
 from kvstore.replica import LocalReplica, record_state
+from kvstore.schedule import pause
 from kvstore.storage.engine import Hint
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class HintReplayer:
         while not self._stopping.is_set():
             if self._replica.hint_book.all_pending():
                 await self.replay_once()
-            await self._pause(self._interval)
+            await pause(self._interval, self._stopping)
 
     async def replay_once(self) -> int:
         """One walk over the stored hints; how many were handed over."""
@@ -67,7 +68,7 @@ class HintReplayer:
             ready = [hint for hint in hints if self._is_up(hint.target)]
             for start in range(0, len(ready), REPLAY_CHUNK):
                 chunk = ready[start:start + REPLAY_CHUNK]
-                await self._pause(self._limiter.wait_time(self._clock(), len(chunk)))
+                await pause(self._limiter.wait_time(self._clock(), len(chunk)), self._stopping)
                 if self._stopping.is_set():
                     break
                 self._limiter.take(self._clock(), len(chunk))
@@ -86,13 +87,3 @@ class HintReplayer:
             return False
         await self._replica.remove_hint(hint)
         return True
-
-    async def _pause(self, seconds: float) -> None:
-        """The replay schedule (and the rate limit): wake early only to stop."""
-        if seconds <= 0:
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass

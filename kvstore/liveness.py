@@ -21,6 +21,7 @@ from kvstore.errors import KVStoreError
 from kvstore.failure_detector import FailureDetector, NodeStatus
 from kvstore.metrics import RequestMetrics
 from kvstore.peers import Peers
+from kvstore.schedule import pause
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,7 @@ class Liveness:
             else:
                 self._detector.heartbeat(node_id, self._clock())
             self._report_changes()
-            try:  # the heartbeat schedule: wake early only to stop
-                async with asyncio.timeout(self._interval):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
+            await pause(self._interval, self._stopping)
 
     def _report_changes(self) -> None:
         for node_id, up in self._detector.changes(self._clock()):
