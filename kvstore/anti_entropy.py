@@ -3,12 +3,15 @@ keys that differ, so replicas converge without anyone reading the keys.
 
 `ReplicaTrees` keeps one Merkle tree (`kvstore.merkle`) per partition of
 this node, updated incrementally on the event loop as each write commits (in
-commit order) and rebuilt from LMDB at start. `AntiEntropy` walks the
-partitions this node replicates, one every `interval` seconds, and with each
-other replica that is up descends only into differing branches, fetches the
-differing buckets' keys, and for each differing key merges both states and
-writes the merge to whichever side lacked something. Repairs are rate
-limited. Every task is owned by its task group and stops on exit.
+commit order) and rebuilt from LMDB at start. Every `interval` seconds
+`AntiEntropy` runs a round: it asks each other node that is up for the roots
+of all the partitions both replicate (one call per peer), and only where a
+root differs descends into differing branches, fetches the differing
+buckets' keys, and for each differing key merges both states and writes the
+merge to whichever side lacked something. So replicas that agree cost one
+hash per partition and round, and a difference anywhere is found within one
+round. Repairs are rate limited. Every task is owned by its task group and
+stops on exit.
 """
 
 import asyncio
@@ -90,6 +93,7 @@ class AntiEntropy:
         self._limiter = ReplayLimiter(keys_per_second, max(1.0, keys_per_second))
         self._partitions = [p for p in range(spec.partitions)
                             if node_id in spec.ring.preference_list(p, spec.replicas)]
+        self._shared = _shared_partitions(node_id, spec)
         self._stopping = asyncio.Event()
         self._tasks = asyncio.TaskGroup()
 
@@ -105,17 +109,42 @@ class AntiEntropy:
         await self._tasks.__aexit__(exc_type, exc, tb)
 
     async def _run(self) -> None:
-        turn = 0
         while True:
             await pause(self._interval, self._stopping)
             if self._stopping.is_set():
                 return
-            partition = self._partitions[turn % len(self._partitions)]
-            turn += 1
-            await self.repair_partition(partition)
+            try:
+                await self.run_round()
+            except Exception:  # a bug must not take the node down; the next round retries
+                log.exception("anti-entropy round failed")
+
+    async def run_round(self) -> int:
+        """Compare roots with every peer that is up and exchange the
+        partitions whose roots differ; keys repaired."""
+        repaired = 0
+        for peer, partitions in self._shared.items():
+            if not self._is_up(peer) or self._stopping.is_set():
+                continue
+            try:
+                roots = await self._peers.roots(peer, partitions)
+            except KVStoreError as exc:
+                log.info("anti-entropy roots from %s unavailable: %s", peer, exc)
+                continue
+            if len(roots) != len(partitions):
+                log.warning("%s answered %d roots for %d partitions", peer, len(roots),
+                            len(partitions))
+                continue
+            trees = self._trees.trees
+            for partition, root in zip(partitions, roots):
+                if root != trees.root(partition) and not self._stopping.is_set():
+                    repaired += await self._exchange_logged(partition, peer)
+        if repaired:
+            self._on_repaired(repaired)
+        return repaired
 
     async def repair_partition(self, partition: int) -> int:
-        """Exchange with every other replica of `partition` that is up; keys repaired."""
+        """Exchange with every other replica of `partition` that is up; keys
+        repaired (`kvstore admin repair`)."""
         if partition not in self._partitions:
             raise FailedPrecondition(
                 f"{self._node_id} holds no replica of partition {partition}; ask one that does")
@@ -123,14 +152,21 @@ class AntiEntropy:
         for peer in self._spec.ring.preference_list(partition, self._spec.replicas):
             if peer == self._node_id or not self._is_up(peer) or self._stopping.is_set():
                 continue
-            try:
-                repaired += await self._exchange(partition, peer)
-            except KVStoreError as exc:
-                log.info("anti-entropy of partition %d with %s stopped: %s", partition, peer, exc)
-            self._on_exchange()
+            repaired += await self._exchange_logged(partition, peer)
         if repaired:
             self._on_repaired(repaired)
         return repaired
+
+    async def _exchange_logged(self, partition: int, peer: str) -> int:
+        """One exchange, counted; a peer failing midway is logged, and the
+        next round tries again."""
+        try:
+            return await self._exchange(partition, peer)
+        except (KVStoreError, ValueError) as exc:  # ValueError: a malformed answer
+            log.info("anti-entropy of partition %d with %s stopped: %s", partition, peer, exc)
+            return 0
+        finally:
+            self._on_exchange()
 
     async def _exchange(self, partition: int, peer: str) -> int:
         local = self._trees.trees.tree(partition)
@@ -170,3 +206,15 @@ def _merge(a: DVVSet | None, b: DVVSet | None, lww: bool) -> DVVSet | None:
     if a is None or b is None:
         return a if b is None else b
     return versions.lww_sync(a, b) if lww else versions.sync(a, b)
+
+
+def _shared_partitions(node_id: str, spec: ClusterSpec) -> dict[str, list[int]]:
+    """peer -> the partitions that both it and `node_id` replicate, in order."""
+    shared: dict[str, list[int]] = {}
+    for partition in range(spec.partitions):
+        replicas = spec.ring.preference_list(partition, spec.replicas)
+        if node_id in replicas:
+            for peer in replicas:
+                if peer != node_id:
+                    shared.setdefault(peer, []).append(partition)
+    return dict(sorted(shared.items()))

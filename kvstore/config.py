@@ -50,8 +50,8 @@ class NodeConfig:
     max_hints_per_target: int = 10_000
     max_hint_bytes_per_target: int = 64 * MIB
     hint_replay_rate_per_second: float = 500.0
-    # Merkle anti-entropy: one partition compared with its other replicas
-    # every interval; keys repaired per second at most.
+    # Merkle anti-entropy: a round (the roots of every shared partition
+    # compared with each peer) every interval; keys repaired per second at most.
     anti_entropy_interval_seconds: float = 1.0
     anti_entropy_keys_per_second: float = 1000.0
     # The cluster this node belongs to ([cluster] in the config file); None: a

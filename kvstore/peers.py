@@ -212,6 +212,11 @@ class Peers:
             partition=partition, level=level, indices=indices))
         return list((await self._link(node_id).submit(op)).hashes)
 
+    async def roots(self, node_id: str, partitions: list[int]) -> list[bytes]:
+        """The roots of a peer's Merkle trees of `partitions`, in that order."""
+        op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
+        return list((await self._link(node_id).submit(op)).hashes)
+
     async def bucket(self, node_id: str, partition: int, bucket: int) -> dict[bytes, bytes]:
         """key -> state digest of one bucket of a peer's tree of `partition`."""
         op = replica_pb2.ReplicaOp(bucket=replica_pb2.ReplicaBucket(

@@ -295,7 +295,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                 if kind == "read":
                     results.append(self._read(op.read))
                     continue
-                if kind in ("tree_hashes", "bucket"):
+                if kind in ("tree_hashes", "bucket", "roots"):
                     results.append(self._tree(op))
                     continue
                 writes.append((len(results), self._write(kind, op)))
@@ -314,6 +314,13 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     def _tree(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
         """Anti-entropy's questions about this replica's Merkle trees."""
         try:
+            if op.WhichOneof("op") == "roots":
+                asked = list(op.roots.partitions)
+                if beyond := [p for p in asked if p >= self.partitions]:
+                    raise ValueError(f"partition {beyond[0]} does not exist; "
+                                     f"use 0..{self.partitions - 1}")
+                return replica_pb2.ReplicaResult(
+                    found=True, hashes=[self.trees.root(partition) for partition in asked])
             if op.WhichOneof("op") == "tree_hashes":
                 ask = op.tree_hashes
                 tree = self.trees.tree(ask.partition)

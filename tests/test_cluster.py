@@ -112,6 +112,14 @@ def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
 
 
+def replica_roots(node: NodeProcess, partitions: list[int]) -> replica_pb2.ReplicaResult:
+    """One replica's Merkle roots of `partitions`, asked directly."""
+    with grpc.insecure_channel(node.address) as channel:
+        stub = replica_pb2_grpc.ReplicaStub(channel)
+        op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
+        return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
+
+
 def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
     """What one replica holds for `key`, asked directly."""
     result = replica_result(node, key)
@@ -391,6 +399,22 @@ def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster)
     repaired = _sample(cluster.nodes["n1"], "kvstore_anti_entropy_keys_repaired_total") or 0
     repaired += _sample(cluster.nodes["n3"], "kvstore_anti_entropy_keys_repaired_total") or 0
     assert repaired >= len(items)
+
+
+def test_replicas_that_agree_report_equal_roots_and_a_bad_partition_is_invalid(
+    make_cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster = make_cluster(coordinators=0)
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put_many([(b"root-%d" % i, b"v") for i in range(50)], w="all")
+    partitions = tomllib.loads(cluster.config.read_text())["cluster"]["partitions"]
+    everything = list(range(partitions))  # 3 nodes, N=3: each replicates every partition
+    roots = [list(replica_roots(node, everything).hashes) for node in cluster.nodes.values()]
+    assert len(roots[0]) == partitions and roots[0] == roots[1] == roots[2]
+    assert len(set(roots[0])) > 1  # partitions with keys differ from the empty ones
+    bad = replica_roots(cluster.nodes["n1"], [3, partitions])
+    assert bad.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert f"partition {partitions} does not exist" in bad.status.message
 
 
 def test_a_deleted_key_stays_deleted_when_a_replica_that_missed_the_delete_comes_back(

@@ -63,21 +63,29 @@ class ReplicaRepair(_message.Message):
     partition: int
     def __init__(self, partition: _Optional[int] = ...) -> None: ...
 
+class ReplicaRoots(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair")
+    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots")
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
     TREE_HASHES_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
     tree_hashes: ReplicaTreeHashes
     bucket: ReplicaBucket
     repair: ReplicaRepair
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ...) -> None: ...
+    roots: ReplicaRoots
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
