@@ -14,7 +14,7 @@ import pytest
 
 from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.record import Record
-from kvstore.storage.engine import Decide, RemoveHint, StoreHint, Write, WriteResult
+from kvstore.storage.engine import DELETE, Decide, RemoveHint, StoreHint, Write, WriteResult
 from kvstore.storage import lmdb_engine
 from kvstore.storage.lmdb_engine import PRUNE_PER_COMMIT, SCAN_CHUNK, LmdbEngine
 
@@ -514,3 +514,12 @@ def test_hints_are_kept_in_order_apart_from_the_data_and_survive_a_reopen(
     assert reopened.scan_hints(after=1) == hints[1:]
     [fourth] = reopened.commit([StoreHint("n4", b"x", record(b"y"))])
     assert fourth.hint_seq == 3  # type: ignore[union-attr]  # numbering goes on after the last
+
+
+def test_decide_can_remove_a_key(engine: LmdbEngine) -> None:
+    engine.commit([Write(0, b"k", put(b"v"))])
+    [removed] = engine.commit([Write(0, b"k", lambda current: DELETE)])
+    assert removed.applied and removed.record is None
+    assert engine.read(0, b"k") is None
+    [again] = engine.commit([Write(0, b"k", lambda current: DELETE)])
+    assert not again.applied  # nothing was there to remove

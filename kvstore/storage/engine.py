@@ -14,10 +14,17 @@ from kvstore.record import Record
 
 # Given the record currently stored under the key (None when there is none, or
 # when the stored copy is corrupt), return the record to store, or None to
-# leave the key unchanged. Runs inside the commit transaction, in the writer
+# leave the key unchanged, or DELETE to remove it. Runs inside the commit transaction, in the writer
 # thread: it must be pure and quick. It may raise a KVStoreError, which fails
 # that write alone.
-Decide = Callable[[Record | None], Record | None]
+Decide = Callable[[Record | None], "Record | None | Delete"]
+
+
+class Delete:
+    """What `decide` returns to remove the key altogether (tombstone purge)."""
+
+
+DELETE = Delete()
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,8 @@ import lmdb
 
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.record import Record, decode, encode
-from kvstore.storage.engine import Change, Hint, RemoveHint, StoreHint, Write, WriteResult
+from kvstore.storage.engine import (Change, Delete, Hint, RemoveHint, StoreHint, Write,
+                                    WriteResult)
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,9 @@ class LmdbEngine:
                 if write.request_id and current is not None:
                     self._remember_request(txn, write.request_id, current, now)
                 return WriteResult(current, applied=False, duplicate=False)
+            if isinstance(new, Delete):
+                txn.delete(storage_key, db=self._data)
+                return WriteResult(None, applied=current is not None, duplicate=False)
             txn.put(storage_key, _pack(write.key, new), db=self._data)
             if write.request_id:
                 self._remember_request(txn, write.request_id, new, now)
