@@ -15,7 +15,6 @@ stops on exit.
 """
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,18 +27,14 @@ from kvstore.hints import ReplayLimiter
 from kvstore.membership import ClusterSpec
 from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
 from kvstore.peers import Peers
+from kvstore.replica import LocalReplica, state_digest
 from kvstore.schedule import pause
-from kvstore.replica import LocalReplica
 from kvstore.storage.engine import Change, Write, WriteResult
 from kvstore.storage.lmdb_engine import LmdbEngine
+from kvstore.tombstones import TombstoneCollector
 from kvstore.versions import DVVSet
 
 log = logging.getLogger(__name__)
-
-
-def state_digest(encoded_state: bytes) -> bytes:
-    """What the trees compare: equal states encode (and so digest) equally."""
-    return hashlib.blake2b(encoded_state, digest_size=16).digest()
 
 
 class ReplicaTrees:
@@ -66,9 +61,10 @@ class ReplicaTrees:
 
     def track(self, change: Change, result: WriteResult) -> None:
         """Called by the store on the event loop, in commit order, per applied write."""
-        if isinstance(change, Write) and result.applied and result.record is not None:
+        if isinstance(change, Write) and result.applied:
             tree = self.trees.tree(change.partition)
-            tree.update(change.key, tree.get(change.key), state_digest(result.record.value))
+            new = None if result.record is None else state_digest(result.record.value)  # purged
+            tree.update(change.key, tree.get(change.key), new)
 
 
 class AntiEntropy:
@@ -76,10 +72,13 @@ class AntiEntropy:
                  trees: ReplicaTrees, peers: Peers, is_up: Callable[[str], bool], *,
                  interval: float = 1.0, keys_per_second: float = 1000.0,
                  clock: Callable[[], float] = time.monotonic,
+                 on_round: Callable[[], None] = lambda: None,
                  on_exchange: Callable[[], None] = lambda: None,
                  on_repaired: Callable[[int], None] = lambda count: None,
-                 on_bytes_sent: Callable[[int], None] = lambda count: None) -> None:
+                 on_bytes_sent: Callable[[int], None] = lambda count: None,
+                 collector: TombstoneCollector | None = None) -> None:
         self._on_bytes_sent = on_bytes_sent
+        self._collector = collector
         self._node_id = node_id
         self._spec = spec
         self._replica = replica
@@ -88,6 +87,7 @@ class AntiEntropy:
         self._is_up = is_up
         self._interval = interval
         self._clock = clock
+        self._on_round = on_round
         self._on_exchange = on_exchange
         self._on_repaired = on_repaired
         self._limiter = ReplayLimiter(keys_per_second, max(1.0, keys_per_second))
@@ -120,8 +120,10 @@ class AntiEntropy:
 
     async def run_round(self) -> int:
         """Compare roots with every peer that is up and exchange the
-        partitions whose roots differ; keys repaired."""
+        partitions whose roots differ, then collect the tombstones of one
+        partition on which all its replicas agreed; keys repaired."""
         repaired = 0
+        agreed: dict[int, set[str]] = {}  # partition -> peers whose roots equalled ours
         for peer, partitions in self._shared.items():
             if not self._is_up(peer) or self._stopping.is_set():
                 continue
@@ -136,10 +138,15 @@ class AntiEntropy:
                 continue
             trees = self._trees.trees
             for partition, root in zip(partitions, roots):
-                if root != trees.root(partition) and not self._stopping.is_set():
+                if root == trees.root(partition):
+                    agreed.setdefault(partition, set()).add(peer)
+                elif not self._stopping.is_set():
                     repaired += await self._exchange_logged(partition, peer)
         if repaired:
             self._on_repaired(repaired)
+        if self._collector is not None and not self._stopping.is_set():
+            await self._collector.collect_next(agreed)
+        self._on_round()
         return repaired
 
     async def repair_partition(self, partition: int) -> int:

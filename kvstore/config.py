@@ -54,6 +54,8 @@ class NodeConfig:
     # compared with each peer) every interval; keys repaired per second at most.
     anti_entropy_interval_seconds: float = 1.0
     anti_entropy_keys_per_second: float = 1000.0
+    # A tombstone is purged once every replica holds it and it is this old.
+    tombstone_grace_seconds: float = 3600.0
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
@@ -67,6 +69,8 @@ class NodeConfig:
             raise ConfigError("hint_replay_rate_per_second must be in (0, 1000000]")
         if not 0.01 <= self.anti_entropy_interval_seconds <= 3600:
             raise ConfigError("anti_entropy_interval_seconds must be in [0.01, 3600]")
+        if not 0 <= self.tombstone_grace_seconds <= 365 * 86400:
+            raise ConfigError("tombstone_grace_seconds must be in [0, 31536000]")
         if not 1 <= self.anti_entropy_keys_per_second <= 1_000_000:
             raise ConfigError("anti_entropy_keys_per_second must be in [1, 1000000]")
         if self.cluster is not None:

@@ -109,8 +109,12 @@ class NodeMetrics(RequestMetrics):
         self._hints_replayed.inc(count)
 
     def watch_anti_entropy(self) -> None:
+        self._rounds = Counter(
+            "kvstore_anti_entropy_rounds", "Anti-entropy rounds (roots compared with every "
+            "other replica that is up)", registry=self.registry)
         self._exchanges = Counter(
-            "kvstore_anti_entropy_exchanges", "Merkle tree exchanges with another replica",
+            "kvstore_anti_entropy_exchanges", "Partitions compared below the root with another "
+            "replica (their roots differed)",
             registry=self.registry)
         self._keys_repaired = Counter(
             "kvstore_anti_entropy_keys_repaired", "Keys brought into agreement by anti-entropy",
@@ -118,6 +122,12 @@ class NodeMetrics(RequestMetrics):
         self._bytes_sent = Counter(
             "kvstore_anti_entropy_bytes_sent", "Bytes of keys and states sent to other replicas "
             "by anti-entropy", registry=self.registry)
+        self._tombstones_purged = Counter(
+            "kvstore_tombstones_purged", "Tombstones removed once every replica held them "
+            "past the grace period", registry=self.registry)
+
+    def observe_round(self) -> None:
+        self._rounds.inc()
 
     def observe_exchange(self) -> None:
         self._exchanges.inc()
@@ -127,6 +137,9 @@ class NodeMetrics(RequestMetrics):
 
     def observe_anti_entropy_bytes(self, count: int) -> None:
         self._bytes_sent.inc(count)
+
+    def observe_tombstones_purged(self, count: int) -> None:
+        self._tombstones_purged.inc(count)
 
 
 class CoordinatorMetrics(RequestMetrics):

@@ -26,6 +26,7 @@ from kvstore.replica import LocalReplica
 from kvstore.servicers import KVService, ReplicaService, register
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store
+from kvstore.tombstones import TombstoneCollector
 from kvstore.validation import Limits
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,15 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     config.node_id, spec, replica, trees, peers, liveness.is_up,
                     interval=config.anti_entropy_interval_seconds,
                     keys_per_second=config.anti_entropy_keys_per_second,
+                    on_round=metrics.observe_round,
                     on_exchange=metrics.observe_exchange,
                     on_repaired=metrics.observe_keys_repaired,
                     on_bytes_sent=metrics.observe_anti_entropy_bytes,
+                    collector=TombstoneCollector(
+                        config.node_id, spec, replica, trees.trees, peers, liveness.is_up,
+                        grace_seconds=config.tombstone_grace_seconds,
+                        wall_clock_ms=wall_clock_ms,
+                        on_purged=metrics.observe_tombstones_purged),
                 ) as anti_entropy, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,

@@ -224,3 +224,14 @@ class Peers:
         result = await self._link(node_id).submit(op)
         return {entry.key: entry.digest for entry in result.entries}
 
+    async def purge(self, node_id: str, key: bytes, digest: bytes) -> bool:
+        """Have a peer drop `key` if it holds exactly that tombstone state;
+        True if it did."""
+        op = replica_pb2.ReplicaOp(purge=replica_pb2.ReplicaPurge(key=key, digest=digest))
+        return (await self._link(node_id).submit(op)).found
+
+    async def hints_held(self, node_id: str, partition: int) -> int:
+        """How many hints a peer keeps for keys of `partition`."""
+        op = replica_pb2.ReplicaOp(hints_held=replica_pb2.ReplicaHintsHeld(partition=partition))
+        return (await self._link(node_id).submit(op)).hints
+

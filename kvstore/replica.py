@@ -10,15 +10,17 @@ the new state from the stored one inside the commit transaction, so it always
 builds on what is really stored. No gRPC here.
 """
 
+import hashlib
+from collections import Counter
 from collections.abc import Callable
 
 from kvstore import versions
 from kvstore.errors import DataLoss, ResourceExhausted
 from kvstore.hints import HintBook, HintPolicy
-from kvstore.hlc import HybridLogicalClock
+from kvstore.hlc import HybridLogicalClock, physical_ms
 from kvstore.record import Record
 from kvstore.ring import partition_of
-from kvstore.storage.engine import Hint, RemoveHint, StoreHint, Write
+from kvstore.storage.engine import DELETE, Delete, Hint, RemoveHint, StoreHint, Write
 from kvstore.storage.store import Store
 from kvstore.versions import DVVSet, VersionVector
 
@@ -28,6 +30,11 @@ def state_record(state: DVVSet) -> Record:
         version=versions.join(state).to_bytes(), timestamp=state.timestamp,
         tombstone=state.absent, value=versions.encode(state),
     )
+
+
+def state_digest(encoded_state: bytes) -> bytes:
+    """What Merkle trees compare: equal states encode (and so digest) equally."""
+    return hashlib.blake2b(encoded_state, digest_size=16).digest()
 
 
 def record_state(record: Record | None) -> DVVSet | None:
@@ -46,6 +53,7 @@ class LocalReplica:
         self._on_duplicate = on_duplicate
         self._hint_policy = hint_policy
         self.hint_book = HintBook(hint_policy)
+        self._hints_by_partition: Counter[int] = Counter()  # for tombstone collection
         self.node_id = node_id
         self._store = store
         self._clock = clock
@@ -58,6 +66,7 @@ class LocalReplica:
         entries, after = [], -1
         while hints := self._store.scan_hints(after, 1024):
             entries += [(h.target, h.seq, _hint_size(h.key, h.record)) for h in hints]
+            self._hints_by_partition.update(self._partition(h.key) for h in hints)
             after = hints[-1].seq
         self.hint_book.load(entries)
 
@@ -77,7 +86,14 @@ class LocalReplica:
                 f"max_bytes_per_target={policy.max_bytes_per_target}); "
                 f"bring {target} back or write with fewer replicas"
             )
-        result = await self._store.write(StoreHint(target, key, record))
+        # Counted before it is durable, so tombstone collection never sees a
+        # moment where the hint is stored but not counted.
+        self._hints_by_partition[self._partition(key)] += 1
+        try:
+            result = await self._store.write(StoreHint(target, key, record))
+        except BaseException:
+            self._hints_by_partition[self._partition(key)] -= 1
+            raise
         self.hint_book.admit(target, result.hint_seq, size)
 
     def hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
@@ -87,7 +103,30 @@ class LocalReplica:
     async def remove_hint(self, hint: Hint) -> None:
         """Forget a hint once its target holds it durably."""
         await self._store.write(RemoveHint(hint.seq))
-        self.hint_book.acknowledged(hint.target, hint.seq)
+        if self.hint_book.acknowledged(hint.target, hint.seq):
+            self._hints_by_partition[self._partition(hint.key)] -= 1
+
+    def hints_held(self, partition: int) -> int:
+        """Hints this node keeps (for any node) for keys of `partition`."""
+        return self._hints_by_partition[partition]
+
+    def _partition(self, key: bytes) -> int:
+        return partition_of(key, self._partitions)
+
+    def expired_tombstones(self, partition: int, older_than_ms: int) -> list[tuple[bytes, Record]]:
+        """Keys of `partition` whose state is only tombstones, all written
+        before `older_than_ms` (wall-clock ms); corrupt records are skipped."""
+        found = []
+        scan = self._store.scan_partition(partition)
+        while True:
+            try:
+                key, record = next(scan)
+            except StopIteration:
+                return found
+            except DataLoss:
+                continue
+            if record.tombstone and physical_ms(record.timestamp) < older_than_ms:
+                found.append((key, record))
 
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
@@ -95,7 +134,7 @@ class LocalReplica:
 
     def read_record(self, key: bytes) -> Record | None:
         """The stored record (its value is the encoded state); DataLoss if corrupt."""
-        return self._store.read(partition_of(key, self._partitions), key)
+        return self._store.read(self._partition(key), key)
 
     async def apply(
         self, key: bytes, value: bytes, tombstone: bool, context: bytes, request_id: bytes
@@ -126,7 +165,7 @@ class LocalReplica:
             written.append(new)
             return state_record(new)
 
-        write = Write(partition_of(key, self._partitions), key, decide, request_id)
+        write = Write(self._partition(key), key, decide, request_id)
         result = await self._store.write(write)
         if result.duplicate:
             self._on_duplicate()
@@ -134,6 +173,18 @@ class LocalReplica:
             assert current is not None, "a committed write's key cannot be empty"
             return current, True
         return written[-1], False
+
+    async def purge(self, key: bytes, expected: bytes) -> bool:
+        """Remove `key` if it still holds the tombstone-only state whose
+        digest is `expected`; True if it was removed."""
+
+        def decide(current: Record | None) -> Record | None | Delete:
+            if current is None or not current.tombstone or state_digest(current.value) != expected:
+                return None
+            return DELETE
+
+        result = await self._store.write(Write(self._partition(key), key, decide))
+        return result.applied
 
     async def merge(self, key: bytes, incoming: DVVSet, request_id: bytes = b"") -> bool:
         """Merge `incoming` into the stored state; True if that changed it.
@@ -154,7 +205,7 @@ class LocalReplica:
                 return None
             return state_record(merged)
 
-        write = Write(partition_of(key, self._partitions), key, decide, request_id)
+        write = Write(self._partition(key), key, decide, request_id)
         result = await self._store.write(write)
         return result.applied
 

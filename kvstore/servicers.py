@@ -22,8 +22,8 @@ from kvstore import versions
 from kvstore.cache import LruCache
 from kvstore.coordinator import Coordinator
 from kvstore.merkle import PartitionTrees
-from kvstore.metrics import RequestMetrics
-from kvstore.replica import LocalReplica
+from kvstore.metrics import NodeMetrics, RequestMetrics
+from kvstore.replica import LocalReplica, state_digest
 from kvstore.status import status_of
 from kvstore.versions import DVVSet
 
@@ -298,6 +298,9 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                 if kind in ("tree_hashes", "bucket", "roots"):
                     results.append(self._tree(op))
                     continue
+                if kind == "hints_held":
+                    results.append(self._hints_held(op.hints_held.partition))
+                    continue
                 writes.append((len(results), self._write(kind, op)))
                 results.append(None)
             except KVStoreError as exc:
@@ -333,6 +336,12 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.ReplicaResult(found=True, entries=[
             replica_pb2.KeyDigest(key=key, digest=digest) for key, digest in entries.items()])
 
+    def _hints_held(self, partition: int) -> replica_pb2.ReplicaResult:
+        if partition >= self.partitions:
+            raise InvalidArgument(f"partition {partition} does not exist; "
+                                  f"use 0..{self.partitions - 1}")
+        return replica_pb2.ReplicaResult(found=True, hints=self.replica.hints_held(partition))
+
     def _read(self, read: replica_pb2.ReplicaRead) -> replica_pb2.ReplicaResult:
         validation.check_key(read.key, self.limits)
         record = self.replica.read_record(read.key)
@@ -350,6 +359,9 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             return self._apply(apply)
         if kind == "repair":
             return self._repair(op.repair.partition)
+        if kind == "purge":
+            validation.check_key(op.purge.key, self.limits)
+            return self._purge(op.purge.key, op.purge.digest)
         if kind == "merge":
             validation.check_key(op.merge.key, self.limits)
             validation.check_write_extras(b"", op.merge.request_id)
@@ -360,12 +372,18 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             if op.merge.hint_for:
                 return self._hint(op.merge.hint_for, op.merge.key, incoming)
             return self._merge(op.merge.key, incoming, op.merge.request_id)
-        raise InvalidArgument("a replica operation needs one of read, apply or merge")
+        raise InvalidArgument("a replica operation must set one of its kinds (read, merge, ...)")
 
     async def _apply(self, apply: replica_pb2.ReplicaApply) -> replica_pb2.ReplicaResult:
         state, _duplicate = await self.replica.apply(
             apply.key, apply.value, apply.tombstone, apply.context, apply.request_id)
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
+
+    async def _purge(self, key: bytes, digest: bytes) -> replica_pb2.ReplicaResult:
+        removed = await self.replica.purge(key, digest)
+        if removed and isinstance(self.metrics, NodeMetrics):
+            self.metrics.observe_tombstones_purged(1)
+        return replica_pb2.ReplicaResult(found=removed)
 
     async def _repair(self, partition: int) -> replica_pb2.ReplicaResult:
         if self.repair is None:

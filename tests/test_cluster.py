@@ -54,7 +54,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000,
-              anti_entropy: bool = True) -> Cluster:
+              anti_entropy: bool = True, node_settings: str = "") -> Cluster:
         ports = {f"n{i}": free_port() for i in range(1, nodes + 1)}
         spec = ClusterSpec(
             tuple(ClusterMember(node_id, f"127.0.0.1:{port}") for node_id, port in ports.items()),
@@ -62,7 +62,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         )
         config = tmp_path / "cluster.toml"
         # Without anti-entropy, only reads repair (so a test can watch them do it).
-        node_table = "" if anti_entropy else "[node]\nanti_entropy_interval_seconds = 3600\n\n"
+        node_table = "[node]\n" + node_settings + (
+            "" if anti_entropy else "anti_entropy_interval_seconds = 3600\n") + "\n"
         config.write_text(node_table + spec.to_toml())
         started: dict[str, NodeProcess] = {}
         for node_id, port in ports.items():
@@ -456,3 +457,42 @@ def test_admin_repair_runs_anti_entropy_on_demand_with_progress(make_cluster) ->
         [sys.executable, "-m", "kvstore", "admin", "repair", "--config", str(cluster.config),
          "--partition", "99"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "partition 99 does not exist" in bad.stderr
+
+
+def _rounds(node: NodeProcess) -> float:
+    return _sample(node, "kvstore_anti_entropy_rounds_total") or 0
+
+
+def test_a_tombstone_outlives_its_grace_period_until_every_replica_holds_it_then_goes(
+    make_cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    grace = 2.0
+    cluster = make_cluster(coordinators=0, node_settings=(
+        f"tombstone_grace_seconds = {grace}\nanti_entropy_interval_seconds = 0.05\n"))
+    key = b"short-lived"
+    with kvclient.Client([cluster.nodes["n1"].address]) as client:
+        client.put(key, b"deleted value", w="all")
+        cluster.nodes["n3"].process.kill()  # n3 keeps the value and misses the delete
+        cluster.nodes["n3"].process.wait()
+        client.delete(key, w=2)
+        deleted_at = time.time()
+        # n1 and n2 hold the tombstone past its grace period, through many
+        # rounds, because n3 (a replica) is down and cannot confirm it.
+        poll(lambda: time.time() > deleted_at + grace, grace + 5, "the grace period over")
+        survivors = [cluster.nodes["n1"], cluster.nodes["n2"]]
+        start = [_rounds(node) for node in survivors]
+        poll(lambda: all(_rounds(node) >= seen + 40 for node, seen in zip(survivors, start)),
+             60, "40 more anti-entropy rounds on n1 and n2")
+        assert all((state := replica_state(node, key)) is not None and state.absent
+                   for node in survivors)
+        n3 = cluster.restart("n3")
+        # Anti-entropy hands n3 the tombstone, then all three purge it.
+        poll(lambda: all(not replica_result(node, key).found for node in cluster.nodes.values()),
+             60, "the tombstone purged on every replica")
+        for node in cluster.nodes.values():
+            with kvclient.Client([node.address]) as direct:
+                assert direct.get(key, r="one").value is None  # the value did not come back
+        assert client.get(key, r="all").value is None
+    purged = sum(_sample(node, "kvstore_tombstones_purged_total") or 0
+                 for node in cluster.nodes.values())
+    assert purged >= 3  # every replica (a purge racing a round may spread it once more)

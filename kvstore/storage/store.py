@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -117,6 +117,9 @@ class Store:
     def queued(self) -> int:
         """Writes waiting for a commit that has not started yet (a queue-depth gauge)."""
         return len(self._queue)
+
+    def scan_partition(self, partition: int) -> Iterator[tuple[bytes, Record]]:
+        return self._engine.scan_partition(partition)  # type: ignore[attr-defined,no-any-return]
 
     def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
         return self._engine.scan_hints(after, limit)

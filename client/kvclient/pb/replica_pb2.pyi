@@ -69,8 +69,22 @@ class ReplicaRoots(_message.Message):
     partitions: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class ReplicaPurge(_message.Message):
+    __slots__ = ("key", "digest")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    digest: bytes
+    def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaHintsHeld(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    def __init__(self, partition: _Optional[int] = ...) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots")
+    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held")
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +92,8 @@ class ReplicaOp(_message.Message):
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
     ROOTS_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
+    HINTS_HELD_FIELD_NUMBER: _ClassVar[int]
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
@@ -85,7 +101,9 @@ class ReplicaOp(_message.Message):
     bucket: ReplicaBucket
     repair: ReplicaRepair
     roots: ReplicaRoots
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ...) -> None: ...
+    purge: ReplicaPurge
+    hints_held: ReplicaHintsHeld
+    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
@@ -96,20 +114,22 @@ class KeyDigest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaResult(_message.Message):
-    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired")
+    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired", "hints")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    HINTS_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.ItemStatus
     found: bool
     state: bytes
     hashes: _containers.RepeatedScalarFieldContainer[bytes]
     entries: _containers.RepeatedCompositeFieldContainer[KeyDigest]
     repaired: int
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ...) -> None: ...
+    hints: int
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)

@@ -1,0 +1,208 @@
+"""Tombstone collection, on a real LMDB store with the other replicas and
+nodes played by a fake: a tombstone is purged only when every replica holds
+exactly it, every node is up and holds no hint for its partition, and its
+grace period has passed; the other replicas are purged before this one."""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kvstore.anti_entropy import ReplicaTrees
+from kvstore.errors import Unavailable
+from kvstore.hlc import HybridLogicalClock
+from kvstore.membership import ClusterMember, ClusterSpec
+from kvstore.replica import LocalReplica, state_digest
+from kvstore.ring import partition_of
+from kvstore.storage.lmdb_engine import LmdbEngine
+from kvstore.storage.store import Store
+from kvstore.tombstones import TombstoneCollector
+
+pytestmark = pytest.mark.timeout(30)
+
+HOUR_MS = 3_600_000
+NOW_MS = 1_900_000_000_000  # the wall clock "now" of every test
+SPEC = ClusterSpec(tuple(ClusterMember(f"n{i}", f"127.0.0.1:{7100 + i}") for i in (1, 2, 3, 4)),
+                   replicas=3, partitions=8)
+
+
+@dataclass
+class FakePeers:
+    """The other nodes: what each holds (key -> state digest), its hints per
+    partition, and the purges asked of it, in order."""
+
+    held: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    hints: dict[str, dict[int, int]] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+    purges: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def _reach(self, node_id: str) -> None:
+        if node_id in self.unreachable:
+            raise Unavailable(f"{node_id} is unreachable")
+
+    async def bucket(self, node_id: str, partition: int, bucket: int) -> dict[bytes, bytes]:
+        self._reach(node_id)
+        return dict(self.held.get(node_id, {}))  # more keys than the bucket's: harmless
+
+    async def purge(self, node_id: str, key: bytes, digest: bytes) -> bool:
+        self._reach(node_id)
+        self.purges.append((node_id, key))
+        held = self.held.get(node_id, {})
+        if held.get(key) == digest:
+            del held[key]
+            return True
+        return False
+
+    async def hints_held(self, node_id: str, partition: int) -> int:
+        self._reach(node_id)
+        return self.hints.get(node_id, {}).get(partition, 0)
+
+
+@dataclass
+class Setup:
+    replica: LocalReplica
+    trees: ReplicaTrees
+    peers: FakePeers
+    down: set[str]
+    clock_ms: list[int]  # [now]: the replica's HLC and the collector read it
+
+    def collector(self, node_id: str = "n1", grace_seconds: float = 3600) -> TombstoneCollector:
+        return TombstoneCollector(node_id, SPEC, self.replica, self.trees.trees,
+                                  self.peers, lambda n: n not in self.down,  # type: ignore[arg-type]
+                                  grace_seconds=grace_seconds,
+                                  wall_clock_ms=lambda: self.clock_ms[0])
+
+    async def deleted(self, key: bytes) -> tuple[int, list[str], bytes]:
+        """Put then delete `key` here, an hour and a second ago; the key's
+        partition, its other replicas, and the tombstone's digest."""
+        now = self.clock_ms[0]
+        self.clock_ms[0] = now - HOUR_MS - 1000
+        state, _ = await self.replica.apply(key, b"deleted value", False, b"", b"")
+        await self.replica.apply(key, b"", True, b"", b"")
+        self.clock_ms[0] = now
+        record = self.replica.read_record(key)
+        assert record is not None and record.tombstone
+        partition = partition_of(key, SPEC.partitions)
+        return partition, SPEC.ring.preference_list(partition, 3)[1:], state_digest(record.value)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    engine = LmdbEngine(tmp_path / "db", map_size=1 << 26, sync=False)
+    trees = ReplicaTrees()
+    clock_ms = [NOW_MS]
+    try:
+        async with Store(engine, on_applied=trees.track) as store:
+            replica = LocalReplica("n1", store, HybridLogicalClock(lambda: clock_ms[0]),
+                                   SPEC.partitions)
+            yield Setup(replica, trees, FakePeers(), set(), clock_ms)
+    finally:
+        engine.close()
+
+
+def key_where(replicas_are: Callable[[list[str]], bool]) -> bytes:
+    """A key whose partition's replicas pass `replicas_are`."""
+    for i in range(10_000):
+        key = b"key-%d" % i
+        if replicas_are(SPEC.ring.preference_list(partition_of(key, SPEC.partitions), 3)):
+            return key
+    raise AssertionError("no such key")
+
+
+def led_key() -> bytes:
+    """A key whose partition n1 is the first replica of."""
+    return key_where(lambda replicas: replicas[0] == "n1")
+
+
+async def test_a_tombstone_every_replica_holds_is_purged_others_first(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    assert await setup.collector().collect(partition, others) == 1
+    assert setup.replica.read_record(key) is None
+    assert setup.trees.trees.tree(partition).get(key) is None  # the tree follows the purge
+    assert setup.peers.purges == [(peer, key) for peer in others]
+    assert all(key not in held for held in setup.peers.held.values())
+
+
+async def test_a_replica_holding_another_state_keeps_every_copy(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {others[0]: {key: digest}, others[1]: {key: b"the old value's digest"}}
+    assert await setup.collector().collect(partition, others) == 0
+    assert setup.peers.purges == []
+    assert setup.replica.read_record(key) is not None
+
+
+async def test_a_replica_missing_the_key_keeps_every_copy(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {others[0]: {key: digest}}  # others[1] never got the delete nor the put
+    assert await setup.collector().collect(partition, others) == 0
+    assert setup.replica.read_record(key) is not None
+
+
+async def test_a_young_tombstone_is_kept(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    assert await setup.collector(grace_seconds=7200).collect(partition, others) == 0
+    assert setup.replica.read_record(key) is not None
+
+
+@pytest.mark.parametrize("where", ["n4", "here"])
+async def test_a_hint_for_the_partition_anywhere_keeps_the_tombstone(setup: Setup,
+                                                                     where: str) -> None:
+    # n4 replicates nothing of this partition, yet a hint it keeps may carry
+    # the deleted value for a replica that was down: replayed after a purge,
+    # it would bring the value back.
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    outsider = next(m.node_id for m in SPEC.members if m.node_id not in (*others, "n1"))
+    if where == "here":
+        await setup.replica.store_hint(others[0], key, setup.replica.read(key))  # type: ignore[arg-type]
+        assert setup.replica.hints_held(partition) == 1
+    else:
+        setup.peers.hints = {outsider: {partition: 1}}
+    assert await setup.collector().collect(partition, others) == 0
+    assert setup.replica.read_record(key) is not None and setup.peers.purges == []
+
+
+async def test_a_node_down_or_unreachable_keeps_the_tombstone(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    outsider = next(m.node_id for m in SPEC.members if m.node_id not in (*others, "n1"))
+    setup.down = {outsider}
+    assert await setup.collector().collect(partition, others) == 0
+    setup.down = set()
+    setup.peers.unreachable = {outsider}
+    assert await setup.collector().collect_next({partition: set(others)}) == 0
+    assert setup.replica.read_record(key) is not None and setup.peers.purges == []
+
+
+async def test_collect_next_needs_every_replica_to_have_agreed(setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    collector = setup.collector()
+    turns = len([p for p in range(SPEC.partitions)
+                 if SPEC.ring.preference_list(p, 3)[0] == "n1"])
+    for _ in range(turns):  # a whole turn round the partitions n1 leads
+        assert await collector.collect_next({partition: {others[0]}}) == 0
+    assert setup.replica.read_record(key) is not None
+    purged = [await collector.collect_next({partition: set(others)}) for _ in range(turns)]
+    assert sum(purged) == 1 and setup.replica.read_record(key) is None
+
+
+async def test_only_the_first_replica_collects(setup: Setup) -> None:
+    key = key_where(lambda replicas: "n1" in replicas[1:])
+    partition, others, digest = await setup.deleted(key)
+    setup.peers.held = {peer: {key: digest} for peer in SPEC.ring.preference_list(partition, 3)}
+    collector = setup.collector()
+    everyone = {p: {m.node_id for m in SPEC.members} for p in range(SPEC.partitions)}
+    for _ in range(SPEC.partitions):
+        assert await collector.collect_next(everyone) == 0
+    assert setup.replica.read_record(key) is not None
