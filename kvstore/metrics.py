@@ -101,9 +101,15 @@ class NodeMetrics(RequestMetrics):
         for target in targets:
             count.labels(target).set_function(lambda target=target: pending(target)[0])
             size.labels(target).set_function(lambda target=target: pending(target)[1])
+        self._hints_written = Counter(
+            "kvstore_hints_written", "Hints this node stored durably for a node that was down",
+            registry=self.registry)
         self._hints_replayed = Counter(
             "kvstore_hints_replayed", "Hints handed over to their node once it was back",
             registry=self.registry)
+
+    def observe_hint_written(self) -> None:
+        self._hints_written.inc()
 
     def observe_hints_replayed(self, count: int) -> None:
         self._hints_replayed.inc(count)

@@ -64,6 +64,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     config.node_id, store, HybridLogicalClock(wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
                     on_duplicate=metrics.observe_duplicate_write,
+                    on_hint_stored=metrics.observe_hint_written,
                     hint_policy=HintPolicy(config.max_hints_per_target,
                                            config.max_hint_bytes_per_target,
                                            config.hint_replay_rate_per_second),

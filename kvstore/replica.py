@@ -48,9 +48,11 @@ class LocalReplica:
         self, node_id: str, store: Store, clock: HybridLogicalClock, partitions: int,
         *, last_write_wins: bool = False, max_siblings: int = versions.DEFAULT_MAX_SIBLINGS,
         on_duplicate: Callable[[], None] = lambda: None,
+        on_hint_stored: Callable[[], None] = lambda: None,
         hint_policy: HintPolicy = HintPolicy(),
     ) -> None:
         self._on_duplicate = on_duplicate
+        self._on_hint_stored = on_hint_stored
         self._hint_policy = hint_policy
         self.hint_book = HintBook(hint_policy)
         self._hints_by_partition: Counter[int] = Counter()  # for tombstone collection
@@ -95,6 +97,7 @@ class LocalReplica:
             self._hints_by_partition[self._partition(key)] -= 1
             raise
         self.hint_book.admit(target, result.hint_seq, size)
+        self._on_hint_stored()  # only now: a refused or failed hint was never kept
 
     def hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
         """Stored hints with sequence numbers above `after`, oldest first."""

@@ -265,6 +265,12 @@ def _sample(server: NodeProcess, sample: str) -> float | None:
     return None if line is None else float(line.split()[1])
 
 
+def _total(cluster, sample: str, but: str) -> float:  # type: ignore[no-untyped-def]
+    """`sample` summed over every node except `but`."""
+    return sum(_sample(node, sample) or 0 for node_id, node in cluster.nodes.items()
+               if node_id != but)
+
+
 def _peer_up(server: NodeProcess, peer: str) -> float | None:
     return _sample(server, f'kvstore_peer_up{{peer="{peer}"}}')
 
@@ -346,8 +352,7 @@ def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(
     coordinator = cluster.nodes[first]
 
     def hints_for_third() -> float:
-        return sum(_sample(node, f'kvstore_hints_pending{{target="{third}"}}') or 0
-                   for node_id, node in cluster.nodes.items() if node_id != third)
+        return _total(cluster, f'kvstore_hints_pending{{target="{third}"}}', but=third)
 
     cluster.nodes[third].process.kill()
     cluster.nodes[third].process.wait()
@@ -357,11 +362,15 @@ def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(
             client.put(key, b"strict", w="all", sloppy=False)  # no stand-ins allowed
         client.put(key, b"handed over", w="all")  # a stand-in keeps a hint for third
     assert hints_for_third() == 1
+    assert _total(cluster, "kvstore_hints_written_total", but=third) == 1
     third_node = cluster.restart(third)
     # No read of the key: the stand-in hands the hint over by itself.
     poll(lambda: (state := replica_state(third_node, key)) is not None
          and state.values == [b"handed over"], 20, f"{third} given the hinted write")
     poll(lambda: hints_for_third() == 0, 10, "the hint deleted once handed over")
+    # Counted at the end of the replay round that deleted it.
+    poll(lambda: _total(cluster, "kvstore_hints_replayed_total", but=third) == 1, 10,
+         "the hint counted as replayed")
 
 
 def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detected(make_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -375,9 +384,8 @@ def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detect
     assert _peer_up(coordinator, third) == 1.0  # not yet convicted (that takes seconds)
     with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
         client.put(key, b"early", w="all")  # the failed merge falls back to a stand-in
-    held = sum(_sample(node, f'kvstore_hints_pending{{target="{third}"}}') or 0
-               for node_id, node in cluster.nodes.items() if node_id != third)
-    assert held == 1
+    assert _total(cluster, f'kvstore_hints_pending{{target="{third}"}}', but=third) == 1
+    assert _total(cluster, "kvstore_hints_written_total", but=third) == 1
 
 
 def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster) -> None:  # type: ignore[no-untyped-def]
