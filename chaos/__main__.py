@@ -31,6 +31,9 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--r", type=level, default=2, help="read quorum (default 2)")
     parser.add_argument("--w", type=level, default=2, help="write quorum (default 2)")
     parser.add_argument("--clients", type=int, default=8, help="client tasks (default 8)")
+    parser.add_argument("--converge-timeout", type=float, default=90.0,
+                        help="seconds after the faults are healed within which every "
+                             "partition's replicas must report equal Merkle roots (default 90)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="a fresh directory for the cluster, logs, history.jsonl and "
                              "summary.json (default: a temporary one, removed if the run passes)")
@@ -39,9 +42,12 @@ def parse(argv: list[str]) -> Options:
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.converge_timeout <= 0:
+        parser.error("--converge-timeout must be positive")
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     return Options(seed=seed, duration=args.duration, nodes=args.nodes, replicas=args.replicas,
-                   r=args.r, w=args.w, clients=args.clients, data_dir=args.data_dir,
+                   r=args.r, w=args.w, clients=args.clients,
+                   converge_timeout=args.converge_timeout, data_dir=args.data_dir,
                    keep=args.keep)
 
 

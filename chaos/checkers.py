@@ -6,6 +6,8 @@ the final state of the keys.
 - `check_duplicate_siblings`: no read returned one value twice (a write
   applied twice, e.g. a retry the store did not recognise).
 - `divergent_keys`: which keys' replicas do not hold equal states.
+- `differing_partitions`: which partitions' replicas report different
+  Merkle roots (and `partitions_with_keys`: how many hold any key).
 
 Pure: no I/O, no clock. Every check flags only what no legitimate execution
 could produce (the lost-write check under the one assumption below, about
@@ -190,3 +192,29 @@ def divergent_keys(states: Mapping[str, Mapping[str, DVVSet | None]]) -> list[st
         if any(state != distinct[0] for state in distinct[1:]):
             divergent.append(key)
     return sorted(divergent)
+
+
+Roots = Mapping[str, Mapping[int, bytes]]  # node id -> partition -> its Merkle root there
+
+
+def differing_partitions(roots: Roots, replicas_of: Mapping[int, Sequence[str]]) -> list[int]:
+    """Partitions (-> their replicas' node ids) whose replicas do not all
+    report the same root. A replica that reported none (it did not answer)
+    counts as differing: agreement must be seen, not assumed. A replica
+    holding no keys of a partition reports the empty tree's root, so two
+    such replicas agree and one with keys does not."""
+    differing = []
+    for partition, nodes in sorted(replicas_of.items()):
+        reported = [roots.get(node, {}).get(partition) for node in nodes]
+        if None in reported or len(set(reported)) > 1:
+            differing.append(partition)
+    return differing
+
+
+def partitions_with_keys(roots: Roots, replicas_of: Mapping[int, Sequence[str]],
+                         empty_root: bytes) -> int:
+    """Partitions some replica of which reports a root other than the empty
+    tree's: equal roots prove something only where there are keys."""
+    return sum(any(roots.get(node, {}).get(partition, empty_root) != empty_root
+                   for node in nodes)
+               for partition, nodes in replicas_of.items())

@@ -1,17 +1,24 @@
 """The end of a chaos run, once the workload has stopped and every process is
-healthy: the final state of every key, and the wait until every replica of
-every key holds the same state.
+healthy: the wait until the replicas agree by themselves, then the final
+state of every key.
 
+- `wait_roots_equal`: polls every node's Merkle root of every partition it
+  replicates (`Replica.Batch`'s `tree_hashes` at level 0) until all replicas
+  of every partition report the same root, or a timeout passes. Nothing is
+  read through the KV service meanwhile, so no read repair helps: only
+  hinted handoff and anti-entropy can make the roots equal.
 - `final_reads`: each key read at r="all" through the nodes, retried until
   it succeeds or a deadline passes, recorded in the history as the checker's
   own reads (client -1). A read at r=all asks every replica, and read repair
   then brings those that showed less up to the merged state.
-- `ReplicaReader`: a key's state on each replica of its preference list,
-  asked directly with `Replica.Batch` (as tests/test_cluster.py does).
-- `wait_converged`: polls the replicas until all replicas of every key hold
-  equal states. Until Merkle anti-entropy exists only read repair can fix a
-  replica nobody writes to, so while some keys differ it reads them at r=all
-  again, once a second: convergence here is convergence via read repair.
+- `ReplicaReader`: a key's state, or a partition's Merkle root, on each of
+  its replicas, asked directly with `Replica.Batch` (as tests/test_cluster.py
+  does); reads there never repair anything.
+- `wait_converged`: after the final reads, polls the replicas until all
+  replicas of every key hold equal states, reading the keys that differ at
+  r=all again once a second. Equal roots imply equal states, so this
+  normally ends at its first look; it checks the final states key by key
+  and gives the agreed states the checkers need.
 """
 
 from __future__ import annotations
@@ -19,24 +26,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
 
 import kvclient
-from chaos.checkers import divergent_keys
+from chaos.checkers import Roots, differing_partitions, divergent_keys, partitions_with_keys
 from chaos.history import FINAL_READER, OK, History, Op, describe_error, outcome_of, text
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore import versions
 from kvstore.membership import ClusterSpec
+from kvstore.merkle import MerkleTree
 from kvstore.versions import DVVSet
 
 READ_TIMEOUT = 5.0  # one r=all read, or one Batch call to a replica
 RETRY_INTERVAL = 0.2  # between attempts of a final read that failed
 POLL_INTERVAL = 0.1  # between two looks at the replicas
 REPAIR_INTERVAL = 1.0  # between two rounds of r=all reads of the keys that differ
+ROOTS_POLL_INTERVAL = 0.25  # between two looks at every node's Merkle roots
 BATCH_KEYS = 200  # keys per Replica.Batch call
 CONCURRENT_READS = 32  # r=all reads in flight at once
 
@@ -87,6 +96,29 @@ class ReplicaReader:
             states.pop(key, None)
         return states, sorted(unreadable)
 
+    async def roots(self, replicas_of: Mapping[int, Sequence[str]]) -> Roots:
+        """Every node's Merkle root of each partition it replicates; a node
+        that did not answer is left out, and so is a partition it refused."""
+        partitions_of: dict[str, list[int]] = defaultdict(list)
+        for partition, nodes in replicas_of.items():
+            for node_id in nodes:
+                partitions_of[node_id].append(partition)
+        nodes = list(partitions_of)
+        answers = await asyncio.gather(*(self._roots(n, partitions_of[n]) for n in nodes),
+                                       return_exceptions=True)
+        return {node_id: answer for node_id, answer in zip(nodes, answers)
+                if not isinstance(answer, BaseException)}
+
+    async def _roots(self, node_id: str, partitions: list[int]) -> dict[int, bytes]:
+        ops = [replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
+                   partition=partition, level=0, indices=[0]))
+               for partition in partitions]
+        response = await self._stub(node_id).Batch(replica_pb2.ReplicaBatchRequest(ops=ops),
+                                                   timeout=READ_TIMEOUT)
+        return {partition: result.hashes[0]
+                for partition, result in zip(partitions, response.results, strict=True)
+                if not result.status.code and len(result.hashes) == 1}
+
     async def _read(self, node_id: str, keys: list[str]) -> dict[str, DVVSet | None]:
         ops = [replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key.encode()))
                for key in keys]
@@ -135,10 +167,46 @@ async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: Hi
     return dict(zip(keys, found))
 
 
+def replicas_by_partition(spec: ClusterSpec) -> dict[int, list[str]]:
+    return {partition: spec.ring.preference_list(partition, spec.replicas)
+            for partition in range(spec.partitions)}
+
+
+@dataclass(frozen=True)
+class RootConvergence:
+    converged: bool
+    seconds: float  # from `since` until every partition's replicas reported one root (or gave up)
+    partitions: int
+    with_keys: int  # partitions whose roots (at the last look) are not the empty tree's
+    differing_at_start: list[int]  # partitions whose replicas' roots differed at the first look
+    differing_at_end: list[int]  # partitions still differing when it gave up
+    polls: int
+
+
+async def wait_roots_equal(reader: ReplicaReader, spec: ClusterSpec, history: History,
+                           since: float, timeout: float) -> RootConvergence:
+    """Poll every node's Merkle roots until all replicas of every partition
+    report the same one, or until `timeout` seconds after `since` (run clock,
+    when every process was healthy). Reads nothing through the KV service."""
+    replicas_of = replicas_by_partition(spec)
+    roots = await reader.roots(replicas_of)
+    at_start = differing = differing_partitions(roots, replicas_of)
+    polls = 1
+    while differing and history.now() - since <= timeout:
+        await asyncio.sleep(ROOTS_POLL_INTERVAL)  # polling interval, not synchronisation
+        roots = await reader.roots(replicas_of)
+        differing = differing_partitions(roots, replicas_of)
+        polls += 1
+    # The nodes' trees have the default shape (kvstore.merkle's defaults).
+    with_keys = partitions_with_keys(roots, replicas_of, MerkleTree().root())
+    return RootConvergence(not differing, history.now() - since, len(replicas_of), with_keys,
+                           at_start, differing, polls)
+
+
 @dataclass(frozen=True)
 class Convergence:
     converged: bool
-    seconds: float  # from the end of the workload until every replica agreed (or gave up)
+    seconds: float  # from `since` until every replica of every key agreed (or gave up)
     divergent_at_start: list[str]  # keys whose replicas differed when the workload stopped
     divergent_at_end: list[str]  # keys still differing (or unreadable) when it gave up
     repair_rounds: int  # rounds of r=all reads made to trigger read repair
@@ -152,11 +220,12 @@ class Convergence:
 
 async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: Sequence[str],
                          history: History, since: float,
-                         divergent_at_start: list[str], timeout: float = 60.0) -> Convergence:
+                         divergent_at_start: list[str], timeout: float = 30.0) -> Convergence:
     """Poll until all replicas of every key hold equal states, triggering read
     repair of the keys that differ once a second; `since` (run clock) is when
     the wait is counted from. Call it right after `final_reads`, the first
-    round of repair."""
+    round of repair. (After equal Merkle roots the first look should find
+    every key agreed; the timeout only bounds a failed run.)"""
     rounds = 0
     last_repair = time.monotonic()  # the final reads just made were a round
     async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT) as client:

@@ -1,6 +1,7 @@
 """One chaos run, start to finish: start the cluster, run the workload and
 the nemesis together, stop the faults for a quiet period at the end, heal
-everything, read the final state, wait for convergence, check, summarise.
+everything, wait for the replicas' Merkle roots to agree by themselves, read
+the final state, check that it agrees key by key, check, summarise.
 
 Owns the order of these steps and the run's files in the data dir
 (history.jsonl, summary.json, next to what `cluster up` keeps there). Every
@@ -20,7 +21,7 @@ from pathlib import Path
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
                             divergent_keys)
 from chaos.cluster import ClusterError, LocalCluster
-from chaos.convergence import ReplicaReader, final_reads, wait_converged
+from chaos.convergence import ReplicaReader, final_reads, wait_converged, wait_roots_equal
 from chaos.history import History
 from chaos.nemesis import Nemesis, NemesisSettings
 from chaos.summary import Summary, count_ops, from_reports
@@ -50,6 +51,10 @@ class Options:
     clients: int = 8
     keys: int = 50
     quiet: float = 0.2  # share of the run at the end without faults
+    # How long after every process is healthy the Merkle roots may take to
+    # agree: anti-entropy visits one partition a second per node, so a
+    # 5-node cluster of 64 partitions needs tens of seconds for one round.
+    converge_timeout: float = 90.0
     data_dir: Path | None = None
     keep: bool = False
 
@@ -112,11 +117,21 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     # The contended keys and every write-once key a put was sent to.
     keys = sorted({*workload.keys, *(op.key for op in history.ops)})
     nodes = cluster.addresses("node")
-    async with ReplicaReader(cluster.spec) as reader:
+    spec = cluster.spec
+    async with ReplicaReader(spec) as reader:
         states, unreadable = await reader.states(keys)
         divergent = sorted({*divergent_keys(states), *unreadable})
+        # Before any read through the KV service: the roots must come to
+        # agree by hinted handoff and anti-entropy alone, not read repair.
+        roots = await wait_roots_equal(reader, spec, history, healthy_at,
+                                       options.converge_timeout)
+        state = ("equal" if roots.converged
+                 else f"of {len(roots.differing_at_end)} partition(s) still differ")
+        warn(f"{history.now():7.2f}s  Merkle roots {state} after {roots.seconds:.2f} s; "
+             "final reads")
+        reads_at = history.now()
         final = await final_reads(nodes, keys, history)
-        convergence = await wait_converged(reader, nodes, keys, history, healthy_at, divergent)
+        convergence = await wait_converged(reader, nodes, keys, history, reads_at, divergent)
 
     unknown_horizon = nemesis_settings.longest_fault + UNKNOWN_SLACK
     head = dict(seed=options.seed, duration=options.duration, faults_until=faults_until,
@@ -127,4 +142,4 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     return from_reports(head, count_ops(history.ops), nemesis.injected,
                         check_lost_writes(history.ops, final, unknown_horizon),
                         check_never_written(history.ops), check_duplicate_siblings(history.ops),
-                        convergence, final, unknown_horizon)
+                        roots, convergence, final, unknown_horizon)

@@ -2,8 +2,10 @@
 and its two forms (lines for people, JSON in DIR/summary.json).
 
 Owns the pass rule: no acknowledged write lost, no value read that was never
-written, every key readable at the end, every replica of every key
-converged, and no process crashed on its own. It computes nothing from the
+written, every key readable at the end, the Merkle roots of every
+partition's replicas equal within the timeout without any read, every
+replica of every key holding the same state after the final reads, and no
+process crashed on its own. It computes nothing from the
 cluster; `chaos.run` fills it in.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from chaos.checkers import (DuplicateSibling, LostWritesReport, NeverWrittenReport,
                             duplicate_dots)
-from chaos.convergence import Convergence
+from chaos.convergence import Convergence, RootConvergence
 from chaos.history import FAIL, FINAL_READER, OK, UNKNOWN, Op
 
 EXAMPLES = 10  # violations listed in full; the counts are always complete
@@ -57,12 +59,18 @@ class Summary:
     values_read: int
     duplicate_siblings: int  # reads that returned one put's value twice
     duplicates_at_end: int  # keys whose agreed final state holds a value twice
-    converged: bool
-    converge_seconds: float
-    convergence_via: str
-    divergent_at_start: int
+    roots_converged: bool  # every partition's replicas reported one Merkle root in time
+    roots_converge_seconds: float  # from every process healthy to equal roots (or giving up)
+    partitions: int
+    partitions_with_keys: int  # whose roots are not the empty tree's: where equality proves something
+    partitions_differing_at_start: list[int]  # at the first look at the roots
+    partitions_differing_at_end: list[int]  # when the wait gave up
+    root_polls: int
+    keys_agree: bool  # every replica of every key holds one state after the final reads
+    keys_agree_seconds: float  # from the start of the final reads
+    divergent_at_start: int  # keys whose replicas differed when the workload stopped
     divergent_at_end: list[str]
-    repair_rounds: int
+    repair_rounds: int  # rounds of r=all reads after the final reads
     final_read_mismatches: list[str]  # keys whose r=all read differs from the agreed state
     unknown_horizon: float
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
@@ -71,26 +79,22 @@ class Summary:
     data_dir: str = ""
 
     @property
+    def converged(self) -> bool:
+        return self.roots_converged and self.keys_agree
+
+    @property
     def passed(self) -> bool:
         return (self.lost == 0 and self.never_written == 0 and self.converged
                 and not self.unread_keys and not self.crashed)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "converged": self.converged, "passed": self.passed}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     def lines(self) -> list[str]:
         faults = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items())) or "none"
-        if self.converged:
-            converged = (f"in {self.converge_seconds:.2f} s after the workload stopped, "
-                         f"via {self.convergence_via} ({self.divergent_at_start} key(s) differed "
-                         f"when it stopped: repaired by the final r=all reads, then "
-                         f"{self.repair_rounds} more round(s) of them)")
-        else:
-            converged = (f"NO: {len(self.divergent_at_end)} key(s) still differ after "
-                         f"{self.converge_seconds:.0f} s: {', '.join(self.divergent_at_end[:10])}")
         errors = ", ".join(f"{what} {n}" for what, n in
                            sorted(self.errors.items(), key=lambda e: -e[1])) or "none"
         lines = [
@@ -111,7 +115,8 @@ class Summary:
             f"never written  {self.never_written} (of {self.values_read} values read)",
             f"duplicates     {self.duplicate_siblings} read(s) returned one put's value twice; "
             f"{self.duplicates_at_end} key(s) still hold one twice at the end",
-            f"converged      {converged}",
+            f"converged      {self._roots_line()}",
+            f"keys agree     {self._keys_line()}",
         ]
         if self.crashed:
             lines.append(f"CRASHED        {', '.join(self.crashed)}")
@@ -130,6 +135,28 @@ class Summary:
             lines.append(f"DUPLICATE      {example}")
         lines.append(f"result         {'PASS' if self.passed else 'FAIL'}")
         return lines
+
+    def _roots_line(self) -> str:
+        at_start = len(self.partitions_differing_at_start)
+        if self.roots_converged:
+            return (f"Merkle roots equal on every replica of all {self.partitions} partitions "
+                    f"({self.partitions_with_keys} holding keys) "
+                    f"{self.roots_converge_seconds:.2f} s after every process was healthy, with "
+                    f"no reads ({at_start} partition(s) differed at the first look)")
+        differing = self.partitions_differing_at_end
+        return (f"NO: the Merkle roots of {len(differing)} of {self.partitions} partition(s) "
+                f"still differ {self.roots_converge_seconds:.0f} s after every process was "
+                f"healthy ({at_start} differed at the first look): "
+                + ", ".join(str(p) for p in differing[:10]))
+
+    def _keys_line(self) -> str:
+        if self.keys_agree:
+            return (f"every replica of every key holds the same state after the final r=all "
+                    f"reads ({self.divergent_at_start} key(s) differed when the workload "
+                    f"stopped; {self.repair_rounds} more round(s) of r=all reads)")
+        return (f"NO: {len(self.divergent_at_end)} key(s) still differ "
+                f"{self.keys_agree_seconds:.0f} s after the final reads began: "
+                + ", ".join(self.divergent_at_end[:10]))
 
 
 @dataclass(frozen=True)
@@ -175,8 +202,9 @@ def examples(items: Iterable[object]) -> list[dict[str, Any]]:
 
 def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str, int],
                  lost: LostWritesReport, never: NeverWrittenReport,
-                 duplicates: list[DuplicateSibling], convergence: Convergence,
-                 final: Mapping[str, list[str] | None], unknown_horizon: float) -> Summary:
+                 duplicates: list[DuplicateSibling], roots: RootConvergence,
+                 convergence: Convergence, final: Mapping[str, list[str] | None],
+                 unknown_horizon: float) -> Summary:
     """`head`: the run's settings (seed, duration, faults_until, nodes, ...)."""
     at_end = duplicate_dots(convergence.agreed)
     return Summary(
@@ -192,8 +220,11 @@ def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str,
         duplicate_siblings=len(duplicates),
         duplicates_at_end=len(at_end),
         duplicate_examples=examples(duplicates) + examples(at_end),
-        converged=convergence.converged, converge_seconds=round(convergence.seconds, 3),
-        convergence_via="read repair",
+        roots_converged=roots.converged, roots_converge_seconds=round(roots.seconds, 3),
+        partitions=roots.partitions, partitions_with_keys=roots.with_keys,
+        partitions_differing_at_start=roots.differing_at_start,
+        partitions_differing_at_end=roots.differing_at_end, root_polls=roots.polls,
+        keys_agree=convergence.converged, keys_agree_seconds=round(convergence.seconds, 3),
         divergent_at_start=len(convergence.divergent_at_start),
         divergent_at_end=convergence.divergent_at_end, repair_rounds=convergence.repair_rounds,
         final_read_mismatches=mismatches(final, convergence.final_values),

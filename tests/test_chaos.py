@@ -9,11 +9,16 @@ from pathlib import Path
 import pytest
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
-                            divergent_keys)
-from chaos.convergence import Convergence
+                            differing_partitions, divergent_keys, partitions_with_keys)
+from chaos.convergence import Convergence, RootConvergence
 from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
 from chaos.nemesis import schedule
-from chaos.summary import count_ops, from_reports
+from chaos.summary import Summary, count_ops, from_reports
+from kvclient.pb import replica_pb2
+from kvstore.merkle import MerkleTree, PartitionTrees
+from kvstore.metrics import RequestMetrics
+from kvstore.servicers import ReplicaService
+from kvstore.validation import Limits
 from kvstore.versions import DVVSet, Dot, Sibling, VersionVector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,6 +125,53 @@ def test_keys_whose_replicas_hold_different_states_diverge() -> None:
     assert divergent_keys(states) == ["missing", "stale"]
 
 
+EMPTY_ROOT = MerkleTree().root()
+SOME_ROOT = MerkleTree.build([(b"k", b"digest")]).root()
+
+
+def test_partitions_whose_replicas_report_different_roots_differ() -> None:
+    replicas_of = {0: ["n1", "n2"], 1: ["n2", "n3"], 2: ["n1", "n3"], 3: ["n3"]}
+    roots = {"n1": {0: SOME_ROOT, 2: EMPTY_ROOT},
+             "n2": {0: SOME_ROOT, 1: EMPTY_ROOT},
+             "n3": {1: EMPTY_ROOT, 2: SOME_ROOT, 3: SOME_ROOT}}
+    # 1: no keys on either replica agrees; 2: no keys against some keys does not.
+    assert differing_partitions(roots, replicas_of) == [2]
+    assert partitions_with_keys(roots, replicas_of, EMPTY_ROOT) == 3  # all but 1
+
+
+def test_a_replica_that_reported_no_root_counts_as_differing() -> None:
+    replicas_of = {0: ["n1", "n2"], 1: ["n1", "n2"]}
+    assert differing_partitions({"n1": {0: EMPTY_ROOT, 1: EMPTY_ROOT}}, replicas_of) == [0, 1]
+    assert differing_partitions({"n1": {0: EMPTY_ROOT}, "n2": {0: EMPTY_ROOT, 1: EMPTY_ROOT}},
+                                replicas_of) == [1]
+
+
+class _NoContext:
+    def time_remaining(self) -> None:
+        return None
+
+
+async def _reported_root(trees: PartitionTrees, partition: int) -> bytes:
+    """The root a node answers to the chaos check's question (tree_hashes, level 0)."""
+    service = ReplicaService(None, Limits(1024, 1024, 10), RequestMetrics(), trees)  # type: ignore[arg-type]
+    ask = replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
+        partition=partition, level=0, indices=[0]))
+    response = await service.Batch(replica_pb2.ReplicaBatchRequest(ops=[ask]), _NoContext())
+    (result,) = response.results
+    assert result.status.code == 0 and len(result.hashes) == 1
+    return bytes(result.hashes[0])
+
+
+async def test_a_node_reports_the_empty_root_for_a_partition_it_holds_no_keys_of() -> None:
+    untouched, emptied, holding = PartitionTrees(), PartitionTrees(), PartitionTrees()
+    emptied.update(5, b"k", None, b"1")
+    emptied.update(5, b"k", b"1", None)
+    holding.update(5, b"k", None, b"1")
+    assert await _reported_root(untouched, 5) == EMPTY_ROOT
+    assert await _reported_root(emptied, 5) == EMPTY_ROOT
+    assert await _reported_root(holding, 5) != EMPTY_ROOT
+
+
 def test_the_fault_schedule_is_a_function_of_the_seed() -> None:
     import random
 
@@ -143,15 +195,23 @@ def test_the_history_survives_its_json_lines(tmp_path: Path) -> None:
     assert ops == history.ops and faults == history.faults
 
 
-def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> None:
-    ops = [put("a", 1, 2), get(["a"], 3, 4), put("b", 5, 6, FAIL), delete(5, 9, UNKNOWN, "z")]
-    final: dict[str, list[str] | None] = {"k": [], "z": []}
-    convergence = Convergence(True, 0.5, ["k"], [], 0, {"k": None})
+ROOTS_EQUAL = RootConvergence(True, 12.5, 64, 60, [3, 9], [], 50)
+KEYS_AGREE = Convergence(True, 0.5, ["k"], [], 0, {"k": None})
+
+
+def summarise(ops: list[Op], final: dict[str, list[str] | None],
+              roots: RootConvergence = ROOTS_EQUAL,
+              convergence: Convergence = KEYS_AGREE) -> Summary:
     head = dict(seed=1, duration=10.0, faults_until=8.0, nodes=5, coordinators=1, replicas=3,
                 r="2", w="2", clients=1, keys=1, crashed=[], write_once_keys=0, data_dir="")
-    summary = from_reports(head, count_ops(ops), {"kill": 2},
-                           check_lost_writes(ops, final, 1.0), check_never_written(ops),
-                           check_duplicate_siblings(ops), convergence, final, 1.0)
+    return from_reports(head, count_ops(ops), {"kill": 2},
+                        check_lost_writes(ops, final, 1.0), check_never_written(ops),
+                        check_duplicate_siblings(ops), roots, convergence, final, 1.0)
+
+
+def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> None:
+    ops = [put("a", 1, 2), get(["a"], 3, 4), put("b", 5, 6, FAIL), delete(5, 9, UNKNOWN, "z")]
+    summary = summarise(ops, {"k": [], "z": []})
     assert (summary.operations, summary.acknowledged, summary.failed, summary.unknown) == (4, 1, 1, 1)
     assert summary.lost == 1 and not summary.passed
     assert any(line.startswith("LOST") and "'a'" in line for line in summary.lines())
@@ -160,18 +220,53 @@ def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> Non
     assert written["lost"] == 1 and written["passed"] is False
 
 
-@pytest.mark.timeout(240)
+def test_a_summary_reports_when_the_merkle_roots_agreed() -> None:
+    summary = summarise([put("a", 1, 2)], {"k": ["a"]})
+    assert summary.passed and summary.converged
+    (line,) = [line for line in summary.lines() if line.startswith("converged")]
+    assert "all 64 partitions (60 holding keys) 12.50 s after every process was healthy" in line
+    assert "2 partition(s) differed at the first look" in line
+    written = summary.to_json()
+    assert (written["roots_converged"], written["roots_converge_seconds"],
+            written["converged"]) == (True, 12.5, True)
+    assert written["partitions_differing_at_start"] == [3, 9]
+
+
+def test_roots_that_never_agree_fail_the_run_even_if_the_keys_do() -> None:
+    stuck = RootConvergence(False, 90.3, 64, 60, [3, 9, 11], [9, 11], 360)
+    summary = summarise([put("a", 1, 2)], {"k": ["a"]}, roots=stuck)
+    assert summary.keys_agree and not summary.converged and not summary.passed
+    (line,) = [line for line in summary.lines() if line.startswith("converged")]
+    assert "NO: the Merkle roots of 2 of 64 partition(s) still differ 90 s" in line
+    assert line.endswith(": 9, 11")
+
+
+def test_keys_that_still_differ_after_the_final_reads_fail_the_run() -> None:
+    split = Convergence(False, 30.2, ["k"], ["k"], 30)
+    summary = summarise([put("a", 1, 2)], {"k": ["a"]}, convergence=split)
+    assert summary.roots_converged and not summary.passed
+    assert any(line.startswith("keys agree     NO: 1 key(s) still differ") for line in summary.lines())
+
+
+# 60 s of workload, then up to 90 s for the Merkle roots to agree (the
+# --converge-timeout default), the final reads and the key check, plus the
+# cluster's start and stop: room for a failing run to print its report.
+@pytest.mark.timeout(330)
 def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     data_dir = tmp_path / "chaos"
     run = subprocess.run([sys.executable, "-m", "chaos", "--duration", "60", "--seed", "1",
                           "--data-dir", str(data_dir)],
-                         cwd=REPO, capture_output=True, text=True, timeout=220)
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
     assert run.returncode == 0, report
     summary = json.loads((data_dir / "summary.json").read_text())
     assert summary["lost"] == 0, report
     assert summary["never_written"] == 0, report
-    assert summary["converged"], report
+    # Converged by hinted handoff and anti-entropy alone, before any final read.
+    assert summary["roots_converged"], report
+    assert summary["partitions"] == 64 and summary["partitions_differing_at_end"] == [], report
+    assert summary["partitions_with_keys"] > 0, report  # equal roots of empty trees prove nothing
+    assert summary["converged"] and summary["keys_agree"], report
     assert sum(summary["faults"].values()) > 0, report
     assert summary["acknowledged"] > 0, report
     assert (data_dir / "history.jsonl").stat().st_size > 0
