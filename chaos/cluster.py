@@ -58,6 +58,7 @@ class Server:
     role: str  # "node" or "coordinator"
     server_id: str
     address: str
+    metrics: str  # host:port of its Prometheus /metrics
     pid: int
     command: list[str]
     log_file: Path
@@ -189,8 +190,8 @@ class LocalCluster:
             if command is None:
                 raise ClusterError(f"cannot tell how {server_id} (pid {pid}) was started")
             log_file = plan.log_file if plan else self.data_dir / "logs" / f"{server_id}.log"
-            self.servers[server_id] = Server(entry["role"], server_id, entry["address"], pid,
-                                             command, log_file)
+            self.servers[server_id] = Server(entry["role"], server_id, entry["address"],
+                                             entry["metrics"], pid, command, log_file)
 
     @property
     def spec(self) -> ClusterSpec:

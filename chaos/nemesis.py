@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from chaos.cluster import LocalCluster, Server
@@ -60,10 +60,19 @@ def schedule(rng: random.Random, nodes: Sequence[str], coordinators: Sequence[st
         yield Fault(kind, target, rng.uniform(*settings.gap), rng.uniform(*settings.length))
 
 
+async def _nothing(server: Server) -> None:
+    pass
+
+
 class Nemesis:
+    """`before_kill` is awaited just before a process is SIGKILLed, e.g. to
+    read its counters, which the kill resets."""
+
     def __init__(self, cluster: LocalCluster, history: History, rng: random.Random,
                  settings: NemesisSettings = NemesisSettings(),
-                 say: Callable[[str], None] = lambda line: None) -> None:
+                 say: Callable[[str], None] = lambda line: None,
+                 before_kill: Callable[[Server], Awaitable[None]] = _nothing) -> None:
+        self._before_kill = before_kill
         self._cluster = cluster
         self._history = history
         self._rng = rng
@@ -94,6 +103,7 @@ class Nemesis:
         self._log("healthy", fault, f"serving {took:.2f} s after it was healed")
 
     async def _kill(self, fault: Fault, server: Server) -> None:
+        await self._before_kill(server)
         self._cluster.kill(server)
         self._log("kill", fault, f"SIGKILL pid {server.pid}; restart in {fault.length:.2f} s")
         try:

@@ -11,6 +11,7 @@ process it starts is stopped in a `finally`, whatever happens.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_n
                             divergent_keys)
 from chaos.cluster import ClusterError, LocalCluster
 from chaos.convergence import ReplicaReader, final_reads, wait_converged, wait_roots_equal
+from chaos.counters import RunCounters, end_lifetime
 from chaos.history import History
 from chaos.nemesis import Nemesis, NemesisSettings
 from chaos.summary import Summary, count_ops, from_reports
@@ -101,7 +103,9 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
                         WorkloadSettings(clients=options.clients, keys=options.keys,
                                          r=options.r, w=options.w), options.seed)
     nemesis_settings = NemesisSettings()
-    nemesis = Nemesis(cluster, history, random.Random(options.seed), nemesis_settings, warn)
+    counters = RunCounters()
+    nemesis = Nemesis(cluster, history, random.Random(options.seed), nemesis_settings, warn,
+                      before_kill=functools.partial(end_lifetime, counters))
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(workload.run(until=options.duration))
@@ -125,6 +129,10 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
         # agree by hinted handoff and anti-entropy alone, not read repair.
         roots = await wait_roots_equal(reader, spec, history, healthy_at,
                                        options.converge_timeout)
+        # What the cluster did to heal itself, before the checker's reads add
+        # read repairs of their own.
+        await asyncio.gather(*(end_lifetime(counters, server)
+                               for server in cluster.servers.values()))
         state = ("equal" if roots.converged
                  else f"of {len(roots.differing_at_end)} partition(s) still differ")
         warn(f"{history.now():7.2f}s  Merkle roots {state} after {roots.seconds:.2f} s; "
@@ -142,4 +150,4 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     return from_reports(head, count_ops(history.ops), nemesis.injected,
                         check_lost_writes(history.ops, final, unknown_horizon),
                         check_never_written(history.ops), check_duplicate_siblings(history.ops),
-                        roots, convergence, final, unknown_horizon)
+                        roots, convergence, counters, final, unknown_horizon)

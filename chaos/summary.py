@@ -21,6 +21,7 @@ from typing import Any
 from chaos.checkers import (DuplicateSibling, LostWritesReport, NeverWrittenReport,
                             duplicate_dots)
 from chaos.convergence import Convergence, RootConvergence
+from chaos.counters import RunCounters
 from chaos.history import FAIL, FINAL_READER, OK, UNKNOWN, Op
 
 EXAMPLES = 10  # violations listed in full; the counts are always complete
@@ -62,7 +63,7 @@ class Summary:
     roots_converged: bool  # every partition's replicas reported one Merkle root in time
     roots_converge_seconds: float  # from every process healthy to equal roots (or giving up)
     partitions: int
-    partitions_with_keys: int  # whose roots are not the empty tree's: where equality proves something
+    partitions_with_keys: int  # roots not the empty tree's: where equality proves something
     partitions_differing_at_start: list[int]  # at the first look at the roots
     partitions_differing_at_end: list[int]  # when the wait gave up
     root_polls: int
@@ -73,6 +74,16 @@ class Summary:
     repair_rounds: int  # rounds of r=all reads after the final reads
     final_read_mismatches: list[str]  # keys whose r=all read differs from the agreed state
     unknown_horizon: float
+    # The processes' counters, summed over every process and lifetime until
+    # the roots agreed (chaos.counters: what a kill may leave uncounted).
+    hints_written: int
+    hints_replayed: int
+    anti_entropy_exchanges: int
+    anti_entropy_keys_repaired: int
+    read_repairs: int  # replicas brought up to date by read repair
+    counted_lifetimes: int
+    uncounted_lifetimes: list[str]  # counters not read (before a kill, or at the end)
+    counters_by_process: dict[str, dict[str, int]]
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
     never_written_examples: list[dict[str, Any]] = field(default_factory=list)
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
@@ -117,6 +128,14 @@ class Summary:
             f"{self.duplicates_at_end} key(s) still hold one twice at the end",
             f"converged      {self._roots_line()}",
             f"keys agree     {self._keys_line()}",
+            f"hints          written {self.hints_written}, replayed {self.hints_replayed}",
+            f"anti-entropy   {self.anti_entropy_keys_repaired} key(s) repaired in "
+            f"{self.anti_entropy_exchanges} exchange(s)",
+            f"read repair    {self.read_repairs} replica(s) brought up to date by the "
+            f"workload's reads",
+            f"counted        {self.counted_lifetimes} process lifetime(s), until the roots "
+            f"agreed" + (f"; NOT counted: {', '.join(self.uncounted_lifetimes)}"
+                         if self.uncounted_lifetimes else ""),
         ]
         if self.crashed:
             lines.append(f"CRASHED        {', '.join(self.crashed)}")
@@ -203,8 +222,8 @@ def examples(items: Iterable[object]) -> list[dict[str, Any]]:
 def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str, int],
                  lost: LostWritesReport, never: NeverWrittenReport,
                  duplicates: list[DuplicateSibling], roots: RootConvergence,
-                 convergence: Convergence, final: Mapping[str, list[str] | None],
-                 unknown_horizon: float) -> Summary:
+                 convergence: Convergence, counters: RunCounters,
+                 final: Mapping[str, list[str] | None], unknown_horizon: float) -> Summary:
     """`head`: the run's settings (seed, duration, faults_until, nodes, ...)."""
     at_end = duplicate_dots(convergence.agreed)
     return Summary(
@@ -229,5 +248,9 @@ def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str,
         divergent_at_end=convergence.divergent_at_end, repair_rounds=convergence.repair_rounds,
         final_read_mismatches=mismatches(final, convergence.final_values),
         unknown_horizon=unknown_horizon,
+        **counters.totals(), counted_lifetimes=counters.lifetimes,
+        uncounted_lifetimes=list(counters.unread),
+        counters_by_process={process: dict(totals)
+                             for process, totals in sorted(counters.by_process.items())},
         lost_examples=examples(lost.lost), never_written_examples=examples(never.never_written),
     )

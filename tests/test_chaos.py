@@ -11,6 +11,7 @@ import pytest
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
                             differing_partitions, divergent_keys, partitions_with_keys)
 from chaos.convergence import Convergence, RootConvergence
+from chaos.counters import RunCounters
 from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
 from chaos.nemesis import schedule
 from chaos.summary import Summary, count_ops, from_reports
@@ -153,7 +154,9 @@ class _NoContext:
 
 async def _reported_root(trees: PartitionTrees, partition: int) -> bytes:
     """The root a node answers to the chaos check's question (tree_hashes, level 0)."""
-    service = ReplicaService(None, Limits(1024, 1024, 10), RequestMetrics(), trees)  # type: ignore[arg-type]
+    # The tree questions never touch the replica.
+    service = ReplicaService(None, Limits(1024, 1024, 10), RequestMetrics(),  # type: ignore[arg-type]
+                             trees)
     ask = replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
         partition=partition, level=0, indices=[0]))
     response = await service.Batch(replica_pb2.ReplicaBatchRequest(ops=[ask]), _NoContext())
@@ -200,13 +203,14 @@ KEYS_AGREE = Convergence(True, 0.5, ["k"], [], 0, {"k": None})
 
 
 def summarise(ops: list[Op], final: dict[str, list[str] | None],
-              roots: RootConvergence = ROOTS_EQUAL,
-              convergence: Convergence = KEYS_AGREE) -> Summary:
+              roots: RootConvergence = ROOTS_EQUAL, convergence: Convergence = KEYS_AGREE,
+              counters: RunCounters | None = None) -> Summary:
     head = dict(seed=1, duration=10.0, faults_until=8.0, nodes=5, coordinators=1, replicas=3,
                 r="2", w="2", clients=1, keys=1, crashed=[], write_once_keys=0, data_dir="")
     return from_reports(head, count_ops(ops), {"kill": 2},
                         check_lost_writes(ops, final, 1.0), check_never_written(ops),
-                        check_duplicate_siblings(ops), roots, convergence, final, 1.0)
+                        check_duplicate_siblings(ops), roots, convergence,
+                        counters or RunCounters(), final, 1.0)
 
 
 def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> None:
@@ -245,7 +249,55 @@ def test_keys_that_still_differ_after_the_final_reads_fail_the_run() -> None:
     split = Convergence(False, 30.2, ["k"], ["k"], 30)
     summary = summarise([put("a", 1, 2)], {"k": ["a"]}, convergence=split)
     assert summary.roots_converged and not summary.passed
-    assert any(line.startswith("keys agree     NO: 1 key(s) still differ") for line in summary.lines())
+    assert any(line.startswith("keys agree     NO: 1 key(s) still differ")
+               for line in summary.lines())
+
+
+def node_sample(written: float, replayed: float, exchanges: float, repaired: float,
+                read_repairs: float) -> dict[str, float]:
+    return {"kvstore_hints_written_total": written, "kvstore_hints_replayed_total": replayed,
+            "kvstore_anti_entropy_exchanges_total": exchanges,
+            "kvstore_anti_entropy_keys_repaired_total": repaired,
+            "kvstore_read_repairs_total": read_repairs}
+
+
+def test_a_process_counters_add_up_over_its_lifetimes() -> None:
+    counters = RunCounters()
+    counters.end_lifetime("n1", node_sample(5, 0, 10, 1, 2))  # read just before its kill
+    counters.end_lifetime("n1", node_sample(1, 3, 4, 0, 0))  # the restarted n1, at the end
+    counters.end_lifetime("n2", node_sample(0, 2, 7, 3, 1))
+    counters.end_lifetime("c1", {"kvstore_read_repairs_total": 4.0})  # a coordinator
+    assert counters.totals() == {"hints_written": 6, "hints_replayed": 5,
+                                 "anti_entropy_exchanges": 21, "anti_entropy_keys_repaired": 4,
+                                 "read_repairs": 7}
+    assert counters.by_process["n1"]["hints_written"] == 6
+    assert dict(counters.by_process["c1"]) == {"read_repairs": 4}
+    assert counters.lifetimes == 4 and counters.unread == []
+
+
+def test_a_lifetime_whose_counters_could_not_be_read_is_named_not_guessed() -> None:
+    counters = RunCounters()
+    counters.end_lifetime("n3", None, "n3 (pid 42)")
+    assert counters.unread == ["n3 (pid 42)"] and counters.lifetimes == 0
+    assert set(counters.totals().values()) == {0}
+
+
+def test_the_summary_gives_the_healing_counters() -> None:
+    counters = RunCounters()
+    counters.end_lifetime("n1", node_sample(5, 4, 30, 2, 6))
+    counters.end_lifetime("n2", None, "n2 (pid 7)")
+    summary = summarise([put("a", 1, 2)], {"k": ["a"]}, counters=counters)
+    lines = summary.lines()
+    assert "hints          written 5, replayed 4" in lines
+    assert "anti-entropy   2 key(s) repaired in 30 exchange(s)" in lines
+    assert any(line.startswith("read repair    6 replica(s)") for line in lines)
+    assert any(line.startswith("counted        1 process lifetime(s)")
+               and line.endswith("NOT counted: n2 (pid 7)") for line in lines)
+    written = summary.to_json()
+    assert (written["hints_written"], written["hints_replayed"], written["read_repairs"],
+            written["anti_entropy_keys_repaired"], written["anti_entropy_exchanges"]) == \
+        (5, 4, 6, 2, 30)
+    assert written["counters_by_process"]["n1"]["hints_written"] == 5
 
 
 # 60 s of workload, then up to 90 s for the Merkle roots to agree (the
@@ -267,6 +319,11 @@ def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert summary["partitions"] == 64 and summary["partitions_differing_at_end"] == [], report
     assert summary["partitions_with_keys"] > 0, report  # equal roots of empty trees prove nothing
     assert summary["converged"] and summary["keys_agree"], report
+    for counter in ("hints_written", "hints_replayed", "anti_entropy_exchanges",
+                    "anti_entropy_keys_repaired", "read_repairs"):
+        assert summary[counter] >= 0, report
+    assert summary["anti_entropy_exchanges"] > 0, report  # anti-entropy ran
+    assert summary["counted_lifetimes"] >= 6, report  # every process at least once
     assert sum(summary["faults"].values()) > 0, report
     assert summary["acknowledged"] > 0, report
     assert (data_dir / "history.jsonl").stat().st_size > 0
