@@ -3,7 +3,7 @@ healthy: the wait until the replicas agree by themselves, then the final
 state of every key.
 
 - `wait_roots_equal`: polls every node's Merkle root of every partition it
-  replicates (`Replica.Batch`'s `tree_hashes` at level 0) until all replicas
+  replicates (`Replica.Batch`'s `roots`) until all replicas
   of every partition report the same root, or a timeout passes. Nothing is
   read through the KV service meanwhile, so no read repair helps: only
   hinted handoff and anti-entropy can make the roots equal.
@@ -110,14 +110,13 @@ class ReplicaReader:
                 if not isinstance(answer, BaseException)}
 
     async def _roots(self, node_id: str, partitions: list[int]) -> dict[int, bytes]:
-        ops = [replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
-                   partition=partition, level=0, indices=[0]))
-               for partition in partitions]
-        response = await self._stub(node_id).Batch(replica_pb2.ReplicaBatchRequest(ops=ops),
+        op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
+        response = await self._stub(node_id).Batch(replica_pb2.ReplicaBatchRequest(ops=[op]),
                                                    timeout=READ_TIMEOUT)
-        return {partition: result.hashes[0]
-                for partition, result in zip(partitions, response.results, strict=True)
-                if not result.status.code and len(result.hashes) == 1}
+        [result] = response.results
+        if result.status.code or len(result.hashes) != len(partitions):
+            raise RuntimeError(f"{node_id}: roots: {result.status.message}")
+        return dict(zip(partitions, result.hashes))
 
     async def _read(self, node_id: str, keys: list[str]) -> dict[str, DVVSet | None]:
         ops = [replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key.encode()))

@@ -54,8 +54,8 @@ class Options:
     keys: int = 50
     quiet: float = 0.2  # share of the run at the end without faults
     # How long after every process is healthy the Merkle roots may take to
-    # agree: anti-entropy visits one partition a second per node, so a
-    # 5-node cluster of 64 partitions needs tens of seconds for one round.
+    # agree (anti-entropy compares every partition's roots once a second, and
+    # repairs at most 1000 keys a second per node).
     converge_timeout: float = 90.0
     data_dir: Path | None = None
     keep: bool = False

@@ -153,12 +153,11 @@ class _NoContext:
 
 
 async def _reported_root(trees: PartitionTrees, partition: int) -> bytes:
-    """The root a node answers to the chaos check's question (tree_hashes, level 0)."""
+    """The root a node answers to the chaos check's question (the roots op)."""
     # The tree questions never touch the replica.
     service = ReplicaService(None, Limits(1024, 1024, 10), RequestMetrics(),  # type: ignore[arg-type]
-                             trees)
-    ask = replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
-        partition=partition, level=0, indices=[0]))
+                             trees, partitions=8)
+    ask = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=[partition]))
     response = await service.Batch(replica_pb2.ReplicaBatchRequest(ops=[ask]), _NoContext())
     (result,) = response.results
     assert result.status.code == 0 and len(result.hashes) == 1
