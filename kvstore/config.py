@@ -214,7 +214,27 @@ def _load(kind: type, table: str, config_file: Path | None,
     return values
 
 
+# Settings in bytes, which a config file may also give as "512MiB".
+_SIZE_SETTINGS = {"map_size", "max_hint_bytes_per_target", "cache_bytes"}
+
+
+def _check_types(kind: Any, values: dict[str, Any]) -> None:
+    """Sizes given as text become bytes; a number setting given anything but
+    a number is refused by name (not deep in a range check)."""
+    for f in fields(kind):
+        value = values.get(f.name)
+        if f.name in _SIZE_SETTINGS and isinstance(value, str):
+            values[f.name] = value = parse_size(value, f.name)
+        if value is None or f.type not in (int, float):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                f.type is int and not isinstance(value, int)):
+            wanted = "an integer" if f.type is int else "a number"
+            raise ConfigError(f"{f.name} must be {wanted}, got {value!r}")
+
+
 def _build(kind: Any, values: dict[str, Any]) -> Any:
+    _check_types(kind, values)
     try:
         return kind(**values)
     except TypeError as exc:

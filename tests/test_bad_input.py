@@ -1,10 +1,13 @@
 """Every kind of bad input gets its status and a message naming the limit or
 field, and never takes the node down."""
 
+import re
+
 import grpc
 import pytest
 
 from kvclient.pb import kv_pb2, kv_pb2_grpc
+from kvstore.config import ConfigError, load_node_config
 from kvstore.processes import NodeProcess
 from tests.conftest import StartNode, rpc_error
 
@@ -107,6 +110,26 @@ def test_bad_configuration_is_refused_with_the_setting_named(tmp_path) -> None: 
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2 and "partitions must be a power of two" in result.stderr
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('max_hints_per_target = "many"', "max_hints_per_target must be an integer, got 'many'"),
+    ("commit_delay_ms = true", "commit_delay_ms must be a number, got True"),
+    ('map_size = "a lot"', "map_size must be a size like"),
+])
+def test_a_config_file_setting_of_the_wrong_type_is_named(tmp_path, setting: str,  # type: ignore[no-untyped-def]
+                                                          message: str) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f"[node]\n{setting}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_node_config(config, {"node_id": "n1"})
+
+
+def test_a_config_file_size_may_be_written_with_its_unit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nmap_size = "256MiB"\nmax_hint_bytes_per_target = "1MiB"\n')
+    loaded = load_node_config(config, {"node_id": "n1"})
+    assert (loaded.map_size, loaded.max_hint_bytes_per_target) == (256 << 20, 1 << 20)
 
 
 def test_a_taken_port_is_a_clear_startup_error(node: NodeProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
