@@ -104,18 +104,22 @@ def cluster() -> None:
                    "[default: 7100]")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]),
               help="Passed to every node (nosync is UNSAFE).  [default: sync]")
-def up(data_dir: Path, **flags: Any) -> None:
+@click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
+              help="A [node] setting for every node, e.g. tombstone_grace_seconds=60 "
+                   "(repeatable); written to DATA_DIR/cluster.toml.")
+def up(data_dir: Path, node_settings: tuple[str, ...], **flags: Any) -> None:
     """Start a local cluster and stay in the foreground until Ctrl-C/SIGTERM.
 
     Writes DATA_DIR/cluster.json once every process serves. Starting again on
     the same data dir brings back the same cluster and data; flags not given
     take the saved values.
     """
-    from kvstore.cluster_layout import LayoutError, Requested
+    from kvstore.cluster_layout import LayoutError, Requested, parse_node_settings
     from kvstore.local_cluster import run_cluster
 
     try:
         code = run_cluster(Requested(**flags), data_dir,
+                           node_settings=parse_node_settings(node_settings),
                            on_up=lambda document, spec, existed: _cluster_is_up(
                                document, spec, existed, data_dir),
                            say=click.echo, warn=lambda text: click.echo(text, err=True))

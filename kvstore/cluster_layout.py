@@ -8,7 +8,8 @@ reuses it, and a flag that disagrees with it is an error (`resolve`), so a
 restart always brings back the same ids, ports and data.
 
 Files in the data dir:
-- cluster.toml: the `[cluster]` table every child reads with --config;
+- cluster.toml: the `[cluster]` table every child reads with --config, and
+  the `[node]` table of settings given with --node-setting;
 - cluster-layout.json: what cluster.toml cannot say (coordinators, base port,
   durability); written once the cluster has come up, it marks the data dir as
   holding a cluster;
@@ -22,10 +23,12 @@ import os
 import random
 import socket
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvstore.config import ConfigError, load_node_config
 from kvstore.membership import ClusterMember, ClusterSpec, MembershipError
 from kvstore.processes import coordinator_command, node_command
 from kvstore.ring import validate_partition_count
@@ -184,10 +187,50 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def write_config(layout: Layout, data_dir: Path) -> None:
+# Settings cluster up itself gives each node, on its command line.
+_NODE_SETTINGS_OF_CLUSTER_UP = {"node_id", "listen", "data_dir", "metrics_port", "cluster",
+                                "durability", "partitions"}
+
+
+def parse_node_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--node-setting KEY=VALUE` flags -> the [node] table. A VALUE is read
+    as a TOML value (60, 0.5, true, "text"), else taken as text (1GiB). Every
+    setting is checked as a node would check it at start."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise LayoutError(f"--node-setting takes KEY=VALUE, got {pair!r}")
+        if key in _NODE_SETTINGS_OF_CLUSTER_UP:
+            raise LayoutError(f"--node-setting {key}: cluster up sets it for every node itself")
+        try:
+            settings[key] = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            settings[key] = text.strip()
+    try:
+        load_node_config(None, {"node_id": "n1", **settings})
+    except ConfigError as exc:
+        raise LayoutError(f"--node-setting: {exc}") from None
+    return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+def write_config(layout: Layout, data_dir: Path, node_settings: Mapping[str, Any] = {}) -> None:
     header = ("# Written by `kvstore cluster up`: every node and coordinator of this\n"
               "# cluster reads it with --config. Remove the data dir to start afresh.\n")
-    write_atomically(data_dir / CLUSTER_TOML, header + layout.spec.to_toml())
+    node_table = "".join(f"{key} = {_toml_value(value)}\n"
+                         for key, value in node_settings.items())
+    if node_table:
+        node_table = "[node]  # from --node-setting\n" + node_table + "\n"
+    write_atomically(data_dir / CLUSTER_TOML, header + node_table + layout.spec.to_toml())
 
 
 def save_layout(layout: Layout, data_dir: Path) -> None:

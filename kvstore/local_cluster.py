@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,13 +211,15 @@ def locked(data_dir: Path) -> Iterator[None]:
         yield
 
 
-def prepare(requested: Requested, data_dir: Path) -> tuple[Layout, bool]:
+def prepare(requested: Requested, data_dir: Path,
+            node_settings: Mapping[str, Any]) -> tuple[Layout, bool]:
     """The layout to start and whether the data dir already held it. Call
-    with the lock held."""
+    with the lock held. cluster.toml is written at the first start, and again
+    when node settings are given; otherwise a restart keeps it as it is."""
     saved = load_saved(data_dir)
     layout = resolve(requested, saved, data_dir)
-    if saved is None:
-        write_config(layout, data_dir)
+    if saved is None or node_settings:
+        write_config(layout, data_dir, node_settings)
     # With the lock held, a cluster.json here is left by a run that was
     # killed; it must not pass for the processes about to start.
     (data_dir / CLUSTER_JSON).unlink(missing_ok=True)
@@ -235,6 +237,7 @@ def publish(layout: Layout, children: list[Child], data_dir: Path, existed: bool
 
 
 def run_cluster(requested: Requested, data_dir: Path, *,
+                node_settings: Mapping[str, Any] = {},
                 on_up: Callable[[dict[str, Any], ClusterSpec, bool], None],
                 say: Callable[[str], None], warn: Callable[[str], None]) -> int:
     """`kvstore cluster up`: start, publish, call `on_up(cluster.json's
@@ -244,7 +247,7 @@ def run_cluster(requested: Requested, data_dir: Path, *,
     resolve(requested, load_saved(data_dir), data_dir)  # bad flags: leave no trace
     data_dir.mkdir(parents=True, exist_ok=True)
     with locked(data_dir):
-        layout, existed = prepare(requested, data_dir)
+        layout, existed = prepare(requested, data_dir, node_settings)
         children = [Child(plan) for plan in layout.plans(data_dir.resolve())]
         signals = Signals()
         with signals.installed():

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,13 @@ def test_starting_again_on_the_same_data_dir_brings_back_the_cluster_and_its_dat
         client.put(b"kept", b"across restarts")
     assert first.interrupt() == 0
 
-    second = clusters(data_dir)  # no flags: the saved cluster, ports included
+    # No layout flags: the saved cluster, ports included. Node settings may change.
+    second = clusters(data_dir, "--node-setting", "tombstone_grace_seconds=7",
+                      "--node-setting", "map_size=256MiB")
     after = second.wait_up()
+    config = tomllib.loads((data_dir / "cluster.toml").read_text())
+    assert config["node"] == {"tombstone_grace_seconds": 7, "map_size": "256MiB"}
+    assert len(config["cluster"]["members"]) == 3
     assert [(p["id"], p["address"]) for p in after["processes"]] == [
         (p["id"], p["address"]) for p in before["processes"]]
     with kvclient.Client([second.address("c1")], timeout=10) as client:
@@ -266,6 +272,11 @@ def test_a_flag_that_disagrees_with_the_saved_cluster_is_refused(tmp_path: Path)
     (["--base-port", "64000"], "--base-port must be 1..63434"),
     (["--nodes", "0"], "--nodes must be 1..99, got 0"),
     (["--mode", "leader"], "mode 'leader' is not available"),
+    (["--node-setting", "tombstone_grace_seconds"], "--node-setting takes KEY=VALUE"),
+    (["--node-setting", "no_such_setting=1"], "unknown setting(s): no_such_setting"),
+    (["--node-setting", "tombstone_grace_seconds=soon"],
+     "tombstone_grace_seconds must be a number, got 'soon'"),
+    (["--node-setting", "listen=127.0.0.1:1"], "cluster up sets it for every node itself"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(
         tmp_path: Path, flags: list[str], message: str) -> None:
