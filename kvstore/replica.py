@@ -160,11 +160,14 @@ class LocalReplica:
             stamp = max(timestamp, state.timestamp + 1) if state is not None else timestamp
             # A blind write (no context at all) replaces what this replica holds.
             context = seen if context_given else versions.join(state)
+            # The dot's counter is at least the clock (see versions.update):
+            # dots stay unique even across a purged tombstone.
             if lww:
-                new = versions.lww_update(state, node_id, value, tombstone, stamp)
+                new = versions.lww_update(state, node_id, value, tombstone, stamp,
+                                          counter_floor=stamp)
             else:
                 new = versions.update(state, context, node_id, value, tombstone, stamp,
-                                      max_siblings=cap)
+                                      max_siblings=cap, counter_floor=stamp)
             written.append(new)
             return state_record(new)
 

@@ -41,9 +41,10 @@ class VersionVector:
                 merged[node] = n
         return VersionVector(merged)
 
-    def increment(self, node_id: str) -> "VersionVector":
+    def increment(self, node_id: str, floor: int = 0) -> "VersionVector":
+        """`node_id`'s counter one higher, and at least `floor`."""
         bumped = dict(self.counters)
-        bumped[node_id] = bumped.get(node_id, 0) + 1
+        bumped[node_id] = max(bumped.get(node_id, 0) + 1, floor)
         return VersionVector(bumped)
 
     def to_bytes(self) -> bytes:
@@ -211,13 +212,22 @@ def update(
     timestamp: int,
     *,
     max_siblings: int = DEFAULT_MAX_SIBLINGS,
+    counter_floor: int = 0,
 ) -> DVVSet:
     """The set after the coordinator `node_id` writes `value` having read `context`.
 
     Siblings the context covers were seen by the writer and are replaced;
     the others are concurrent with this write and stay. The new sibling's dot
-    is the next counter of `node_id`, which must be the node holding
-    `current` (a coordinator writes through its own replica).
+    is the next counter of `node_id`, at least `counter_floor`; `node_id`
+    must be the node holding `current` (a coordinator writes through its own
+    replica).
+
+    Why a floor: once a key's tombstone is purged its history is gone, and
+    counting again from 1 would reissue dots that contexts read before the
+    delete still cover; a write with such a context would then replace the
+    new value unseen. The storage node passes its hybrid logical clock, which
+    exceeds every counter it issued earlier (the tombstone grace period
+    bounds how far back its wall clock could step).
 
     The sibling cap is checked here, on client writes, and not in `sync`:
     the client that gets FailedPrecondition can read and resolve, whereas a
@@ -226,7 +236,7 @@ def update(
     """
     current = current if current is not None else DVVSet()
     kept = [s for s in current.siblings if not _covers(context, s.dot)]
-    history = current.history.merge(context).increment(node_id)
+    history = current.history.merge(context).increment(node_id, counter_floor)
     dot = Dot(node_id, history.counters[node_id])
     result = DVVSet(history, (*kept, Sibling(dot, value, tombstone, timestamp)))
     _check_cap(result, max_siblings)
@@ -285,11 +295,13 @@ def concurrent(a: DVVSet, b: DVVSet) -> bool:
 
 
 def lww_update(
-    current: DVVSet | None, node_id: str, value: bytes, tombstone: bool, timestamp: int
+    current: DVVSet | None, node_id: str, value: bytes, tombstone: bool, timestamp: int,
+    *, counter_floor: int = 0,
 ) -> DVVSet:
-    """The set after `node_id` writes `value`: the newest of it and what was there."""
+    """The set after `node_id` writes `value`: the newest of it and what was
+    there (`counter_floor` as in `update`)."""
     current = current if current is not None else DVVSet()
-    history = current.history.increment(node_id)
+    history = current.history.increment(node_id, counter_floor)
     new = Sibling(Dot(node_id, history.counters[node_id]), value, tombstone, timestamp)
     return DVVSet(history, (max((*current.siblings, new), key=_rank),))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstore import versions
 from kvstore.anti_entropy import ReplicaTrees
 from kvstore.errors import Unavailable
 from kvstore.hlc import HybridLogicalClock
@@ -206,3 +207,15 @@ async def test_only_the_first_replica_collects(setup: Setup) -> None:
     for _ in range(SPEC.partitions):
         assert await collector.collect_next(everyone) == 0
     assert setup.replica.read_record(key) is not None
+
+
+async def test_a_context_read_before_the_delete_cannot_replace_a_write_after_the_purge(
+        setup: Setup) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    stale = versions.join(setup.replica.read(key)).to_bytes()  # read just before the purge
+    setup.peers.held = {peer: {key: digest} for peer in others}
+    assert await setup.collector().collect(partition, others) == 1
+    await setup.replica.apply(key, b"written after the purge", False, b"", b"")
+    state, _ = await setup.replica.apply(key, b"from a stale context", False, stale, b"")
+    assert sorted(state.values) == [b"from a stale context", b"written after the purge"]

@@ -411,3 +411,43 @@ def test_update_descends_what_it_replaced_and_what_it_read(sets):
 def test_encoding_round_trips(sets):
     for s in sets:
         assert decode(encode(s)) == s
+
+
+# --- counting from a floor (dots stay unique across a purged tombstone) ----
+
+
+def test_a_floor_raises_the_new_dot_but_never_lowers_it():
+    s = update(None, EMPTY, "a", b"v1", False, 10, counter_floor=1000)
+    assert s.siblings[0].dot == Dot("a", 1000)
+    s = update(s, join(s), "a", b"v2", False, 11, counter_floor=5)
+    assert s.siblings[0].dot == Dot("a", 1001)  # the history's next counter wins
+    lww = lww_update(None, "a", b"v", False, 10, counter_floor=77)
+    assert lww.siblings[0].dot == Dot("a", 77)
+
+
+def test_a_context_from_before_a_purge_cannot_replace_a_later_write():
+    # Read, delete, then the tombstone is purged: the key's history is gone.
+    old = update(None, EMPTY, "a", b"old", False, 100, counter_floor=100)
+    stale_context = join(update(old, join(old), "a", b"", True, 101, counter_floor=101))
+    reborn = update(None, EMPTY, "a", b"new", False, 5000, counter_floor=5000)
+    # A writer still holding the stale context does not see (so keeps) the new value.
+    later = update(reborn, stale_context, "a", b"late", False, 5001, counter_floor=5001)
+    assert set(later.values) == {b"new", b"late"}
+    # Counting from 1 again would have reissued a covered dot and lost b"new".
+    unfloored = update(update(None, EMPTY, "a", b"new", False, 1), stale_context, "a",
+                       b"late", False, 2)
+    assert unfloored.values == [b"late"]
+
+
+@PROPERTIES
+@given(three_states(), st.integers(min_value=0, max_value=1 << 62))
+def test_a_new_dot_exceeds_the_floor_the_history_and_the_context(sets, floor):
+    current, read, _ = sets
+    new = update(current, join(read), "a", b"x", False, 1, max_siblings=99,
+                 counter_floor=floor)
+    dot = Dot("a", new.history.counters["a"])
+    assert any(sibling.dot == dot and sibling.value == b"x" for sibling in new.siblings)
+    assert dot.counter >= floor
+    assert dot.counter > current.history.counters.get("a", 0)
+    assert dot.counter > join(read).counters.get("a", 0)
+    assert less(current, new) and less(read, new)
