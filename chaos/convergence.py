@@ -209,7 +209,8 @@ class Convergence:
     divergent_at_start: list[str]  # keys whose replicas differed when the workload stopped
     divergent_at_end: list[str]  # keys still differing (or unreadable) when it gave up
     repair_rounds: int  # rounds of r=all reads made to trigger read repair
-    agreed: dict[str, DVVSet | None] = field(default_factory=dict)  # key -> the state all hold
+    # key -> the state all its replicas hold (every key, or those that agreed)
+    agreed: dict[str, DVVSet | None] = field(default_factory=dict)
 
     @property
     def final_values(self) -> dict[str, list[str]]:
@@ -237,7 +238,9 @@ async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: 
                           for key, by_node in states.items()}
                 return Convergence(True, elapsed, divergent_at_start, [], rounds, agreed)
             if elapsed > timeout:
-                return Convergence(False, elapsed, divergent_at_start, waiting, rounds)
+                agreed = {key: next(iter(by_node.values()), None)
+                          for key, by_node in states.items() if key not in waiting}
+                return Convergence(False, elapsed, divergent_at_start, waiting, rounds, agreed)
             if time.monotonic() - last_repair >= REPAIR_INTERVAL:
                 rounds += 1
                 last_repair = time.monotonic()
