@@ -34,6 +34,9 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--converge-timeout", type=float, default=90.0,
                         help="seconds after the faults are healed within which every "
                              "partition's replicas must report equal Merkle roots (default 90)")
+    parser.add_argument("--tombstone-grace", type=float, default=20.0,
+                        help="the nodes' tombstone_grace_seconds: tombstones older than this "
+                             "are collected during the run (default 20)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="a fresh directory for the cluster, logs, history.jsonl and "
                              "summary.json (default: a temporary one, removed if the run passes)")
@@ -44,10 +47,13 @@ def parse(argv: list[str]) -> Options:
         parser.error("--duration must be positive")
     if args.converge_timeout <= 0:
         parser.error("--converge-timeout must be positive")
+    if args.tombstone_grace < 0:
+        parser.error("--tombstone-grace must be at least 0")
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     return Options(seed=seed, duration=args.duration, nodes=args.nodes, replicas=args.replicas,
                    r=args.r, w=args.w, clients=args.clients,
-                   converge_timeout=args.converge_timeout, data_dir=args.data_dir,
+                   converge_timeout=args.converge_timeout,
+                   tombstone_grace=args.tombstone_grace, data_dir=args.data_dir,
                    keep=args.keep)
 
 

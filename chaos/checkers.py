@@ -5,6 +5,8 @@ the final state of the keys.
 - `check_never_written`: no read returned a value no put had written.
 - `check_duplicate_siblings`: no read returned one value twice (a write
   applied twice, e.g. a retry the store did not recognise).
+- `check_superseded`: no write that an acknowledged write's context covered
+  is among its key's final siblings (nothing deleted or replaced came back).
 - `divergent_keys`: which keys' replicas do not hold equal states.
 - `differing_partitions`: which partitions' replicas report different
   Merkle roots (and `partitions_with_keys`: how many hold any key).
@@ -32,8 +34,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from chaos.history import FAIL, OK, UNKNOWN, Op
-from kvstore.versions import DVVSet
+from chaos.history import FAIL, OK, UNKNOWN, Op, text
+from kvstore.versions import DVVSet, VersionVector
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,55 @@ def check_never_written(ops: Iterable[Op]) -> NeverWrittenReport:
                                         f"its put was invoked at {invoked:.3f} s, "
                                         "after the read completed"))
     return NeverWrittenReport(values_read, bad)
+
+
+@dataclass(frozen=True)
+class Resurrected:
+    key: str
+    value: str  # the final sibling that should have been gone
+    dot: str  # its write event, "node:counter"
+    superseded_by: str  # the acknowledged write whose context covered it
+    superseded_at: float  # when that write completed
+
+
+@dataclass(frozen=True)
+class SupersededReport:
+    context_writes: int  # acknowledged writes that passed a context
+    checked_keys: int  # keys with such a write and an agreed final state
+    resurrected: list[Resurrected] = field(default_factory=list)
+
+
+def check_superseded(ops: Iterable[Op], agreed: Mapping[str, DVVSet | None]) -> SupersededReport:
+    """A write (or delete) applied with a context replaces every sibling that
+    context covers, and every replica that merges its state drops them too:
+    once it is acknowledged, no sibling whose dot the context covers may be
+    among the key's final siblings (`agreed`: key -> the state every replica
+    ended with). One that is came back: its history was lost, e.g. a
+    tombstone collected while a copy of the older value lived on. Sound
+    whatever else happened: a write applied twice (a retry at two replicas)
+    has two dots, and the context covers only those it saw."""
+    contexts: dict[str, list[tuple[VersionVector, Op]]] = defaultdict(list)
+    writes = 0
+    for op in ops:
+        if op.is_write and op.outcome == OK and op.context:
+            writes += 1
+            contexts[op.key].append((VersionVector.from_bytes(bytes.fromhex(op.context)), op))
+    checked = 0
+    back: list[Resurrected] = []
+    for key, covering in contexts.items():
+        if key not in agreed:
+            continue  # the key's replicas never agreed: reported elsewhere
+        checked += 1
+        state = agreed[key]
+        for sibling in () if state is None else state.live:
+            for context, write in covering:
+                if context.counters.get(sibling.dot.node_id, 0) >= sibling.dot.counter:
+                    back.append(Resurrected(
+                        key, text(sibling.value), f"{sibling.dot.node_id}:{sibling.dot.counter}",
+                        f"{write.kind} by client {write.client} at {write.invoke:.3f} s",
+                        write.complete))
+                    break
+    return SupersededReport(writes, checked, back)
 
 
 @dataclass(frozen=True)

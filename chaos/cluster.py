@@ -112,6 +112,7 @@ class LocalCluster:
     nodes: int = 5
     coordinators: int = 1
     replicas: int = 3
+    node_settings: dict[str, float] = field(default_factory=dict)  # cluster up --node-setting
     servers: dict[str, Server] = field(default_factory=dict)
     base_port: int = 0
     _supervisor: subprocess.Popen[bytes] | None = None
@@ -156,7 +157,9 @@ class LocalCluster:
         command = [sys.executable, "-m", "kvstore", "cluster", "up",
                    "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
                    "--replicas", str(self.replicas), "--data-dir", str(self.data_dir),
-                   "--base-port", str(self.base_port)]
+                   "--base-port", str(self.base_port),
+                   *(arg for key, value in self.node_settings.items()
+                     for arg in ("--node-setting", f"{key}={value}"))]
         with open(self.supervisor_log, "ab") as log:
             self._supervisor = subprocess.Popen(die_with_parent(command), stdin=subprocess.DEVNULL,
                                                 stdout=log, stderr=log)

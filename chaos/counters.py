@@ -1,6 +1,6 @@
 """What the cluster did to heal itself during a chaos run, from the processes'
 own counters: hints written and replayed, anti-entropy exchanges and the
-keys they repaired, read repairs, added up over every process and every
+keys they repaired, read repairs, tombstones purged, added up over every process and every
 lifetime of it.
 
 The counters live in each process's memory (its Prometheus /metrics) and
@@ -33,6 +33,7 @@ COUNTERS = {
     "anti_entropy_exchanges": "kvstore_anti_entropy_exchanges_total",
     "anti_entropy_keys_repaired": "kvstore_anti_entropy_keys_repaired_total",
     "read_repairs": "kvstore_read_repairs_total",
+    "tombstones_purged": "kvstore_tombstones_purged_total",
 }
 SCRAPE_TIMEOUT = 1.0
 

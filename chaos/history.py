@@ -51,11 +51,17 @@ class Op:
     outcome: Outcome
     siblings: tuple[str, ...] | None = None  # reads that succeeded
     error: str | None = None  # "CODE: message" when it failed
-    with_context: bool = False  # a write that passed a read's context
+    # Writes: the causal context passed with it (hex of the client's opaque
+    # bytes); empty for a blind write.
+    context: str = ""
 
     @property
     def is_write(self) -> bool:
         return self.kind != "get"
+
+    @property
+    def with_context(self) -> bool:
+        return bool(self.context)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
-                            divergent_keys)
+                            check_superseded, divergent_keys)
 from chaos.cluster import ClusterError, LocalCluster
 from chaos.convergence import ReplicaReader, final_reads, wait_converged, wait_roots_equal
 from chaos.counters import RunCounters, end_lifetime
@@ -57,6 +57,10 @@ class Options:
     # agree (anti-entropy compares every partition's roots once a second, and
     # repairs at most 1000 keys a second per node).
     converge_timeout: float = 90.0
+    # Tombstones older than this are collected during the run. Longer than a
+    # fault plus the request timeouts (UNKNOWN_SLACK), as the grace period
+    # must outlast any write still in flight from before a delete.
+    tombstone_grace: float = 20.0
     data_dir: Path | None = None
     keep: bool = False
 
@@ -72,8 +76,9 @@ def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None
     history: History | None = None
     summary: Summary | None = None
     try:
+        node_settings = {"tombstone_grace_seconds": options.tombstone_grace}
         with LocalCluster(data_dir, options.nodes, options.coordinators,
-                          options.replicas) as cluster:
+                          options.replicas, node_settings) as cluster:
             warn(f"cluster up in {data_dir} (base port {cluster.base_port}); "
                  f"seed {options.seed}, {options.duration:g} s")
             history = History()
@@ -149,5 +154,7 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
                 write_once_keys=len(keys) - len(workload.keys), data_dir=str(cluster.data_dir))
     return from_reports(head, count_ops(history.ops), nemesis.injected,
                         check_lost_writes(history.ops, final, unknown_horizon),
-                        check_never_written(history.ops), check_duplicate_siblings(history.ops),
+                        check_never_written(history.ops),
+                        check_superseded(history.ops, convergence.agreed),
+                        check_duplicate_siblings(history.ops),
                         roots, convergence, counters, final, unknown_horizon)

@@ -2,7 +2,8 @@
 and its two forms (lines for people, JSON in DIR/summary.json).
 
 Owns the pass rule: no acknowledged write lost, no value read that was never
-written, every key readable at the end, the Merkle roots of every
+written, nothing an acknowledged write's context covered back among the
+final siblings, every key readable at the end, the Merkle roots of every
 partition's replicas equal within the timeout without any read, every
 replica of every key holding the same state after the final reads, and no
 process crashed on its own. It computes nothing from the
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.checkers import (DuplicateSibling, LostWritesReport, NeverWrittenReport,
-                            duplicate_dots)
+                            SupersededReport, duplicate_dots)
 from chaos.convergence import Convergence, RootConvergence
 from chaos.counters import RunCounters
 from chaos.history import FAIL, FINAL_READER, OK, UNKNOWN, Op
@@ -58,6 +59,9 @@ class Summary:
     unread_keys: list[str]
     never_written: int
     values_read: int
+    resurrected: int  # final siblings an acknowledged write's context had covered
+    context_writes: int  # acknowledged writes that passed a context
+    superseded_checked_keys: int
     duplicate_siblings: int  # reads that returned one put's value twice
     duplicates_at_end: int  # keys whose agreed final state holds a value twice
     roots_converged: bool  # every partition's replicas reported one Merkle root in time
@@ -81,11 +85,13 @@ class Summary:
     anti_entropy_exchanges: int
     anti_entropy_keys_repaired: int
     read_repairs: int  # replicas brought up to date by read repair
+    tombstones_purged: int
     counted_lifetimes: int
     uncounted_lifetimes: list[str]  # counters not read (before a kill, or at the end)
     counters_by_process: dict[str, dict[str, int]]
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
     never_written_examples: list[dict[str, Any]] = field(default_factory=list)
+    resurrected_examples: list[dict[str, Any]] = field(default_factory=list)
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
     data_dir: str = ""
 
@@ -95,7 +101,8 @@ class Summary:
 
     @property
     def passed(self) -> bool:
-        return (self.lost == 0 and self.never_written == 0 and self.converged
+        return (self.lost == 0 and self.never_written == 0 and self.resurrected == 0
+                and self.converged
                 and not self.unread_keys and not self.crashed)
 
     def to_json(self) -> dict[str, Any]:
@@ -124,13 +131,17 @@ class Summary:
             f"{self.keys_read} keys read at the end; unknown writes count until "
             f"{self.unknown_horizon:g} s after they ended)",
             f"never written  {self.never_written} (of {self.values_read} values read)",
+            f"came back      {self.resurrected} (final siblings that {self.context_writes} "
+            f"acknowledged writes with a context had replaced, on "
+            f"{self.superseded_checked_keys} keys)",
             f"duplicates     {self.duplicate_siblings} read(s) returned one put's value twice; "
             f"{self.duplicates_at_end} key(s) still hold one twice at the end",
             f"converged      {self._roots_line()}",
             f"keys agree     {self._keys_line()}",
             f"hints          written {self.hints_written}, replayed {self.hints_replayed}",
             f"anti-entropy   {self.anti_entropy_keys_repaired} key(s) repaired in "
-            f"{self.anti_entropy_exchanges} exchange(s)",
+            f"{self.anti_entropy_exchanges} exchange(s); {self.tombstones_purged} "
+            f"tombstone(s) purged",
             f"read repair    {self.read_repairs} replica(s) brought up to date by the "
             f"workload's reads",
             f"counted        {self.counted_lifetimes} process lifetime(s), until the roots "
@@ -150,6 +161,8 @@ class Summary:
             lines.append(f"LOST           {example}")
         for example in self.never_written_examples:
             lines.append(f"NEVER WRITTEN  {example}")
+        for example in self.resurrected_examples:
+            lines.append(f"CAME BACK      {example}")
         for example in self.duplicate_examples:
             lines.append(f"DUPLICATE      {example}")
         lines.append(f"result         {'PASS' if self.passed else 'FAIL'}")
@@ -221,6 +234,7 @@ def examples(items: Iterable[object]) -> list[dict[str, Any]]:
 
 def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str, int],
                  lost: LostWritesReport, never: NeverWrittenReport,
+                 superseded: SupersededReport,
                  duplicates: list[DuplicateSibling], roots: RootConvergence,
                  convergence: Convergence, counters: RunCounters,
                  final: Mapping[str, list[str] | None], unknown_horizon: float) -> Summary:
@@ -236,6 +250,9 @@ def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str,
         keys_read=sum(siblings is not None for siblings in final.values()),
         unread_keys=sorted(key for key, siblings in final.items() if siblings is None),
         never_written=len(never.never_written), values_read=never.values_read,
+        resurrected=len(superseded.resurrected), context_writes=superseded.context_writes,
+        superseded_checked_keys=superseded.checked_keys,
+        resurrected_examples=examples(superseded.resurrected),
         duplicate_siblings=len(duplicates),
         duplicates_at_end=len(at_end),
         duplicate_examples=examples(duplicates) + examples(at_end),

@@ -1,6 +1,7 @@
 """The chaos suite: its checkers on hand-made histories (fast), and one real
 run of `python -m chaos` against a local cluster under faults (slow)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
-                            differing_partitions, divergent_keys, partitions_with_keys)
+                            check_superseded, differing_partitions, divergent_keys,
+                            partitions_with_keys)
 from chaos.convergence import Convergence, RootConvergence
 from chaos.counters import RunCounters
 from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
@@ -187,6 +189,55 @@ def test_the_fault_schedule_is_a_function_of_the_seed() -> None:
     assert all(f.target == "c1" for f in first(7) if f.kind == "kill-coordinator")
 
 
+def _state(*siblings: tuple[str, int, str]) -> DVVSet:
+    """A final state of (node, counter, value) siblings, its history just covering them."""
+    history: dict[str, int] = {}
+    for node, counter, _ in siblings:
+        history[node] = max(history.get(node, 0), counter)
+    return DVVSet(VersionVector(history), tuple(
+        Sibling(Dot(node, counter), value.encode(), False, 1) for node, counter, value in siblings))
+
+
+def _with_context(op: Op, counters: dict[str, int]) -> Op:
+    return dataclasses.replace(op, context=VersionVector(counters).to_bytes().hex())
+
+
+def test_a_sibling_an_acknowledged_context_covered_came_back() -> None:
+    # The delete read {n1:5} (the put of "a" was n1:5); "a" must not survive it.
+    ops = [put("a", 1, 2), _with_context(delete(3, 4), {"n1": 5})]
+    report = check_superseded(ops, {"k": _state(("n1", 5, "a"))})
+    assert (report.context_writes, report.checked_keys) == (1, 1)
+    [back] = report.resurrected
+    assert (back.key, back.value, back.dot) == ("k", "a", "n1:5")
+    assert back.superseded_by.startswith("delete")
+
+
+def test_siblings_the_context_did_not_cover_may_stay() -> None:
+    # A later write (n1:9), a concurrent one (n2:1), and the same value
+    # applied twice (n3:4, a retry at another replica) were not seen.
+    ops = [put("a", 1, 2), _with_context(put("b", 3, 4), {"n1": 5})]
+    final = _state(("n1", 9, "c"), ("n2", 1, "d"), ("n3", 4, "a"))
+    assert check_superseded(ops, {"k": final}).resurrected == []
+
+
+def test_only_acknowledged_writes_with_a_context_supersede() -> None:
+    final = {"k": _state(("n1", 5, "a"))}
+    unknown = _with_context(delete(3, 4, UNKNOWN), {"n1": 5})  # may never have been applied
+    blind = delete(3, 4)
+    report = check_superseded([put("a", 1, 2), unknown, blind], final)
+    assert report.resurrected == [] and report.context_writes == 0
+    # A key whose replicas never agreed is not judged here.
+    assert check_superseded([_with_context(delete(3, 4), {"n1": 5})], {}).checked_keys == 0
+
+
+def test_a_value_that_came_back_fails_the_run() -> None:
+    ops = [put("a", 1, 2), _with_context(delete(3, 4), {"n1": 5})]
+    agreed = Convergence(True, 0.5, [], [], 0, {"k": _state(("n1", 5, "a"))})
+    summary = summarise(ops, {"k": ["a"]}, convergence=agreed)
+    assert summary.resurrected == 1 and not summary.passed
+    assert any(line.startswith("CAME BACK") and "'a'" in line for line in summary.lines())
+
+
 def test_the_history_survives_its_json_lines(tmp_path: Path) -> None:
     history = History(clock=iter([0.0, 0.5]).__next__)
     history.add(put("a", 0.1, 0.2))
@@ -208,6 +259,7 @@ def summarise(ops: list[Op], final: dict[str, list[str] | None],
                 r="2", w="2", clients=1, keys=1, crashed=[], write_once_keys=0, data_dir="")
     return from_reports(head, count_ops(ops), {"kill": 2},
                         check_lost_writes(ops, final, 1.0), check_never_written(ops),
+                        check_superseded(ops, convergence.agreed),
                         check_duplicate_siblings(ops), roots, convergence,
                         counters or RunCounters(), final, 1.0)
 
@@ -257,7 +309,7 @@ def node_sample(written: float, replayed: float, exchanges: float, repaired: flo
     return {"kvstore_hints_written_total": written, "kvstore_hints_replayed_total": replayed,
             "kvstore_anti_entropy_exchanges_total": exchanges,
             "kvstore_anti_entropy_keys_repaired_total": repaired,
-            "kvstore_read_repairs_total": read_repairs}
+            "kvstore_read_repairs_total": read_repairs, "kvstore_tombstones_purged_total": 1.0}
 
 
 def test_a_process_counters_add_up_over_its_lifetimes() -> None:
@@ -268,7 +320,7 @@ def test_a_process_counters_add_up_over_its_lifetimes() -> None:
     counters.end_lifetime("c1", {"kvstore_read_repairs_total": 4.0})  # a coordinator
     assert counters.totals() == {"hints_written": 6, "hints_replayed": 5,
                                  "anti_entropy_exchanges": 21, "anti_entropy_keys_repaired": 4,
-                                 "read_repairs": 7}
+                                 "read_repairs": 7, "tombstones_purged": 3}
     assert counters.by_process["n1"]["hints_written"] == 6
     assert dict(counters.by_process["c1"]) == {"read_repairs": 4}
     assert counters.lifetimes == 4 and counters.unread == []
@@ -288,7 +340,7 @@ def test_the_summary_gives_the_healing_counters() -> None:
     summary = summarise([put("a", 1, 2)], {"k": ["a"]}, counters=counters)
     lines = summary.lines()
     assert "hints          written 5, replayed 4" in lines
-    assert "anti-entropy   2 key(s) repaired in 30 exchange(s)" in lines
+    assert "anti-entropy   2 key(s) repaired in 30 exchange(s); 1 tombstone(s) purged" in lines
     assert any(line.startswith("read repair    6 replica(s)") for line in lines)
     assert any(line.startswith("counted        1 process lifetime(s)")
                and line.endswith("NOT counted: n2 (pid 7)") for line in lines)
@@ -313,13 +365,16 @@ def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     summary = json.loads((data_dir / "summary.json").read_text())
     assert summary["lost"] == 0, report
     assert summary["never_written"] == 0, report
+    # Nothing deleted or replaced came back, with tombstones collected during the run.
+    assert summary["resurrected"] == 0 and summary["context_writes"] > 0, report
+    assert summary["tombstones_purged"] > 0, report
     # Converged by hinted handoff and anti-entropy alone, before any final read.
     assert summary["roots_converged"], report
     assert summary["partitions"] == 64 and summary["partitions_differing_at_end"] == [], report
     assert summary["partitions_with_keys"] > 0, report  # equal roots of empty trees prove nothing
     assert summary["converged"] and summary["keys_agree"], report
     for counter in ("hints_written", "hints_replayed", "anti_entropy_exchanges",
-                    "anti_entropy_keys_repaired", "read_repairs"):
+                    "anti_entropy_keys_repaired", "read_repairs", "tombstones_purged"):
         assert summary[counter] >= 0, report
     assert summary["anti_entropy_exchanges"] > 0, report  # anti-entropy ran
     assert summary["counted_lifetimes"] >= 6, report  # every process at least once
