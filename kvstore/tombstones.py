@@ -77,6 +77,10 @@ class TombstoneCollector:
             return 0
 
     async def collect(self, partition: int, replicas: list[str]) -> int:
+        """Purge the partition's expired tombstones that `replicas` (the
+        other replicas) hold exactly, if no node keeps a hint for it; the
+        number this replica purged. A peer failing midway raises KVStoreError
+        and leaves the rest for a later turn."""
         expired = self._replica.expired_tombstones(
             partition, self._wall_clock_ms() - self._grace_ms)
         if not expired or not await self._no_hints_anywhere(partition):
@@ -84,20 +88,22 @@ class TombstoneCollector:
         tree = self._trees.tree(partition)
         buckets: dict[tuple[str, int], dict[bytes, bytes]] = {}
         purged = 0
-        for key, record in expired:
-            digest = state_digest(record.value)
-            bucket = tree.bucket_of(key)
-            for peer in replicas:
-                if (peer, bucket) not in buckets:
-                    buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
-            if any(buckets[(peer, bucket)].get(key) != digest for peer in replicas):
-                continue
-            for peer in replicas:
-                await self._peers.purge(peer, key, digest)
-            if await self._replica.purge(key, digest):
-                purged += 1
-        if purged:
-            self._on_purged(purged)
+        try:
+            for key, record in expired:
+                digest = state_digest(record.value)
+                bucket = tree.bucket_of(key)
+                for peer in replicas:
+                    if (peer, bucket) not in buckets:
+                        buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
+                if any(buckets[(peer, bucket)].get(key) != digest for peer in replicas):
+                    continue
+                for peer in replicas:
+                    await self._peers.purge(peer, key, digest)
+                if await self._replica.purge(key, digest):
+                    purged += 1
+        finally:
+            if purged:
+                self._on_purged(purged)
         return purged
 
     async def _no_hints_anywhere(self, partition: int) -> bool:
