@@ -5,13 +5,14 @@ keys that differ, so replicas converge without anyone reading the keys.
 this node, updated incrementally on the event loop as each write commits (in
 commit order) and rebuilt from LMDB at start. Every `interval` seconds
 `AntiEntropy` runs a round: it asks each other node that is up for the roots
-of all the partitions both replicate (one call per peer), and only where a
-root differs descends into differing branches, fetches the differing
-buckets' keys, and for each differing key merges both states and writes the
-merge to whichever side lacked something. So replicas that agree cost one
-hash per partition and round, and a difference anywhere is found within one
-round. Repairs are rate limited. Every task is owned by its task group and
-stops on exit.
+of all the partitions both replicate (one call per peer), and where a root
+differs (and `ExchangePlanner` picks it: differences that settled since the
+last round, and one still moving) descends into differing branches,
+fetches the differing buckets' keys, and for each differing key merges both
+states and writes the merge to whichever side lacked something. So replicas
+that agree cost one hash per partition and round, and a settled difference
+is repaired within two rounds. Repairs are rate limited. Every task is
+owned by its task group and stops on exit.
 """
 
 import asyncio
@@ -67,6 +68,52 @@ class ReplicaTrees:
             tree.update(change.key, tree.get(change.key), new)
 
 
+class ExchangePlanner:
+    """Which differing partitions a round exchanges (pure).
+
+    Under load, replicas' roots differ most of the time only because the
+    latest writes are still on their way to the other replicas; descending
+    into every such partition every round costs far more than it repairs.
+    So a round exchanges every *settled* difference, one seen unchanged (the
+    same local and remote roots) since the previous round: no write touched
+    either side, so it is real (a replica that was down, a wiped disk) and
+    it is repaired within two rounds. Of the partitions still moving, it
+    exchanges just one, the one exchanged longest ago, so a partition that
+    never stops taking writes is still compared, in turn.
+    """
+
+    def __init__(self) -> None:
+        self._round = 0
+        self._seen: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # last round's roots
+        self._last_exchange: dict[tuple[str, int], int] = {}  # (peer, partition) -> round
+        self._settled: list[tuple[str, int]] = []
+        self._moving: list[tuple[str, int]] = []
+
+    def start_round(self) -> None:
+        self._round += 1
+        self._settled, self._moving = [], []
+
+    def observe(self, peer: str, partition: int, local_root: bytes, remote_root: bytes) -> bool:
+        """Record one comparison of this round; True if the roots agree."""
+        pair = (peer, partition)
+        previous = self._seen.get(pair)
+        self._seen[pair] = (local_root, remote_root)
+        if local_root == remote_root:
+            return True
+        (self._settled if previous == (local_root, remote_root) else self._moving).append(pair)
+        return False
+
+    def exchanges(self) -> list[tuple[int, str]]:
+        """(partition, peer) to exchange this round: every settled difference
+        and the moving one exchanged longest ago."""
+        chosen = list(self._settled)
+        if self._moving:
+            chosen.append(min(self._moving, key=lambda pair: self._last_exchange.get(pair, 0)))
+        for pair in chosen:
+            self._last_exchange[pair] = self._round
+        return [(partition, peer) for peer, partition in chosen]
+
+
 class AntiEntropy:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
                  trees: ReplicaTrees, peers: Peers, is_up: Callable[[str], bool], *,
@@ -94,6 +141,7 @@ class AntiEntropy:
         self._partitions = [p for p in range(spec.partitions)
                             if node_id in spec.ring.preference_list(p, spec.replicas)]
         self._shared = _shared_partitions(node_id, spec)
+        self._planner = ExchangePlanner()
         self._stopping = asyncio.Event()
         self._tasks = asyncio.TaskGroup()
 
@@ -119,11 +167,13 @@ class AntiEntropy:
                 log.exception("anti-entropy round failed")
 
     async def run_round(self) -> int:
-        """Compare roots with every peer that is up and exchange the
-        partitions whose roots differ, then collect the tombstones of one
-        partition on which all its replicas agreed; keys repaired."""
+        """Compare roots with every peer that is up, exchange the partitions
+        the planner picks among those whose roots differ, then collect the
+        tombstones of one partition on which all its replicas agreed; keys
+        repaired."""
         repaired = 0
         agreed: dict[int, set[str]] = {}  # partition -> peers whose roots equalled ours
+        self._planner.start_round()
         for peer, partitions in self._shared.items():
             if not self._is_up(peer) or self._stopping.is_set():
                 continue
@@ -138,10 +188,12 @@ class AntiEntropy:
                 continue
             trees = self._trees.trees
             for partition, root in zip(partitions, roots):
-                if root == trees.root(partition):
+                if self._planner.observe(peer, partition, trees.root(partition), root):
                     agreed.setdefault(partition, set()).add(peer)
-                elif not self._stopping.is_set():
-                    repaired += await self._exchange_logged(partition, peer)
+        for partition, peer in self._planner.exchanges():
+            if self._stopping.is_set():
+                break
+            repaired += await self._exchange_logged(partition, peer)
         if repaired:
             self._on_repaired(repaired)
         if self._collector is not None and not self._stopping.is_set():

@@ -1,0 +1,59 @@
+"""Which differing partitions an anti-entropy round exchanges (pure): every
+difference that settled since the previous round, and one still moving,
+the one exchanged longest ago."""
+
+import pytest
+
+from kvstore.anti_entropy import ExchangePlanner
+
+pytestmark = pytest.mark.timeout(10)
+
+A, B, C, D = b"a" * 32, b"b" * 32, b"c" * 32, b"d" * 32
+
+
+def round_of(planner: ExchangePlanner,
+             roots: dict[tuple[str, int], tuple[bytes, bytes]]) -> list[tuple[int, str]]:
+    planner.start_round()
+    for (peer, partition), (local, remote) in roots.items():
+        planner.observe(peer, partition, local, remote)
+    return planner.exchanges()
+
+
+def test_agreeing_roots_are_never_exchanged() -> None:
+    planner = ExchangePlanner()
+    planner.start_round()
+    assert planner.observe("n2", 0, A, A) is True
+    assert planner.exchanges() == []
+
+
+def test_a_difference_unchanged_since_the_last_round_is_exchanged_at_once() -> None:
+    planner = ExchangePlanner()
+    wiped = {("n2", p): (A, B) for p in range(10)}  # n2 lost its data: nothing moves
+    first = round_of(planner, wiped)
+    assert len(first) == 1  # nothing is known to be settled yet: one, in turn
+    assert sorted(round_of(planner, wiped)) == sorted((p, "n2") for p in range(10))
+
+
+def test_differences_that_keep_moving_are_exchanged_one_a_round_in_turn() -> None:
+    planner = ExchangePlanner()
+    chosen = []
+    for turn in range(6):  # writes land on every partition every round
+        roots = {("n2", p): (bytes([turn]) * 32, bytes([turn + 100]) * 32) for p in range(3)}
+        [pair] = round_of(planner, roots)
+        chosen.append(pair)
+    assert sorted(chosen[:3]) == [(0, "n2"), (1, "n2"), (2, "n2")]  # each in turn
+    assert sorted(chosen[3:]) == sorted(chosen[:3])
+
+
+def test_a_settled_difference_and_a_moving_one_in_the_same_round() -> None:
+    planner = ExchangePlanner()
+    round_of(planner, {("n2", 0): (A, B), ("n3", 1): (A, C)})
+    both = round_of(planner, {("n2", 0): (A, B), ("n3", 1): (A, D)})  # n3's side moved
+    assert both == [(0, "n2"), (1, "n3")]
+
+
+def test_once_repaired_a_partition_drops_out() -> None:
+    planner = ExchangePlanner()
+    round_of(planner, {("n2", 0): (A, B)})
+    assert round_of(planner, {("n2", 0): (A, B)}) == [(0, "n2")]
+    assert round_of(planner, {("n2", 0): (C, C)}) == []
