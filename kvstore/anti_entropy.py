@@ -46,17 +46,8 @@ class ReplicaTrees:
         """From what LMDB holds (at start); a corrupt record is left out, so
         the next exchange finds it and repairs it."""
         for partition in partitions:
-            entries = []
-            scan = engine.scan_partition(partition)
-            while True:
-                try:
-                    key, record = next(scan)
-                except StopIteration:
-                    break
-                except DataLoss as exc:
-                    log.warning("left a corrupt record out of the Merkle tree: %s", exc)
-                    continue
-                entries.append((key, state_digest(record.value)))
+            entries = [(key, state_digest(record.value)) for key, record in
+                       engine.scan_partition(partition, on_corrupt=_left_out)]
             if entries:
                 self.trees.replace(partition, MerkleTree.build(entries))
 
@@ -277,3 +268,7 @@ def _shared_partitions(node_id: str, spec: ClusterSpec) -> dict[str, list[int]]:
                 if peer != node_id:
                     shared.setdefault(peer, []).append(partition)
     return dict(sorted(shared.items()))
+
+
+def _left_out(error: DataLoss) -> None:
+    log.warning("left a corrupt record out of the Merkle tree: %s", error)

@@ -118,18 +118,11 @@ class LocalReplica:
 
     def expired_tombstones(self, partition: int, older_than_ms: int) -> list[tuple[bytes, Record]]:
         """Keys of `partition` whose state is only tombstones, all written
-        before `older_than_ms` (wall-clock ms); corrupt records are skipped."""
-        found = []
-        scan = self._store.scan_partition(partition)
-        while True:
-            try:
-                key, record = next(scan)
-            except StopIteration:
-                return found
-            except DataLoss:
-                continue
-            if record.tombstone and physical_ms(record.timestamp) < older_than_ms:
-                found.append((key, record))
+        before `older_than_ms` (wall-clock ms); corrupt records are skipped
+        (anti-entropy repairs them)."""
+        return [(key, record)
+                for key, record in self._store.scan_partition(partition, on_corrupt=_ignore)
+                if record.tombstone and physical_ms(record.timestamp) < older_than_ms]
 
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
@@ -228,3 +221,6 @@ def _readable(record: Record | None) -> DVVSet | None:
 def _hint_size(key: bytes, record: Record) -> int:
     return len(key) + len(record.value)
 
+
+def _ignore(error: DataLoss) -> None:
+    pass

@@ -382,6 +382,11 @@ def test_a_corrupted_byte_on_disk_is_data_loss_on_read(open_engine: Callable[...
     assert engine.read(4, b"other") == record(b"fine")
     with pytest.raises(DataLoss):
         list(engine.scan_partition(4))
+    # A scan told what to do with corrupt records reports them and goes on.
+    corrupt: list[DataLoss] = []
+    assert list(engine.scan_partition(4, on_corrupt=corrupt.append)) == [
+        (b"other", record(b"fine"))]
+    assert len(corrupt) == 1 and "checksum" in str(corrupt[0])
 
 
 def test_a_corrupt_record_is_offered_to_decide_as_absent(

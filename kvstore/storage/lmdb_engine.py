@@ -138,20 +138,30 @@ class LmdbEngine:
             raise _collision(key, stored_key)
         return record
 
-    def scan_partition(self, partition: int) -> Iterator[tuple[bytes, Record]]:
+    def scan_partition(self, partition: int, *,
+                       on_corrupt: Callable[[DataLoss], None] | None = None
+                       ) -> Iterator[tuple[bytes, Record]]:
         """(user key, record) for every key of `partition`, in LMDB key order:
         keys of at most 508 bytes in byte order, then longer ones.
 
         Not one snapshot: each chunk of SCAN_CHUNK keys is read in its own read
         transaction, so keys written during the scan may or may not appear.
-        A corrupt record raises DataLoss naming its key.
+        A corrupt record raises DataLoss naming its key, which ends the scan;
+        with `on_corrupt`, it is passed the DataLoss and the scan goes on.
         """
         prefix = _partition_prefix(partition)
         start = prefix
         while True:
             chunk = self._scan_chunk(prefix, start)
             for storage_key, raw in chunk:
-                yield _unpack(storage_key, raw)
+                try:
+                    entry = _unpack(storage_key, raw)
+                except DataLoss as exc:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(exc)
+                    continue
+                yield entry
             if len(chunk) < SCAN_CHUNK:
                 return
             start = chunk[-1][0] + b"\x00"  # the smallest key after the last one
