@@ -318,28 +318,33 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         """Anti-entropy's questions about this replica's Merkle trees."""
         try:
             if op.WhichOneof("op") == "roots":
-                asked = list(op.roots.partitions)
-                if beyond := [p for p in asked if p >= self.partitions]:
-                    raise ValueError(f"partition {beyond[0]} does not exist; "
-                                     f"use 0..{self.partitions - 1}")
-                return replica_pb2.ReplicaResult(
-                    found=True, hashes=[self.trees.root(partition) for partition in asked])
+                return replica_pb2.ReplicaResult(found=True, hashes=[
+                    self.trees.root(self._partition(p)) for p in op.roots.partitions])
             if op.WhichOneof("op") == "tree_hashes":
                 ask = op.tree_hashes
-                tree = self.trees.tree(ask.partition)
+                tree = self.trees.tree(self._partition(ask.partition))
                 return replica_pb2.ReplicaResult(
                     found=True, hashes=tree.node_hashes(ask.level, list(ask.indices)))
-            tree = self.trees.tree(op.bucket.partition)
+            tree = self.trees.tree(self._partition(op.bucket.partition))
             entries = tree.keys_in_bucket(op.bucket.bucket)
         except (ValueError, IndexError) as exc:
             raise InvalidArgument(f"bad anti-entropy question: {exc}") from exc
         return replica_pb2.ReplicaResult(found=True, entries=[
             replica_pb2.KeyDigest(key=key, digest=digest) for key, digest in entries.items()])
 
-    def _hints_held(self, partition: int) -> replica_pb2.ReplicaResult:
+    def _partition(self, partition: int) -> int:
+        """`partition` if the ring has it; else ValueError (INVALID_ARGUMENT), so
+        no question about a partition that does not exist creates a tree."""
         if partition >= self.partitions:
-            raise InvalidArgument(f"partition {partition} does not exist; "
-                                  f"use 0..{self.partitions - 1}")
+            raise ValueError(f"partition {partition} does not exist; "
+                             f"use 0..{self.partitions - 1}")
+        return partition
+
+    def _hints_held(self, partition: int) -> replica_pb2.ReplicaResult:
+        try:
+            self._partition(partition)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         return replica_pb2.ReplicaResult(found=True, hints=self.replica.hints_held(partition))
 
     def _read(self, read: replica_pb2.ReplicaRead) -> replica_pb2.ReplicaResult:

@@ -1,10 +1,17 @@
 """Which differing partitions an anti-entropy round exchanges (pure): every
 difference that settled since the previous round, and one still moving,
-the one exchanged longest ago."""
+the one exchanged longest ago. And the replica service's answers to
+anti-entropy's questions about partitions that do not exist."""
 
+import grpc
 import pytest
 
+from kvclient.pb import replica_pb2
 from kvstore.anti_entropy import ExchangePlanner
+from kvstore.merkle import PartitionTrees
+from kvstore.metrics import RequestMetrics
+from kvstore.servicers import ReplicaService
+from kvstore.validation import Limits
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -57,3 +64,26 @@ def test_once_repaired_a_partition_drops_out() -> None:
     round_of(planner, {("n2", 0): (A, B)})
     assert round_of(planner, {("n2", 0): (A, B)}) == [(0, "n2")]
     assert round_of(planner, {("n2", 0): (C, C)}) == []
+
+
+class _NoContext:
+    def time_remaining(self) -> None:
+        return None
+
+
+async def test_questions_about_a_partition_that_does_not_exist_are_refused() -> None:
+    trees = PartitionTrees()
+    # The tree questions never touch the replica.
+    service = ReplicaService(None, Limits(1024, 1024, 10), RequestMetrics(),  # type: ignore[arg-type]
+                             trees, partitions=8)
+    ops = [replica_pb2.ReplicaOp(tree_hashes=replica_pb2.ReplicaTreeHashes(
+               partition=8, level=0, indices=[0])),
+           replica_pb2.ReplicaOp(bucket=replica_pb2.ReplicaBucket(partition=1 << 30, bucket=0)),
+           replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=[0, 9])),
+           replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=[0, 7]))]
+    response = await service.Batch(replica_pb2.ReplicaBatchRequest(ops=ops), _NoContext())
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [r.status.code for r in response.results] == [invalid, invalid, invalid, 0]
+    assert "partition 8 does not exist; use 0..7" in response.results[0].status.message
+    assert len(response.results[3].hashes) == 2
+    assert trees.partitions() == []  # no tree was made for any of them
