@@ -39,15 +39,22 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaTrees:
+    """The node's Merkle trees, and which keys hold only tombstones (so
+    tombstone collection reads those keys, not whole partitions)."""
+
     def __init__(self) -> None:
         self.trees = PartitionTrees()
+        self._tombstones: dict[int, set[bytes]] = {}  # partition -> tombstone-only keys
 
     def rebuild(self, engine: LmdbEngine, partitions: range) -> None:
         """From what LMDB holds (at start); a corrupt record is left out, so
         the next exchange finds it and repairs it."""
         for partition in partitions:
-            entries = [(key, state_digest(record.value)) for key, record in
-                       engine.scan_partition(partition, on_corrupt=_left_out)]
+            entries = []
+            for key, record in engine.scan_partition(partition, on_corrupt=_left_out):
+                entries.append((key, state_digest(record.value)))
+                if record.tombstone:
+                    self._tombstones.setdefault(partition, set()).add(key)
             if entries:
                 self.trees.replace(partition, MerkleTree.build(entries))
 
@@ -55,8 +62,17 @@ class ReplicaTrees:
         """Called by the store on the event loop, in commit order, per applied write."""
         if isinstance(change, Write) and result.applied:
             tree = self.trees.tree(change.partition)
-            new = None if result.record is None else state_digest(result.record.value)  # purged
-            tree.update(change.key, tree.get(change.key), new)
+            record = result.record  # None: the key was purged
+            tree.update(change.key, tree.get(change.key),
+                        None if record is None else state_digest(record.value))
+            if record is not None and record.tombstone:
+                self._tombstones.setdefault(change.partition, set()).add(change.key)
+            elif change.key in self._tombstones.get(change.partition, ()):
+                self._tombstones[change.partition].discard(change.key)
+
+    def tombstoned(self, partition: int) -> list[bytes]:
+        """The keys of `partition` whose state is only tombstones, now."""
+        return sorted(self._tombstones.get(partition, ()))
 
 
 class ExchangePlanner:

@@ -89,7 +89,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     on_repaired=metrics.observe_keys_repaired,
                     on_bytes_sent=metrics.observe_anti_entropy_bytes,
                     collector=TombstoneCollector(
-                        config.node_id, spec, replica, trees.trees, peers, liveness.is_up,
+                        config.node_id, spec, replica, trees.trees, trees.tombstoned, peers,
+                        liveness.is_up,
                         grace_seconds=config.tombstone_grace_seconds,
                         wall_clock_ms=wall_clock_ms,
                         on_purged=metrics.observe_tombstones_purged),

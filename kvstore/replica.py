@@ -12,7 +12,7 @@ builds on what is really stored. No gRPC here.
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kvstore import versions
 from kvstore.errors import DataLoss, ResourceExhausted
@@ -116,13 +116,21 @@ class LocalReplica:
     def _partition(self, key: bytes) -> int:
         return partition_of(key, self._partitions)
 
-    def expired_tombstones(self, partition: int, older_than_ms: int) -> list[tuple[bytes, Record]]:
-        """Keys of `partition` whose state is only tombstones, all written
-        before `older_than_ms` (wall-clock ms); corrupt records are skipped
+    def expired_tombstones(self, keys: Iterable[bytes],
+                           older_than_ms: int) -> list[tuple[bytes, Record]]:
+        """Those of `keys` whose state is only tombstones, all written before
+        `older_than_ms` (wall-clock ms); corrupt records are skipped
         (anti-entropy repairs them)."""
-        return [(key, record)
-                for key, record in self._store.scan_partition(partition, on_corrupt=_ignore)
-                if record.tombstone and physical_ms(record.timestamp) < older_than_ms]
+        expired = []
+        for key in keys:
+            try:
+                record = self.read_record(key)
+            except DataLoss:
+                continue
+            if (record is not None and record.tombstone
+                    and physical_ms(record.timestamp) < older_than_ms):
+                expired.append((key, record))
+        return expired
 
     def read(self, key: bytes) -> DVVSet | None:
         """This replica's state for `key`; DataLoss if its copy is corrupt."""
@@ -220,7 +228,3 @@ def _readable(record: Record | None) -> DVVSet | None:
 
 def _hint_size(key: bytes, record: Record) -> int:
     return len(key) + len(record.value)
-
-
-def _ignore(error: DataLoss) -> None:
-    pass

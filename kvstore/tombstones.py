@@ -22,11 +22,13 @@ delete (bounded by the request timeouts, seconds against an hour).
 
 Only a partition's first replica collects, one partition per anti-entropy
 round in turn, so replicas do not race each other to purge the same keys.
+It reads only the keys that hold nothing but tombstones, which the node's
+trees track as writes commit (`ReplicaTrees.tombstoned`): no partition scan.
 """
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 
 from kvstore.errors import KVStoreError
 from kvstore.membership import ClusterSpec
@@ -39,13 +41,15 @@ log = logging.getLogger(__name__)
 
 class TombstoneCollector:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
-                 trees: PartitionTrees, peers: Peers, is_up: Callable[[str], bool], *,
+                 trees: PartitionTrees, tombstoned: Callable[[int], Iterable[bytes]],
+                 peers: Peers, is_up: Callable[[str], bool], *,
                  grace_seconds: float = 3600.0,
                  wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
                  on_purged: Callable[[int], None] = lambda count: None) -> None:
         self._node_id = node_id
         self._replica = replica
         self._trees = trees
+        self._tombstoned = tombstoned  # partition -> its keys holding only tombstones
         self._peers = peers
         self._is_up = is_up
         self._grace_ms = int(grace_seconds * 1000)
@@ -82,7 +86,7 @@ class TombstoneCollector:
         number this replica purged. A peer failing midway raises KVStoreError
         and leaves the rest for a later turn."""
         expired = self._replica.expired_tombstones(
-            partition, self._wall_clock_ms() - self._grace_ms)
+            self._tombstoned(partition), self._wall_clock_ms() - self._grace_ms)
         if not expired or not await self._no_hints_anywhere(partition):
             return 0
         tree = self._trees.tree(partition)

@@ -70,7 +70,7 @@ class Setup:
 
     def collector(self, node_id: str = "n1", grace_seconds: float = 3600) -> TombstoneCollector:
         return TombstoneCollector(node_id, SPEC, self.replica, self.trees.trees,
-                                  self.peers, lambda n: n not in self.down,  # type: ignore[arg-type]
+                                  self.trees.tombstoned, self.peers, lambda n: n not in self.down,  # type: ignore[arg-type]
                                   grace_seconds=grace_seconds,
                                   wall_clock_ms=lambda: self.clock_ms[0])
 
@@ -219,3 +219,36 @@ async def test_a_context_read_before_the_delete_cannot_replace_a_write_after_the
     await setup.replica.apply(key, b"written after the purge", False, b"", b"")
     state, _ = await setup.replica.apply(key, b"from a stale context", False, stale, b"")
     assert sorted(state.values) == [b"from a stale context", b"written after the purge"]
+
+
+async def test_the_trees_know_which_keys_hold_only_tombstones(setup: Setup,
+                                                              tmp_path: Path) -> None:
+    key = led_key()
+    partition, others, digest = await setup.deleted(key)
+    assert setup.trees.tombstoned(partition) == [key]
+    await setup.replica.apply(key, b"back", False, b"", b"")  # written again
+    assert setup.trees.tombstoned(partition) == []
+    await setup.replica.apply(key, b"", True, b"", b"")
+    assert setup.trees.tombstoned(partition) == [key]
+    record = setup.replica.read_record(key)
+    assert record is not None and state_digest(record.value) != digest  # a new tombstone
+    setup.peers.held = {peer: {key: state_digest(record.value)} for peer in others}
+    setup.clock_ms[0] += 2 * HOUR_MS
+    assert await setup.collector().collect(partition, others) == 1
+    assert setup.trees.tombstoned(partition) == []
+
+
+def test_a_rebuild_finds_the_keys_holding_only_tombstones(tmp_path: Path) -> None:
+    from kvstore.record import Record
+    from kvstore.storage.engine import Write
+
+    engine = LmdbEngine(tmp_path / "db", map_size=1 << 24, sync=False)
+    try:
+        engine.commit([Write(3, b"gone", lambda _: Record(b"", 1, True, b"")),
+                       Write(3, b"here", lambda _: Record(b"", 1, False, b"v"))])
+        trees = ReplicaTrees()
+        trees.rebuild(engine, range(SPEC.partitions))
+        assert trees.tombstoned(3) == [b"gone"] and trees.tombstoned(4) == []
+        assert len(trees.trees.tree(3)) == 2
+    finally:
+        engine.close()
