@@ -1,15 +1,16 @@
 """What the cluster did to heal itself during a chaos run, from the processes'
 own counters: hints written and replayed, anti-entropy exchanges and the
-keys they repaired, read repairs, tombstones purged, added up over every process and every
-lifetime of it.
+keys they repaired, read repairs, tombstones purged, added up over every
+process and every lifetime of it.
 
 The counters live in each process's memory (its Prometheus /metrics) and
 start again from zero when it restarts. So the run reads a process's
 counters just before the nemesis SIGKILLs it, and every process's once more
 when the Merkle roots have agreed or the wait for them gave up (before the
-checker's own final reads), and adds up the lifetimes. Not counted: what a process counted between that last
-reading and the kill (a few milliseconds), the lifetime of a process that
-crashed on its own, and a lifetime whose counters could not be read (listed).
+checker's own final reads), and adds up the lifetimes. Not counted: what a
+process counted between that last reading and the kill (a few
+milliseconds), the lifetime of a process that crashed on its own, and a
+lifetime whose counters could not be read (listed).
 A SIGSTOP pause resets nothing.
 
 `RunCounters` is the arithmetic, pure; `end_lifetime` reads one process.

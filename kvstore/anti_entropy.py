@@ -67,8 +67,8 @@ class ReplicaTrees:
                         None if record is None else state_digest(record.value))
             if record is not None and record.tombstone:
                 self._tombstones.setdefault(change.partition, set()).add(change.key)
-            elif change.key in self._tombstones.get(change.partition, ()):
-                self._tombstones[change.partition].discard(change.key)
+            else:
+                self._tombstones.get(change.partition, set()).discard(change.key)
 
     def tombstoned(self, partition: int) -> list[bytes]:
         """The keys of `partition` whose state is only tombstones, now."""

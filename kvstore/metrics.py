@@ -144,8 +144,8 @@ class NodeMetrics(RequestMetrics):
     def observe_anti_entropy_bytes(self, count: int) -> None:
         self._bytes_sent.inc(count)
 
-    def observe_tombstones_purged(self, count: int) -> None:
-        self._tombstones_purged.inc(count)
+    def observe_tombstone_purged(self) -> None:
+        self._tombstones_purged.inc()
 
 
 class CoordinatorMetrics(RequestMetrics):

@@ -65,6 +65,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     last_write_wins=spec.last_write_wins,
                     on_duplicate=metrics.observe_duplicate_write,
                     on_hint_stored=metrics.observe_hint_written,
+                    on_purged=metrics.observe_tombstone_purged,
                     hint_policy=HintPolicy(config.max_hints_per_target,
                                            config.max_hint_bytes_per_target,
                                            config.hint_replay_rate_per_second),
@@ -92,8 +93,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         config.node_id, spec, replica, trees.trees, trees.tombstoned, peers,
                         liveness.is_up,
                         grace_seconds=config.tombstone_grace_seconds,
-                        wall_clock_ms=wall_clock_ms,
-                        on_purged=metrics.observe_tombstones_purged),
+                        wall_clock_ms=wall_clock_ms),
                 ) as anti_entropy, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,

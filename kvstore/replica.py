@@ -49,10 +49,12 @@ class LocalReplica:
         *, last_write_wins: bool = False, max_siblings: int = versions.DEFAULT_MAX_SIBLINGS,
         on_duplicate: Callable[[], None] = lambda: None,
         on_hint_stored: Callable[[], None] = lambda: None,
+        on_purged: Callable[[], None] = lambda: None,
         hint_policy: HintPolicy = HintPolicy(),
     ) -> None:
         self._on_duplicate = on_duplicate
         self._on_hint_stored = on_hint_stored
+        self._on_purged = on_purged
         self._hint_policy = hint_policy
         self.hint_book = HintBook(hint_policy)
         self._hints_by_partition: Counter[int] = Counter()  # for tombstone collection
@@ -191,6 +193,8 @@ class LocalReplica:
             return DELETE
 
         result = await self._store.write(Write(self._partition(key), key, decide))
+        if result.applied:
+            self._on_purged()
         return result.applied
 
     async def merge(self, key: bytes, incoming: DVVSet, request_id: bytes = b"") -> bool:

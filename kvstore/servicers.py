@@ -22,7 +22,7 @@ from kvstore import versions
 from kvstore.cache import LruCache
 from kvstore.coordinator import Coordinator
 from kvstore.merkle import PartitionTrees
-from kvstore.metrics import NodeMetrics, RequestMetrics
+from kvstore.metrics import RequestMetrics
 from kvstore.replica import LocalReplica, state_digest
 from kvstore.status import status_of
 from kvstore.versions import DVVSet
@@ -333,19 +333,16 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             replica_pb2.KeyDigest(key=key, digest=digest) for key, digest in entries.items()])
 
     def _partition(self, partition: int) -> int:
-        """`partition` if the ring has it; else ValueError (INVALID_ARGUMENT), so
-        no question about a partition that does not exist creates a tree."""
+        """`partition` if the ring has it, else InvalidArgument: so no question
+        about a partition that does not exist creates a tree."""
         if partition >= self.partitions:
-            raise ValueError(f"partition {partition} does not exist; "
-                             f"use 0..{self.partitions - 1}")
+            raise InvalidArgument(f"partition {partition} does not exist; "
+                                  f"use 0..{self.partitions - 1}")
         return partition
 
     def _hints_held(self, partition: int) -> replica_pb2.ReplicaResult:
-        try:
-            self._partition(partition)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        return replica_pb2.ReplicaResult(found=True, hints=self.replica.hints_held(partition))
+        return replica_pb2.ReplicaResult(
+            found=True, hints=self.replica.hints_held(self._partition(partition)))
 
     def _read(self, read: replica_pb2.ReplicaRead) -> replica_pb2.ReplicaResult:
         validation.check_key(read.key, self.limits)
@@ -385,18 +382,13 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.ReplicaResult(found=True, state=versions.encode(state))
 
     async def _purge(self, key: bytes, digest: bytes) -> replica_pb2.ReplicaResult:
-        removed = await self.replica.purge(key, digest)
-        if removed and isinstance(self.metrics, NodeMetrics):
-            self.metrics.observe_tombstones_purged(1)
-        return replica_pb2.ReplicaResult(found=removed)
+        return replica_pb2.ReplicaResult(found=await self.replica.purge(key, digest))
 
     async def _repair(self, partition: int) -> replica_pb2.ReplicaResult:
         if self.repair is None:
             raise FailedPrecondition("this node has no other replicas to repair with")
-        if partition >= self.partitions:
-            raise InvalidArgument(f"partition {partition} does not exist; "
-                                  f"use 0..{self.partitions - 1}")
-        return replica_pb2.ReplicaResult(found=True, repaired=await self.repair(partition))
+        return replica_pb2.ReplicaResult(
+            found=True, repaired=await self.repair(self._partition(partition)))
 
     async def _hint(self, target: str, key: bytes,
                     incoming: DVVSet) -> replica_pb2.ReplicaResult:

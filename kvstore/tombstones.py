@@ -44,8 +44,8 @@ class TombstoneCollector:
                  trees: PartitionTrees, tombstoned: Callable[[int], Iterable[bytes]],
                  peers: Peers, is_up: Callable[[str], bool], *,
                  grace_seconds: float = 3600.0,
-                 wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 on_purged: Callable[[int], None] = lambda count: None) -> None:
+                 wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+                 ) -> None:
         self._node_id = node_id
         self._replica = replica
         self._trees = trees
@@ -54,7 +54,6 @@ class TombstoneCollector:
         self._is_up = is_up
         self._grace_ms = int(grace_seconds * 1000)
         self._wall_clock_ms = wall_clock_ms
-        self._on_purged = on_purged
         self._others = [m.node_id for m in spec.members if m.node_id != node_id]
         # The partitions this node is the first replica of, with their other replicas.
         self._led: list[tuple[int, list[str]]] = []
@@ -92,22 +91,18 @@ class TombstoneCollector:
         tree = self._trees.tree(partition)
         buckets: dict[tuple[str, int], dict[bytes, bytes]] = {}
         purged = 0
-        try:
-            for key, record in expired:
-                digest = state_digest(record.value)
-                bucket = tree.bucket_of(key)
-                for peer in replicas:
-                    if (peer, bucket) not in buckets:
-                        buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
-                if any(buckets[(peer, bucket)].get(key) != digest for peer in replicas):
-                    continue
-                for peer in replicas:
-                    await self._peers.purge(peer, key, digest)
-                if await self._replica.purge(key, digest):
-                    purged += 1
-        finally:
-            if purged:
-                self._on_purged(purged)
+        for key, record in expired:
+            digest = state_digest(record.value)
+            bucket = tree.bucket_of(key)
+            for peer in replicas:
+                if (peer, bucket) not in buckets:
+                    buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
+            if any(buckets[(peer, bucket)].get(key) != digest for peer in replicas):
+                continue
+            for peer in replicas:
+                await self._peers.purge(peer, key, digest)
+            if await self._replica.purge(key, digest):
+                purged += 1
         return purged
 
     async def _no_hints_anywhere(self, partition: int) -> bool:
