@@ -160,6 +160,23 @@ class Coordinator:
         if quorum.settled:
             settled.set()
 
+        async def hint(node_id: str, stand_in: str) -> None:
+            """Have `stand_in` keep the state as a hint for `node_id`; one that
+            cannot be reached hands the hint on to the next stand-in, if any.
+            (One whose hint bound is full fails the write: that is back-pressure.)"""
+            while True:
+                try:
+                    await self._ops.merge(stand_in, key, state, request_id, hint_for=node_id)
+                    return
+                except KVStoreError as exc:
+                    unreachable = isinstance(exc, (Unavailable, DeadlineExceeded))
+                    following = next(stand_ins, None) if unreachable else None
+                    if following is None:
+                        raise type(exc)(f"via {stand_in}: {exc}") from exc
+                    log.info("stand-in %s for %s failed (%s); trying %s",
+                             stand_in, node_id, exc, following)
+                    stand_in = following
+
         async def replicate(node_id: str, stand_in: str | None = None) -> None:
             try:
                 if stand_in is None:
@@ -170,13 +187,12 @@ class Coordinator:
                         stand_in = next(stand_ins, None)
                         if stand_in is None:
                             raise
-                        await self._ops.merge(stand_in, key, state, request_id,
-                                              hint_for=node_id)
+                        await hint(node_id, stand_in)
                 else:
-                    await self._ops.merge(stand_in, key, state, request_id, hint_for=node_id)
+                    await hint(node_id, stand_in)
             except KVStoreError as exc:
                 failures.append(exc)
-                quorum.fail(node_id, str(exc) if stand_in is None else f"via {stand_in}: {exc}")
+                quorum.fail(node_id, str(exc))
             else:
                 quorum.ack(node_id)
             if quorum.settled:

@@ -388,6 +388,23 @@ def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detect
     assert _total(cluster, "kvstore_hints_written_total", but=third) == 1
 
 
+def test_a_hint_goes_on_to_the_next_stand_in_when_the_first_is_dead_too(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(nodes=5, coordinators=0)
+    spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
+    key = b"hinted twice"
+    replicas = spec.preference_list(key)
+    walk = spec.ring.preference_list(spec.partition_of(key), len(spec.members))
+    first_stand_in, second_stand_in = [n for n in walk if n not in replicas]
+    for dead in (replicas[2], first_stand_in):  # neither convicted yet
+        cluster.nodes[dead].process.kill()
+        cluster.nodes[dead].process.wait()
+    coordinator = cluster.nodes[replicas[0]]
+    with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
+        client.put(key, b"twice", w="all")
+    assert _sample(cluster.nodes[second_stand_in],
+                   f'kvstore_hints_pending{{target="{replicas[2]}"}}') == 1
+
+
 def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(coordinators=0)
     items = {b"ae-%03d" % i: b"value-%03d" % i for i in range(200)}
