@@ -36,13 +36,15 @@ class Liveness:
     def __init__(self, peers: Mapping[str, Callable[[], Awaitable[None]]],
                  *, interval: float = HEARTBEAT_INTERVAL_SECONDS,
                  clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str, bool], None] = lambda node_id, up: None) -> None:
+                 on_change: Callable[[str, bool], None] = lambda node_id, up: None,
+                 on_answer: Callable[[str], None] = lambda node_id: None) -> None:
         """`peers`: node id -> an async function that pings it (raising a
-        KVStoreError when it cannot)."""
+        KVStoreError when it cannot). `on_answer` hears of every answered ping."""
         self._pings = dict(peers)
         self._interval = interval
         self._clock = clock
         self._on_change = on_change
+        self._on_answer = on_answer
         self._detector = FailureDetector(**DETECTOR_SETTINGS)  # type: ignore[arg-type]
         now = clock()
         for node_id in self._pings:
@@ -79,6 +81,7 @@ class Liveness:
                 pass
             else:
                 self._detector.heartbeat(node_id, self._clock())
+                self._on_answer(node_id)
             self._report_changes()
             await pause(self._interval, self._stopping)
 
@@ -93,6 +96,7 @@ def peer_liveness(peers: Peers, metrics: RequestMetrics, timeout: float) -> Live
     """Liveness of every peer but this node, pinged over `peers`' links with
     `timeout`, exposed in `metrics`."""
     pingers = peers.pingers(timeout)
-    liveness = Liveness(pingers, on_change=metrics.observe_peer_transition)
+    liveness = Liveness(pingers, on_change=metrics.observe_peer_transition,
+                        on_answer=metrics.observe_peer_answer)
     metrics.watch_peers(sorted(pingers), liveness.status)
     return liveness

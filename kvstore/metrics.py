@@ -59,9 +59,19 @@ class RequestMetrics:
         self._peer_transitions = Counter(
             "kvstore_peer_transitions", "Peers going down or coming back up",
             ["peer", "to"], registry=self.registry)
+        # A peer is held up from the start, before it has ever answered; this
+        # tells "answering" from "not yet convicted".
+        self._peer_answers = Counter(
+            "kvstore_peer_heartbeats_answered", "Heartbeats the peer has answered",
+            ["peer"], registry=self.registry)
+        for peer in peers:
+            self._peer_answers.labels(peer)
 
     def observe_peer_transition(self, peer: str, up: bool) -> None:
         self._peer_transitions.labels(peer, "up" if up else "down").inc()
+
+    def observe_peer_answer(self, peer: str) -> None:
+        self._peer_answers.labels(peer).inc()
 
 
 class NodeMetrics(RequestMetrics):

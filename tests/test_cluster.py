@@ -85,10 +85,13 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         for server in [*started.values(), *routers]:
             wait_serving(server.address, 30, alive=lambda s=server: s.process.poll() is None)
         # Serving is not yet connected: a peer that started after this one is
-        # reached once its channel's reconnect backoff (at most 1 s) is over.
+        # reached once its channel's reconnect backoff (at most 1 s) is over,
+        # and until then calls to it fail at once. A heartbeat answered on a
+        # link shows that its channel is connected.
         for server in [*started.values(), *routers]:
-            poll(lambda s=server: _reaches_every_replica(s.address), 15,
-                 f"{server.node_id} reaches every replica")
+            peers = [node_id for node_id in started if node_id != server.node_id]
+            poll(lambda s=server, p=peers: _heard_from(s, p), 15,
+                 f"{server.node_id} hears every peer")
         return cluster
 
     yield _make
@@ -96,13 +99,10 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         cluster.stop_all()
 
 
-def _reaches_every_replica(address: str) -> bool:
-    with kvclient.Client([address], timeout=5, max_attempts=1) as client:
-        try:
-            client.put(b"connectivity-probe", b"", w="all", sloppy=False)  # no hints
-        except kvclient.errors.Unavailable:
-            return False
-    return True
+def _heard_from(server: NodeProcess, peers: list[str]) -> bool:
+    """Whether every one of `peers` has answered a heartbeat from `server`."""
+    return all((_sample(server, f'kvstore_peer_heartbeats_answered_total{{peer="{peer}"}}')
+                or 0) >= 1 for peer in peers)
 
 
 def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
