@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import random
-import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 from kvstore.config import ConfigError, load_node_config
 from kvstore.membership import ClusterMember, ClusterSpec, MembershipError
+from kvstore.ports import ephemeral_ports, port_is_free
 from kvstore.processes import coordinator_command, node_command
 from kvstore.ring import validate_partition_count
 
@@ -283,24 +283,15 @@ def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:
     return serving + [port + METRICS_OFFSET for port in serving]
 
 
-def port_is_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers bind: a port with only TIME_WAIT
-    # connections left is free for them.
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_base_port(nodes: int, coordinators: int, rng: random.Random) -> int:
-    """A base port (in 20000-40000) all of whose ports were free a moment ago:
-    for tests and chaos runs that start clusters side by side."""
+    """A base port all of whose ports were free a moment ago, and below the
+    ephemeral range (see `kvstore.ports`): for tests and chaos runs that
+    start clusters side by side."""
+    span = max(needed_ports(0, nodes, coordinators))
+    highest = min(40000, ephemeral_ports().start - span - 1)
     for _ in range(200):
-        base = rng.randrange(20000, 40000)
-        if all(port_is_free(port) for port in needed_ports(base, nodes, coordinators)):
+        base = rng.randrange(20000, max(highest, 20001))
+        if all(port_is_free(port, HOST) for port in needed_ports(base, nodes, coordinators)):
             return base
     raise LayoutError("found no base port with every needed port free")
 

@@ -21,9 +21,8 @@ from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
 from kvstore import versions
 from kvstore.membership import ClusterMember, ClusterSpec
 from kvstore.probe import wait_serving
-from kvstore.processes import (
-    NodeProcess, coordinator_command, free_port, node_command, spawn,
-)
+from kvstore.ports import free_port
+from kvstore.processes import NodeProcess, coordinator_command, node_command, spawn
 
 pytestmark = pytest.mark.timeout(120)
 
