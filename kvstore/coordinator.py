@@ -187,8 +187,7 @@ class Coordinator:
                         stand_in = next(stand_ins, None)
                         if stand_in is None:
                             raise
-                        await hint(node_id, stand_in)
-                else:
+                if stand_in is not None:
                     await hint(node_id, stand_in)
             except KVStoreError as exc:
                 failures.append(exc)

@@ -53,19 +53,18 @@ class RequestMetrics:
                    ["peer"], registry=self.registry)
         phi = Gauge("kvstore_peer_phi", "The failure detector's suspicion of the peer (phi)",
                     ["peer"], registry=self.registry)
-        for peer in peers:
-            up.labels(peer).set_function(lambda peer=peer: float(status()[peer].up))
-            phi.labels(peer).set_function(lambda peer=peer: status()[peer].phi)
-        self._peer_transitions = Counter(
-            "kvstore_peer_transitions", "Peers going down or coming back up",
-            ["peer", "to"], registry=self.registry)
         # A peer is held up from the start, before it has ever answered; this
         # tells "answering" from "not yet convicted".
         self._peer_answers = Counter(
             "kvstore_peer_heartbeats_answered", "Heartbeats the peer has answered",
             ["peer"], registry=self.registry)
         for peer in peers:
-            self._peer_answers.labels(peer)
+            up.labels(peer).set_function(lambda peer=peer: float(status()[peer].up))
+            phi.labels(peer).set_function(lambda peer=peer: status()[peer].phi)
+            self._peer_answers.labels(peer)  # 0 until the first answer
+        self._peer_transitions = Counter(
+            "kvstore_peer_transitions", "Peers going down or coming back up",
+            ["peer", "to"], registry=self.registry)
 
     def observe_peer_transition(self, peer: str, up: bool) -> None:
         self._peer_transitions.labels(peer, "up" if up else "down").inc()

@@ -13,10 +13,10 @@ from kvstore.errors import KVStoreError
 from kvstore.record import Record
 
 # Given the record currently stored under the key (None when there is none, or
-# when the stored copy is corrupt), return the record to store, or None to
-# leave the key unchanged, or DELETE to remove it. Runs inside the commit transaction, in the writer
-# thread: it must be pure and quick. It may raise a KVStoreError, which fails
-# that write alone.
+# when the stored copy is corrupt), return the record to store, None to leave
+# the key unchanged, or DELETE to remove it. Runs inside the commit
+# transaction, in the writer thread: it must be pure and quick. It may raise a
+# KVStoreError, which fails that write alone.
 Decide = Callable[[Record | None], "Record | None | Delete"]
 
 

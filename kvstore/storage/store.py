@@ -19,12 +19,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from kvstore.errors import DataLoss, KVStoreError, Unavailable
+from kvstore.errors import KVStoreError, Unavailable
 from kvstore.record import Record
 from kvstore.storage.engine import Change, CommitObserver, Engine, Hint, WriteResult
 
@@ -117,12 +117,6 @@ class Store:
     def queued(self) -> int:
         """Writes waiting for a commit that has not started yet (a queue-depth gauge)."""
         return len(self._queue)
-
-    def scan_partition(self, partition: int, *,
-                       on_corrupt: Callable[[DataLoss], None] | None = None
-                       ) -> Iterator[tuple[bytes, Record]]:
-        return self._engine.scan_partition(  # type: ignore[attr-defined,no-any-return]
-            partition, on_corrupt=on_corrupt)
 
     def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
         return self._engine.scan_hints(after, limit)
