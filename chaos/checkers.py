@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chaos.history import FAIL, OK, UNKNOWN, Op, text
-from kvstore.versions import DVVSet, VersionVector
+from kvstore.causality.versions import DVVSet, VersionVector
 
 
 @dataclass(frozen=True)

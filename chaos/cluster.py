@@ -28,9 +28,9 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kvstore.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError, free_base_port,
+from kvstore.ops.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError, free_base_port,
                                     load_saved)
-from kvstore.membership import ClusterSpec
+from kvstore.placement.membership import ClusterSpec
 
 START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
 HEALTHY_TIMEOUT = 60.0  # a restarted process must serve within this

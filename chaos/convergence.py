@@ -36,10 +36,10 @@ import kvclient
 from chaos.checkers import Roots, differing_partitions, divergent_keys, partitions_with_keys
 from chaos.history import FINAL_READER, OK, History, Op, describe_error, outcome_of, text
 from kvclient.pb import replica_pb2, replica_pb2_grpc
-from kvstore import versions
-from kvstore.membership import ClusterSpec
-from kvstore.merkle import MerkleTree
-from kvstore.versions import DVVSet
+from kvstore.causality import versions
+from kvstore.placement.membership import ClusterSpec
+from kvstore.leaderless.merkle import MerkleTree
+from kvstore.causality.versions import DVVSet
 
 READ_TIMEOUT = 5.0  # one r=all read, or one Batch call to a replica
 RETRY_INTERVAL = 0.2  # between attempts of a final read that failed
@@ -196,7 +196,7 @@ async def wait_roots_equal(reader: ReplicaReader, spec: ClusterSpec, history: Hi
         roots = await reader.roots(replicas_of)
         differing = differing_partitions(roots, replicas_of)
         polls += 1
-    # The nodes' trees have the default shape (kvstore.merkle's defaults).
+    # The nodes' trees have the default shape (kvstore.leaderless.merkle's defaults).
     with_keys = partitions_with_keys(roots, replicas_of, MerkleTree().root())
     return RootConvergence(not differing, history.now() - since, len(replicas_of), with_keys,
                            at_start, differing, polls)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chaos.cluster import Server
-from kvstore.cluster_status import scrape
+from kvstore.ops.cluster_status import scrape
 
 # Summary name -> Prometheus sample. Nodes have them all; coordinators only
 # read repairs.

@@ -32,7 +32,7 @@ Outcome = Literal["ok", "fail", "unknown"]
 OpKind = Literal["get", "put", "delete"]
 
 # A write refused with one of these was not applied anywhere: the origin
-# replica checks them before it adds the write (see kvstore.coordinator).
+# replica checks them before it adds the write (see kvstore.leaderless.coordinator).
 _NOT_APPLIED = (errors.InvalidArgument, errors.FailedPrecondition)
 
 FINAL_READER = -1  # the `client` of the checker's own reads at the end

@@ -1,3 +1,3 @@
-from kvstore.cli import main
+from kvstore.ops.cli import main
 
 main()

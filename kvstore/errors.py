@@ -1,7 +1,7 @@
 """The store's own error types, one per way a request can fail.
 
 Pure: no gRPC here. Each error maps to exactly one gRPC status code in
-`kvstore.status` (the only table of that mapping), so core modules raise these
+`kvstore.rpc.status` (the only table of that mapping), so core modules raise these
 and the servicers translate. Every message says what went wrong and what to
 change.
 """

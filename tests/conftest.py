@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from kvclient.pb import kv_pb2_grpc
-from kvstore.processes import NodeProcess, start_node
+from kvstore.ops.processes import NodeProcess, start_node
 
 StartNode = Callable[..., NodeProcess]
 

@@ -7,11 +7,11 @@ import grpc
 import pytest
 
 from kvclient.pb import replica_pb2
-from kvstore.anti_entropy import ExchangePlanner
-from kvstore.merkle import PartitionTrees
-from kvstore.metrics import RequestMetrics
-from kvstore.servicers import ReplicaService
-from kvstore.validation import Limits
+from kvstore.leaderless.anti_entropy import ExchangePlanner
+from kvstore.leaderless.merkle import PartitionTrees
+from kvstore.server.metrics import RequestMetrics
+from kvstore.rpc.servicers import ReplicaService
+from kvstore.rpc.validation import Limits
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -7,8 +7,8 @@ import grpc
 import pytest
 
 from kvclient.pb import kv_pb2, kv_pb2_grpc
-from kvstore.config import ConfigError, load_node_config
-from kvstore.processes import NodeProcess
+from kvstore.server.config import ConfigError, load_node_config
+from kvstore.ops.processes import NodeProcess
 from tests.conftest import StartNode, rpc_error
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.bench import targets_of_cluster_file
+from kvstore.ops.bench import targets_of_cluster_file
 
 
 @pytest.mark.timeout(120)

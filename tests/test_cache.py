@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.cache import ENTRY_OVERHEAD, LruCache
+from kvstore.server.cache import ENTRY_OVERHEAD, LruCache
 
 PROPERTIES = settings(max_examples=300, deadline=None)
 

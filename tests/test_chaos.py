@@ -18,11 +18,11 @@ from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
 from chaos.nemesis import schedule
 from chaos.summary import Summary, count_ops, from_reports
 from kvclient.pb import replica_pb2
-from kvstore.merkle import MerkleTree, PartitionTrees
-from kvstore.metrics import RequestMetrics
-from kvstore.servicers import ReplicaService
-from kvstore.validation import Limits
-from kvstore.versions import DVVSet, Dot, Sibling, VersionVector
+from kvstore.leaderless.merkle import MerkleTree, PartitionTrees
+from kvstore.server.metrics import RequestMetrics
+from kvstore.rpc.servicers import ReplicaService
+from kvstore.rpc.validation import Limits
+from kvstore.causality.versions import DVVSet, Dot, Sibling, VersionVector
 
 REPO = Path(__file__).resolve().parent.parent
 HORIZON = 15.0

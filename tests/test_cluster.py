@@ -18,11 +18,11 @@ import pytest
 
 import kvclient
 from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
-from kvstore import versions
-from kvstore.membership import ClusterMember, ClusterSpec
-from kvstore.probe import wait_serving
-from kvstore.ports import free_port
-from kvstore.processes import NodeProcess, coordinator_command, node_command, spawn
+from kvstore.causality import versions
+from kvstore.placement.membership import ClusterMember, ClusterSpec
+from kvstore.ops.probe import wait_serving
+from kvstore.ops.ports import free_port
+from kvstore.ops.processes import NodeProcess, coordinator_command, node_command, spawn
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 import kvclient
-from kvstore.cli import main
-from kvstore.cluster_layout import Layout, Requested, resolve, save_layout, write_config
-from kvstore.cluster_layout import free_base_port as layout_free_base_port
-from kvstore.cluster_status import collect, pid_alive, read_cluster
-from kvstore.probe import is_serving
+from kvstore.ops.cli import main
+from kvstore.ops.cluster_layout import Layout, Requested, resolve, save_layout, write_config
+from kvstore.ops.cluster_layout import free_base_port as layout_free_base_port
+from kvstore.ops.cluster_status import collect, pid_alive, read_cluster
+from kvstore.ops.probe import is_serving
 
 START_SECONDS = 60.0  # cluster up's own deadline for every process to serve
 STOP_SECONDS = 30.0

@@ -13,7 +13,7 @@ import pytest
 
 import kvclient
 from kvclient.pb import kv_pb2
-from kvstore.processes import NodeProcess
+from kvstore.ops.processes import NodeProcess
 from tests.conftest import StartNode
 
 pytestmark = pytest.mark.timeout(120)

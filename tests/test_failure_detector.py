@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.failure_detector import (
+from kvstore.health.failure_detector import (
     FailureDetector,
     NodeStatus,
     PhiAccrualDetector,

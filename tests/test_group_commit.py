@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.errors import FailedPrecondition, KVStoreError, Unavailable
-from kvstore.record import Record
+from kvstore.storage.record import Record
 from kvstore.storage.engine import Write, WriteResult
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.hints import (
+from kvstore.leaderless.hints import (
     MIB,
     HintBook,
     HintPolicy,

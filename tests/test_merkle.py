@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.merkle import (
+from kvstore.leaderless.merkle import (
     HASH_SIZE,
     DigestMismatch,
     MerkleTree,
@@ -19,7 +19,7 @@ from kvstore.merkle import (
     diff_keys,
     differing_buckets,
 )
-from kvstore.ring import partition_of
+from kvstore.placement.ring import partition_of
 
 PROPERTIES = settings(max_examples=150, deadline=None)
 

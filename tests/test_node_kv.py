@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import kvclient
-from kvstore.processes import NodeProcess
+from kvstore.ops.processes import NodeProcess
 
 pytestmark = pytest.mark.timeout(60)
 

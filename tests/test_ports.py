@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import ports
-from kvstore.cluster_layout import free_base_port, needed_ports
+from kvstore.ops import ports
+from kvstore.ops.cluster_layout import free_base_port, needed_ports
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.quorum import ReadQuorum, WriteQuorum
-from kvstore.versions import (
+from kvstore.leaderless.quorum import ReadQuorum, WriteQuorum
+from kvstore.causality.versions import (
     DVVSet,
     Dot,
     Sibling,

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvstore.errors import DataLoss
-from kvstore.record import HEADER_BYTES, Record, decode, encode
+from kvstore.storage.record import HEADER_BYTES, Record, decode, encode
 
 keys = st.binary(max_size=64)
 records = st.builds(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.ring import (
+from kvstore.placement.ring import (
     DEFAULT_PARTITIONS,
     Member,
     Ring,

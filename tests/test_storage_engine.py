@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError, ResourceExhausted
-from kvstore.record import Record
+from kvstore.storage.record import Record
 from kvstore.storage.engine import DELETE, Decide, RemoveHint, StoreHint, Write, WriteResult
 from kvstore.storage import lmdb_engine
 from kvstore.storage.lmdb_engine import PRUNE_PER_COMMIT, SCAN_CHUNK, LmdbEngine
@@ -459,7 +459,7 @@ _CRASHING_WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from kvstore.record import Record
+    from kvstore.storage.record import Record
     from kvstore.storage.engine import Write
     from kvstore.storage.lmdb_engine import LmdbEngine
 

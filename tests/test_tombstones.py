@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import versions
-from kvstore.anti_entropy import ReplicaTrees
+from kvstore.causality import versions
+from kvstore.leaderless.anti_entropy import ReplicaTrees
 from kvstore.errors import Unavailable
-from kvstore.hlc import HybridLogicalClock
-from kvstore.membership import ClusterMember, ClusterSpec
-from kvstore.replica import LocalReplica, state_digest
-from kvstore.ring import partition_of
+from kvstore.causality.hlc import HybridLogicalClock
+from kvstore.placement.membership import ClusterMember, ClusterSpec
+from kvstore.leaderless.replica import LocalReplica, state_digest
+from kvstore.placement.ring import partition_of
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store
-from kvstore.tombstones import TombstoneCollector
+from kvstore.leaderless.tombstones import TombstoneCollector
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -239,7 +239,7 @@ async def test_the_trees_know_which_keys_hold_only_tombstones(setup: Setup,
 
 
 def test_a_rebuild_finds_the_keys_holding_only_tombstones(tmp_path: Path) -> None:
-    from kvstore.record import Record
+    from kvstore.storage.record import Record
     from kvstore.storage.engine import Write
 
     engine = LmdbEngine(tmp_path / "db", map_size=1 << 24, sync=False)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvstore.errors import DataLoss, FailedPrecondition
-from kvstore.versions import (
+from kvstore.causality.versions import (
     DEFAULT_MAX_SIBLINGS,
     DVVSet,
     Dot,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kvstore.errors import KVStoreError
-from kvstore.record import Record
+from kvstore.storage.record import Record
 
 # Given the record currently stored under the key (None when there is none, or
 # when the stored copy is corrupt), return the record to store, None to leave

@@ -10,7 +10,7 @@ LMDB keys are at most 511 bytes but user keys may be up to 64 KiB, so the
 tag says how the user key is kept:
 
     0x00  key part = the user key itself (keys of at most 508 bytes);
-          value = the kvstore.record encoding
+          value = the kvstore.storage.record encoding
     0x01  key part = the user key's first 476 bytes + its 32-byte BLAKE2b
           digest (longer keys: always exactly 511 bytes of LMDB key);
           value = key length u32 BE + the full user key + the record encoding
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import lmdb
 
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
-from kvstore.record import Record, decode, encode
+from kvstore.storage.record import Record, decode, encode
 from kvstore.storage.engine import (Change, Delete, Hint, RemoveHint, StoreHint, Write,
                                     WriteResult)
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from kvstore.errors import KVStoreError, Unavailable
-from kvstore.record import Record
+from kvstore.storage.record import Record
 from kvstore.storage.engine import Change, CommitObserver, Engine, Hint, WriteResult
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Which peers are up: heartbeats over the replica links, judged by a phi
-accrual failure detector (`kvstore.failure_detector`).
+accrual failure detector (`kvstore.health.failure_detector`).
 
 Every `interval` seconds each peer gets an empty `Replica.Batch` call on the
 same channel data uses, with a short deadline, from a loop of its own (so a
@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Self
 
 from kvstore.errors import KVStoreError
-from kvstore.failure_detector import FailureDetector, NodeStatus
-from kvstore.metrics import RequestMetrics
-from kvstore.peers import Peers
+from kvstore.health.failure_detector import FailureDetector, NodeStatus
+from kvstore.server.metrics import RequestMetrics
+from kvstore.rpc.peers import Peers
 from kvstore.schedule import pause
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvstore.ports import free_port
-from kvstore.probe import wait_serving
+from kvstore.ops.ports import free_port
+from kvstore.ops.probe import wait_serving
 
 
 def cpu_seconds(pid: int) -> float:

@@ -14,7 +14,7 @@ Files in the data dir:
   durability); written once the cluster has come up, it marks the data dir as
   holding a cluster;
 - cluster.json: the running processes (a contract with external tests; written
-  by `kvstore.local_cluster` only while every process is up).
+  by `kvstore.ops.local_cluster` only while every process is up).
 """
 
 import dataclasses
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvstore.config import ConfigError, load_node_config
-from kvstore.membership import ClusterMember, ClusterSpec, MembershipError
-from kvstore.ports import ephemeral_ports, port_is_free
-from kvstore.processes import coordinator_command, node_command
-from kvstore.ring import validate_partition_count
+from kvstore.server.config import ConfigError, load_node_config
+from kvstore.placement.membership import ClusterMember, ClusterSpec, MembershipError
+from kvstore.ops.ports import ephemeral_ports, port_is_free
+from kvstore.ops.processes import coordinator_command, node_command
+from kvstore.placement.ring import validate_partition_count
 
 HOST = "127.0.0.1"
 CLUSTER_TOML = "cluster.toml"
@@ -285,7 +285,7 @@ def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:
 
 def free_base_port(nodes: int, coordinators: int, rng: random.Random) -> int:
     """A base port all of whose ports were free a moment ago, and below the
-    ephemeral range (see `kvstore.ports`): for tests and chaos runs that
+    ephemeral range (see `kvstore.ops.ports`): for tests and chaos runs that
     start clusters side by side."""
     span = max(needed_ports(0, nodes, coordinators))
     highest = min(40000, ephemeral_ports().start - span - 1)

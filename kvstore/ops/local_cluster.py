@@ -2,7 +2,7 @@
 in the foreground, until SIGINT/SIGTERM.
 
 It owns the child processes: starts them with the command lines from the
-layout (`kvstore.cluster_layout`, built with `kvstore.processes`), waits until
+layout (`kvstore.ops.cluster_layout`, built with `kvstore.ops.processes`), waits until
 every one serves, publishes DIR/cluster.json, reports a child that dies, and
 stops them all on a stop signal. It must never restart a child behind the
 operator's back: chaos tests kill and restart processes themselves, with the
@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kvstore.cluster_layout import (CLUSTER_JSON, Layout, LayoutError, ProcessPlan, Requested,
+from kvstore.ops.cluster_layout import (CLUSTER_JSON, Layout, LayoutError, ProcessPlan, Requested,
                                     cluster_document, load_saved, resolve, save_layout,
                                     write_atomically, write_config)
-from kvstore.membership import ClusterSpec
-from kvstore.probe import is_serving
+from kvstore.placement.membership import ClusterSpec
+from kvstore.ops.probe import is_serving
 
 LOCK_FILE = "cluster.lock"
 READY_TIMEOUT_SECONDS = 60.0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvclient import AsyncClient
-from kvstore.processes import cpu_seconds, start_node
+from kvstore.ops.processes import cpu_seconds, start_node
 
 PRELOAD_BATCH = 500
 

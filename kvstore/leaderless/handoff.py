@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Self
 
 from kvstore.errors import KVStoreError
-from kvstore.hints import ReplayLimiter
-from kvstore.peers import ReplicaOps
-from kvstore.replica import LocalReplica, record_state
+from kvstore.leaderless.hints import ReplayLimiter
+from kvstore.rpc.peers import ReplicaOps
+from kvstore.leaderless.replica import LocalReplica, record_state
 from kvstore.schedule import pause
 from kvstore.storage.engine import Hint
 

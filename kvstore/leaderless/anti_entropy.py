@@ -1,7 +1,7 @@
 """Merkle anti-entropy: replicas of a partition compare trees and repair the
 keys that differ, so replicas converge without anyone reading the keys.
 
-`ReplicaTrees` keeps one Merkle tree (`kvstore.merkle`) per partition of
+`ReplicaTrees` keeps one Merkle tree (`kvstore.leaderless.merkle`) per partition of
 this node, updated incrementally on the event loop as each write commits (in
 commit order) and rebuilt from LMDB at start. Every `interval` seconds
 `AntiEntropy` runs a round: it asks each other node that is up for the roots
@@ -22,18 +22,18 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from kvstore import versions
+from kvstore.causality import versions
 from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError
-from kvstore.hints import ReplayLimiter
-from kvstore.membership import ClusterSpec
-from kvstore.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
-from kvstore.peers import Peers
-from kvstore.replica import LocalReplica, state_digest
+from kvstore.leaderless.hints import ReplayLimiter
+from kvstore.placement.membership import ClusterSpec
+from kvstore.leaderless.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
+from kvstore.rpc.peers import Peers
+from kvstore.leaderless.replica import LocalReplica, state_digest
 from kvstore.schedule import pause
 from kvstore.storage.engine import Change, Write, WriteResult
 from kvstore.storage.lmdb_engine import LmdbEngine
-from kvstore.tombstones import TombstoneCollector
-from kvstore.versions import DVVSet
+from kvstore.leaderless.tombstones import TombstoneCollector
+from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
 

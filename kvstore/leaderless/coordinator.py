@@ -11,7 +11,7 @@ the write is acknowledged once W replicas hold it durably.
 
 Work that outlives a request (repair, replication past W) is owned by the
 coordinator's task group and awaited on close. The quorum arithmetic is in
-`kvstore.quorum`, the transport behind `ReplicaOps`.
+`kvstore.leaderless.quorum`, the transport behind `ReplicaOps`.
 """
 
 import asyncio
@@ -24,10 +24,10 @@ from kvstore.errors import (
     DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError,
     ResourceExhausted, Unavailable,
 )
-from kvstore.membership import ClusterSpec
-from kvstore.peers import ReplicaOps
-from kvstore.quorum import ReadQuorum, WriteQuorum
-from kvstore.versions import DVVSet
+from kvstore.placement.membership import ClusterSpec
+from kvstore.rpc.peers import ReplicaOps
+from kvstore.leaderless.quorum import ReadQuorum, WriteQuorum
+from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
 

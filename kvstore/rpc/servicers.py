@@ -12,20 +12,20 @@ from typing import Any, TypeVar
 import grpc
 
 from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
-from kvstore import validation
+from kvstore.rpc import validation
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError
-from kvstore import versions
-from kvstore.cache import LruCache
-from kvstore.coordinator import Coordinator
-from kvstore.merkle import PartitionTrees
-from kvstore.metrics import RequestMetrics
-from kvstore.replica import LocalReplica, state_digest
-from kvstore.status import status_of
-from kvstore.versions import DVVSet
+from kvstore.causality import versions
+from kvstore.server.cache import LruCache
+from kvstore.leaderless.coordinator import Coordinator
+from kvstore.leaderless.merkle import PartitionTrees
+from kvstore.server.metrics import RequestMetrics
+from kvstore.leaderless.replica import LocalReplica, state_digest
+from kvstore.rpc.status import status_of
+from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from kvclient.pb import replica_pb2, replica_pb2_grpc
-from kvstore.membership import ClusterSpec, MembershipError
+from kvstore.placement.membership import ClusterSpec, MembershipError
 
 
 class RepairError(RuntimeError):

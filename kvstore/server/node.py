@@ -12,22 +12,22 @@ import logging
 import time
 
 from kvclient.pb import kv_pb2, replica_pb2
-from kvstore.anti_entropy import AntiEntropy, ReplicaTrees
-from kvstore.config import NodeConfig
-from kvstore.coordinator import Coordinator
-from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
-from kvstore.handoff import HintReplayer
-from kvstore.hints import HintPolicy
-from kvstore.hlc import HybridLogicalClock
-from kvstore.liveness import peer_liveness
-from kvstore.metrics import NodeMetrics
-from kvstore.peers import LinkSettings, Peers
-from kvstore.replica import LocalReplica
-from kvstore.servicers import KVService, ReplicaService, register
+from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
+from kvstore.server.config import NodeConfig
+from kvstore.leaderless.coordinator import Coordinator
+from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.leaderless.handoff import HintReplayer
+from kvstore.leaderless.hints import HintPolicy
+from kvstore.causality.hlc import HybridLogicalClock
+from kvstore.health.liveness import peer_liveness
+from kvstore.server.metrics import NodeMetrics
+from kvstore.rpc.peers import LinkSettings, Peers
+from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.servicers import KVService, ReplicaService, register
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store
-from kvstore.tombstones import TombstoneCollector
-from kvstore.validation import Limits
+from kvstore.leaderless.tombstones import TombstoneCollector
+from kvstore.rpc.validation import Limits
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 apply a client's write as that write's coordinating replica, and merge a
 state computed elsewhere (replication, read repair).
 
-A key's state is a dotted version vector set (`kvstore.versions.DVVSet`),
+A key's state is a dotted version vector set (`kvstore.causality.versions.DVVSet`),
 stored as one record: the encoded set as the value, its joined version vector
 as the record's version, its newest timestamp, and a tombstone flag when every
 sibling is a delete. Every change is a storage `Write` whose `decide` computes
@@ -14,15 +14,15 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from kvstore import versions
+from kvstore.causality import versions
 from kvstore.errors import DataLoss, ResourceExhausted
-from kvstore.hints import HintBook, HintPolicy
-from kvstore.hlc import HybridLogicalClock, physical_ms
-from kvstore.record import Record
-from kvstore.ring import partition_of
+from kvstore.leaderless.hints import HintBook, HintPolicy
+from kvstore.causality.hlc import HybridLogicalClock, physical_ms
+from kvstore.storage.record import Record
+from kvstore.placement.ring import partition_of
 from kvstore.storage.engine import DELETE, Delete, Hint, RemoveHint, StoreHint, Write
 from kvstore.storage.store import Store
-from kvstore.versions import DVVSet, VersionVector
+from kvstore.causality.versions import DVVSet, VersionVector
 
 
 def state_record(state: DVVSet) -> Record:

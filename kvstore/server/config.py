@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kvstore.membership import ClusterSpec, MembershipError
-from kvstore.ring import DEFAULT_PARTITIONS, validate_partition_count
+from kvstore.placement.membership import ClusterSpec, MembershipError
+from kvstore.placement.ring import DEFAULT_PARTITIONS, validate_partition_count
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kvstore.config import ConfigError, load_coordinator_config, load_node_config, parse_size
+from kvstore.server.config import ConfigError, load_coordinator_config, load_node_config, parse_size
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from kvstore.membership import ClusterSpec
+    from kvstore.placement.membership import ClusterSpec
 
 DEFAULT_ADDRESS = "127.0.0.1:7101"
 
@@ -49,8 +49,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               type=click.Choice(["debug", "info", "warning", "error"]))
 def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
     """Run one storage node in the foreground until SIGTERM/SIGINT."""
-    from kvstore import logs
-    from kvstore.node import run_node
+    from kvstore.server import logs
+    from kvstore.server.node import run_node
 
     try:
         config = load_node_config(config_file, flags)
@@ -75,8 +75,8 @@ def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coordinator(config_file: Path, log_level: str, **flags: Any) -> None:
     """Run a coordinator: routes to the replicas, runs the quorum, caches reads."""
-    from kvstore import logs
-    from kvstore.coordinator_process import run_coordinator
+    from kvstore.server import logs
+    from kvstore.server.coordinator_process import run_coordinator
 
     try:
         config = load_coordinator_config(config_file, flags)
@@ -114,8 +114,8 @@ def up(data_dir: Path, node_settings: tuple[str, ...], **flags: Any) -> None:
     the same data dir brings back the same cluster and data; flags not given
     take the saved values.
     """
-    from kvstore.cluster_layout import LayoutError, Requested, parse_node_settings
-    from kvstore.local_cluster import run_cluster
+    from kvstore.ops.cluster_layout import LayoutError, Requested, parse_node_settings
+    from kvstore.ops.local_cluster import run_cluster
 
     try:
         code = run_cluster(Requested(**flags), data_dir,
@@ -130,7 +130,7 @@ def up(data_dir: Path, node_settings: tuple[str, ...], **flags: Any) -> None:
 
 def _cluster_is_up(document: dict[str, Any], spec: "ClusterSpec", existed: bool,
                    data_dir: Path) -> None:
-    from kvstore.cluster_status import collect, connection_hints, table
+    from kvstore.ops.cluster_status import collect, connection_hints, table
 
     console = _console()
     verb = "restarted the cluster saved in" if existed else "started a new cluster in"
@@ -157,7 +157,7 @@ def _console() -> "Console":
               show_default=True, help="The data dir `kvstore cluster up` runs in.")
 def status(data_dir: Path) -> None:
     """One line per process: pid, health, partitions, keys, disk use."""
-    from kvstore.cluster_status import NoCluster, collect, read_cluster, table
+    from kvstore.ops.cluster_status import NoCluster, collect, read_cluster, table
 
     try:
         document, spec = read_cluster(data_dir)
@@ -183,7 +183,7 @@ def admin() -> None:
 def repair(config_file: Path, node_ids: tuple[str, ...], partition: int | None,
            timeout: float) -> None:
     """Run Merkle anti-entropy now, partition by partition, showing progress."""
-    from kvstore.admin import RepairError, repair_cluster
+    from kvstore.ops.admin import RepairError, repair_cluster
 
     try:
         total = repair_cluster(config_file, list(node_ids), partition, timeout, say=click.echo)
@@ -297,7 +297,7 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
     Without --address or --cluster-file it starts a temporary single node
     (and stops it after).
     """
-    from kvstore.bench import (BenchOptions, format_results, run_against,
+    from kvstore.ops.bench import (BenchOptions, format_results, run_against,
                                run_against_temporary_node, targets_of_cluster_file)
 
     if cluster_file is not None:

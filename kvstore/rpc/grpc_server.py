@@ -16,7 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from kvstore.config import parse_address
+from kvstore.server.config import parse_address
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from kvstore.ring import DEFAULT_PARTITIONS, Member, Ring, partition_of
+from kvstore.placement.ring import DEFAULT_PARTITIONS, Member, Ring, partition_of
 
 MODES = ("leaderless",)
 

@@ -125,7 +125,7 @@ class Sibling:
     dot: Dot
     value: bytes
     tombstone: bool
-    timestamp: int  # hybrid-logical-clock time of the write (see kvstore.hlc)
+    timestamp: int  # hybrid-logical-clock time of the write (see kvstore.causality.hlc)
 
     def __post_init__(self) -> None:
         if self.tombstone and self.value:

@@ -11,16 +11,16 @@ import asyncio
 import logging
 import time
 
-from kvstore.cache import LruCache
-from kvstore.config import CoordinatorConfig
-from kvstore.coordinator import Coordinator
-from kvstore.grpc_server import metrics_endpoint, run_until_signalled, serving
-from kvstore.liveness import peer_liveness
-from kvstore.metrics import CoordinatorMetrics
-from kvstore.node import KV
-from kvstore.peers import LinkSettings, Peers
-from kvstore.servicers import KVService, register
-from kvstore.validation import Limits
+from kvstore.server.cache import LruCache
+from kvstore.server.config import CoordinatorConfig
+from kvstore.leaderless.coordinator import Coordinator
+from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.health.liveness import peer_liveness
+from kvstore.server.metrics import CoordinatorMetrics
+from kvstore.server.node import KV
+from kvstore.rpc.peers import LinkSettings, Peers
+from kvstore.rpc.servicers import KVService, register
+from kvstore.rpc.validation import Limits
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
-from kvstore.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
-from kvstore.membership import ClusterSpec
+from kvstore.ops.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
+from kvstore.placement.membership import ClusterSpec
 
 PROBE_TIMEOUT_SECONDS = 1.0
 

@@ -20,11 +20,11 @@ from typing import Protocol, Self
 import grpc
 
 from kvclient.pb import replica_pb2, replica_pb2_grpc
-from kvstore import versions
+from kvstore.causality import versions
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
-from kvstore.replica import LocalReplica
-from kvstore.status import error_of
-from kvstore.versions import DVVSet
+from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.status import error_of
+from kvstore.causality.versions import DVVSet
 
 
 class ReplicaOps(Protocol):

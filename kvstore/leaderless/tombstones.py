@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Set
 
 from kvstore.errors import KVStoreError
-from kvstore.membership import ClusterSpec
-from kvstore.merkle import PartitionTrees
-from kvstore.peers import Peers
-from kvstore.replica import LocalReplica, state_digest
+from kvstore.placement.membership import ClusterSpec
+from kvstore.leaderless.merkle import PartitionTrees
+from kvstore.rpc.peers import Peers
+from kvstore.leaderless.replica import LocalReplica, state_digest
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ request has succeeded (`done`), can no longer succeed (`failed`), why not
 replicas to repair (`stale`). Pure logic: no I/O, no asyncio, no clock. The
 coordinator owns deadlines and turns a deadline into `fail(node, reason)`;
 how many replies a consistency level asks for is
-`kvstore.validation.replica_count`.
+`kvstore.rpc.validation.replica_count`.
 
 Both states only move one way: answers only add acks or failures, so once
 `done` the quorum stays done, and once `failed` (too few replicas left to
@@ -19,7 +19,7 @@ repair.
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from kvstore.versions import DVVSet, lww_sync, sync
+from kvstore.causality.versions import DVVSet, lww_sync, sync
 
 
 class _Tally:

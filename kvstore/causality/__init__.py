@@ -1,0 +1,1 @@
+"""Causal order of writes: dotted version vector sets and the hybrid logical clock."""

@@ -1,0 +1,1 @@
+"""Who is up: phi accrual failure detection and the heartbeat loop that feeds it."""

@@ -1,0 +1,1 @@
+"""Leader (Raft) replication: one Raft group per partition. Not built yet."""

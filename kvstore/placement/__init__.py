@@ -1,0 +1,1 @@
+"""Where keys live: partitions, the ring, preference lists, the cluster spec."""

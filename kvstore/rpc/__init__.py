@@ -1,0 +1,2 @@
+"""The gRPC edge: servicers, peer links, the server factory, validation and the
+one table between the store's errors and gRPC status codes."""
