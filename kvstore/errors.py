@@ -7,8 +7,31 @@ change.
 """
 
 
+# What a failed write did, in an error's `outcome` (DESIGN.md, "Errors on
+# the wire"): nothing was applied anywhere, or it may have been applied and
+# may still appear (so the client cannot tell a failure from a success).
+NOT_APPLIED = "not_applied"
+UNKNOWN = "unknown"
+
+
 class KVStoreError(Exception):
-    """Base of every error a request can end with."""
+    """Base of every error a request can end with.
+
+    `reason` names the case for machines (an ErrorInfo reason on the wire,
+    e.g. QUORUM_NOT_REACHED) and `metadata` carries its fields as strings
+    (e.g. `outcome`, `required`, `acknowledged`); both are optional.
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    @property
+    def outcome(self) -> str | None:
+        """NOT_APPLIED or UNKNOWN for a failed write that says which; else None."""
+        return self.metadata.get("outcome")
 
 
 class InvalidArgument(KVStoreError):

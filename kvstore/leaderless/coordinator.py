@@ -1,38 +1,30 @@
-"""Leaderless quorum coordination of one request (Dynamo, section 4.5).
+"""Leaderless coordination of one request: the asyncio driver of the read and
+write machines.
 
-A read asks R replicas of the key's preference list (another for each that
-fails), answers once R have replied (their states merged), and when the last
-of them has answered repairs those that showed less than the merged state
-(read repair), off the answer's path. Replicas a read did not ask are
-brought up to date by later reads and by replication of later writes. A write goes through one replica (the write's origin: this node when it
-is in the preference list, else the first that answers), which adds the value
-with a new dot; the resulting state is merged into the other replicas, and
-the write is acknowledged once W replicas hold it durably.
-
-Work that outlives a request (repair, replication past W) is owned by the
-coordinator's task group and awaited on close. The quorum arithmetic is in
-`kvstore.leaderless.quorum`, the transport behind `ReplicaOps`.
+What a read or a write does, and in which order, is decided by the pure
+machines `kvstore.leaderless.read_request.ReadRequest` and
+`kvstore.leaderless.write_request.WriteRequest`; this module only carries
+their actions out on the replicas (through `ReplicaOps`), feeds the outcomes
+back, and owns the deadline. Work that outlives a request (read repair,
+replication past W) is owned by the coordinator's task group and awaited on
+close.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from kvstore.errors import (
-    DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError,
-    ResourceExhausted, Unavailable,
-)
+from kvstore.causality.versions import DVVSet
+from kvstore.errors import KVStoreError
+from kvstore.leaderless import read_request as read
+from kvstore.leaderless import write_request as write
 from kvstore.placement.membership import ClusterSpec
 from kvstore.rpc.peers import ReplicaOps
-from kvstore.leaderless.quorum import ReadQuorum, WriteQuorum
-from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
-
-# Errors that are the request's fault: trying another replica cannot help.
-_REQUEST_ERRORS = (InvalidArgument, FailedPrecondition)
 
 
 class Coordinator:
@@ -60,68 +52,52 @@ class Coordinator:
 
     async def get(self, key: bytes, r: int, timeout: float) -> DVVSet | None:
         """The merged state of `key` once `r` replicas answered."""
-        replicas = self.spec.preference_list(key)
-        if r == 1 and replicas[0] == self._self_id:
-            # This node holds the key and one answer is enough: its own, with
-            # no quorum to keep; a failure falls through to asking the others.
+        request = read.ReadRequest(self.spec.preference_list(key), r, self_id=self._self_id,
+                                   is_up=self._is_up, lww=self.spec.last_write_wins)
+        answer: asyncio.Future[DVVSet | None] = asyncio.get_running_loop().create_future()
+        local = self._carry_out_read(key, request, request.start(), answer)
+        for node_id in local:  # no network hop: answers at once, no task needed
+            await self._ask(key, request, node_id, answer)
+        if not answer.done():
             try:
-                return await self._ops.read(self._self_id, key)
-            except KVStoreError:
-                if len(replicas) == 1:
-                    raise
-        quorum = ReadQuorum(replicas, r, lww=self.spec.last_write_wins)
-        corrupt: list[str] = []
-        failures: list[KVStoreError] = []
-        settled = asyncio.Event()
+                async with asyncio.timeout(max(timeout, 0)):
+                    return await asyncio.shield(answer)
+            except TimeoutError:
+                self._carry_out_read(key, request, request.deadline(), answer)
+        return answer.result()
 
-        # Ask R replicas (this node first when it holds the key: no network
-        # hop), and one more for each that fails, as Cassandra does: asking
-        # all N would cost every replica a read for an answer not waited for.
-        candidates = iter(self._by_locality(replicas))
+    def _carry_out_read(self, key: bytes, request: read.ReadRequest,
+                        actions: list[read.ReadAction],
+                        answer: "asyncio.Future[DVVSet | None]") -> list[str]:
+        """Start the actions; the asks of this node itself are returned, for
+        the caller to await in place."""
+        local = []
+        for action in actions:
+            match action:
+                case read.Ask(node_id) if node_id == self._self_id:
+                    local.append(node_id)
+                case read.Ask(node_id):
+                    self._tasks.create_task(self._ask(key, request, node_id, answer))
+                case read.Repair(targets, state):
+                    self._tasks.create_task(self._merge_into(key, state, targets))
+                case read.Answer(state):
+                    answer.set_result(state)
+                case read.Fail(error):
+                    answer.set_exception(error)
+        return local
 
-        async def ask(node_id: str) -> None:
-            try:
-                state = await self._ops.read(node_id, key)
-            except KVStoreError as exc:
-                if isinstance(exc, DataLoss):
-                    corrupt.append(node_id)
-                failures.append(exc)
-                quorum.fail(node_id, str(exc))
-                if not quorum.failed:
-                    self._tasks.create_task(ask(next(candidates)))
-            else:
-                quorum.reply(node_id, state)
-            if quorum.settled:
-                settled.set()
-            if len(quorum.replies) + len(quorum.failures) == asked():
-                # The last answer of those asked: repair what the others showed.
-                self._repair(key, quorum, corrupt)
+    async def _ask(self, key: bytes, request: read.ReadRequest, node_id: str,
+                   answer: "asyncio.Future[DVVSet | None]") -> None:
+        try:
+            state = await self._ops.read(node_id, key)
+        except KVStoreError as exc:
+            actions = request.failure(node_id, exc)
+        else:
+            actions = request.reply(node_id, state)
+        for local in self._carry_out_read(key, request, actions, answer):
+            self._tasks.create_task(self._ask(key, request, local, answer))
 
-        first = [next(candidates) for _ in range(r)]
-        asked = lambda: len(first) + len(failures)  # noqa: E731
-        local = first[0] if first[0] == self._self_id else None
-        for node_id in first:
-            if node_id != local:
-                self._tasks.create_task(ask(node_id))
-        if local is not None:
-            await ask(local)  # no network hop: answers at once, no task needed
-        if not quorum.settled:
-            await self._wait(settled, timeout, quorum.error_message)
-        if quorum.failed:
-            raise _quorum_error(quorum.error_message(), failures)
-        return quorum.merged()
-
-    def _repair(self, key: bytes, quorum: ReadQuorum, corrupt: list[str]) -> None:
-        """Bring the replicas that answered with less than the merged state,
-        or with a corrupt copy, up to it, in the background."""
-        merged = quorum.merged()
-        if merged is None:
-            return
-        targets = [*quorum.stale(merged), *corrupt]
-        if targets:
-            self._tasks.create_task(self._merge_into(key, merged, targets))
-
-    async def _merge_into(self, key: bytes, merged: DVVSet, targets: list[str]) -> None:
+    async def _merge_into(self, key: bytes, merged: DVVSet, targets: tuple[str, ...]) -> None:
         results = await asyncio.gather(
             *(self._ops.merge(node_id, key, merged) for node_id in targets), return_exceptions=True
         )
@@ -148,137 +124,94 @@ class Coordinator:
             # gRPC cancels the call if the client's deadline passes first.
             return await self._ops.apply(self._self_id, key, value, tombstone, context,
                                          request_id)
-        quorum = WriteQuorum(replicas, w)
-        failures: list[KVStoreError] = []
+        ring_walk = self.spec.ring.preference_list(self.spec.partition_of(key),
+                                                   len(self.spec.members))
+        request = write.WriteRequest(replicas, w, ring_walk=ring_walk, is_up=self._is_up,
+                                     sloppy=sloppy)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        state = await self._apply_at_origin(
-            replicas, quorum, failures, deadline,
-            lambda origin: self._ops.apply(origin, key, value, tombstone, context, request_id),
-        )
-        settled = asyncio.Event()
-        if quorum.settled:
-            settled.set()
-
-        async def hint(node_id: str, stand_in: str) -> None:
-            """Have `stand_in` keep the state as a hint for `node_id`; one that
-            cannot be reached hands the hint on to the next stand-in, if any.
-            (One whose hint bound is full fails the write: that is back-pressure.)"""
-            while True:
-                try:
-                    await self._ops.merge(stand_in, key, state, request_id, hint_for=node_id)
-                    return
-                except KVStoreError as exc:
-                    unreachable = isinstance(exc, (Unavailable, DeadlineExceeded))
-                    following = next(stand_ins, None) if unreachable else None
-                    if following is None:
-                        raise type(exc)(f"via {stand_in}: {exc}") from exc
-                    log.info("stand-in %s for %s failed (%s); trying %s",
-                             stand_in, node_id, exc, following)
-                    stand_in = following
-
-        async def replicate(node_id: str, stand_in: str | None = None) -> None:
-            try:
-                if stand_in is None:
-                    try:
-                        await self._ops.merge(node_id, key, state, request_id)
-                    except (Unavailable, DeadlineExceeded):
-                        # Down but not yet convicted: hint it like one that is.
-                        stand_in = next(stand_ins, None)
-                        if stand_in is None:
-                            raise
-                if stand_in is not None:
-                    await hint(node_id, stand_in)
-            except KVStoreError as exc:
-                failures.append(exc)
-                quorum.fail(node_id, str(exc))
-            else:
-                quorum.ack(node_id)
-            if quorum.settled:
-                settled.set()
-
-        stand_ins = iter(self._stand_ins(key, replicas) if sloppy else ())
-        for node_id in quorum.pending:
-            if self._is_up(node_id):
-                self._tasks.create_task(replicate(node_id))
-            elif (stand_in := next(stand_ins, None)) is not None:
-                self._tasks.create_task(replicate(node_id, stand_in))
-            else:  # convicted by the failure detector: do not wait for it
-                failures.append(Unavailable(f"{node_id} is down"))
-                quorum.fail(node_id, "down (failure detector)")
-        if not quorum.settled:
-            await self._wait(settled, deadline - loop.time(), quorum.error_message)
-        if quorum.failed:
-            raise _quorum_error(quorum.error_message(), failures)
-        return state
-
-    async def _apply_at_origin(self, replicas: Sequence[str], quorum: WriteQuorum,
-                               failures: list[KVStoreError], deadline: float,
-                               apply: Callable[[str], Awaitable[DVVSet]]) -> DVVSet:
-        loop = asyncio.get_running_loop()
-        # The origin is the first replica that is up, whoever coordinates: a
-        # retried write (same request id) reaches the same origin, which
-        # recognises it, through any coordinator.
-        for origin in self._up_first(replicas):
-            try:
-                async with asyncio.timeout_at(deadline):
-                    state = await apply(origin)
-            except _REQUEST_ERRORS:
-                raise
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"w={quorum.required}: the write's origin replica {origin} did not answer "
-                    f"in time; the write may or may not have been applied"
-                ) from None
-            except KVStoreError as exc:
-                failures.append(exc)
-                quorum.fail(origin, str(exc))
-                if quorum.failed or loop.time() >= deadline:
-                    raise _quorum_error(quorum.error_message(), failures) from exc
-                continue
-            quorum.ack(origin)
-            return state
-        raise _quorum_error(quorum.error_message(), failures)
-
-    def _stand_ins(self, key: bytes, replicas: Sequence[str]) -> list[str]:
-        """Healthy nodes after the preference list along the ring walk: who
-        takes hints for replicas that are down (Dynamo's sloppy quorum)."""
-        walk = self.spec.ring.preference_list(self.spec.partition_of(key),
-                                              len(self.spec.members))
-        return [n for n in walk if n not in replicas and self._is_up(n)]
-
-    def _up_first(self, replicas: Sequence[str]) -> list[str]:
-        """The replicas in preference order, those the failure detector has
-        convicted last."""
-        up = [n for n in replicas if self._is_up(n)]
-        return up + [n for n in replicas if n not in up]
-
-    def _by_locality(self, replicas: Sequence[str]) -> list[str]:
-        """This node first when it holds the key (no network hop), then the
-        others that are up, in preference order; peers the failure detector
-        has convicted last, tried only when nothing else is left."""
-        local = [n for n in replicas if n == self._self_id]
-        others = [n for n in replicas if n != self._self_id]
-        up = [n for n in others if self._is_up(n)]
-        return local + up + [n for n in others if n not in up]
-
-    @staticmethod
-    async def _wait(settled: asyncio.Event, timeout: float, describe: Callable[[], str]) -> None:
-        """Until the quorum settles; DeadlineExceeded (saying who answered) after `timeout`."""
+        answer: asyncio.Future[DVVSet] = loop.create_future()
+        operation = _WriteOperation(key, value, tombstone, context, request_id)
+        origin = self._carry_out_write(operation, request, request.start(), answer)
         try:
-            async with asyncio.timeout(max(timeout, 0)):
-                await settled.wait()
+            async with asyncio.timeout_at(deadline):
+                # The origin is applied here, not in a task: the other replicas
+                # follow only once it has produced the state.
+                while origin is not None:
+                    origin = await self._apply(operation, request, origin, answer, deadline)
+                if not answer.done():
+                    await asyncio.shield(answer)
         except TimeoutError:
-            raise DeadlineExceeded(f"deadline passed before the quorum was reached; {describe()}") from None
+            self._carry_out_write(operation, request, request.deadline(), answer)
+        return answer.result()
+
+    async def _apply(self, operation: "_WriteOperation", request: write.WriteRequest,
+                     origin: str, answer: "asyncio.Future[DVVSet]",
+                     deadline: float) -> str | None:
+        """Apply at `origin`; the next origin to try, if any."""
+        try:
+            state = await self._ops.apply(origin, operation.key, operation.value,
+                                          operation.tombstone, operation.context,
+                                          operation.request_id)
+        except KVStoreError as exc:
+            past_deadline = asyncio.get_running_loop().time() >= deadline
+            actions = request.apply_failed(origin, exc, past_deadline=past_deadline)
+        else:
+            actions = request.applied(origin, state)
+        return self._carry_out_write(operation, request, actions, answer)
+
+    def _carry_out_write(self, operation: "_WriteOperation", request: write.WriteRequest,
+                         actions: list[write.WriteAction],
+                         answer: "asyncio.Future[DVVSet]") -> str | None:
+        """Start the actions; an origin to apply at is returned, for the
+        caller to await in place."""
+        origin = None
+        for action in actions:
+            match action:
+                case write.Apply(node_id):
+                    origin = node_id
+                case write.Replicate(node_id, state):
+                    self._tasks.create_task(self._replicate(operation, request, node_id, state,
+                                                            answer))
+                case write.Hint(owner, via, state):
+                    self._tasks.create_task(self._hint(operation, request, owner, via, state,
+                                                       answer))
+                case write.Answer(state):
+                    answer.set_result(state)
+                case write.Fail(error):
+                    answer.set_exception(error)
+        return origin
+
+    async def _replicate(self, operation: "_WriteOperation", request: write.WriteRequest,
+                         node_id: str, state: DVVSet, answer: "asyncio.Future[DVVSet]") -> None:
+        try:
+            await self._ops.merge(node_id, operation.key, state, operation.request_id)
+        except KVStoreError as exc:
+            actions = request.replicate_failed(node_id, exc)
+        else:
+            actions = request.replicated(node_id)
+        self._carry_out_write(operation, request, actions, answer)
+
+    async def _hint(self, operation: "_WriteOperation", request: write.WriteRequest,
+                    owner: str, via: str, state: DVVSet,
+                    answer: "asyncio.Future[DVVSet]") -> None:
+        try:
+            await self._ops.merge(via, operation.key, state, operation.request_id,
+                                  hint_for=owner)
+        except KVStoreError as exc:
+            log.info("stand-in %s for %s failed: %s", via, owner, exc)
+            actions = request.hint_failed(owner, via, exc)
+        else:
+            actions = request.hinted(owner, via)
+        self._carry_out_write(operation, request, actions, answer)
 
 
-def _quorum_error(message: str, failures: Sequence[KVStoreError]) -> KVStoreError:
-    """Unavailable, unless every replica failed the same way for a reason of
-    its own (a full store, a corrupt record): then that reason's error, so a
-    one-replica cluster reports RESOURCE_EXHAUSTED or DATA_LOSS as a node does."""
-    kinds = {type(failure) for failure in failures}
-    if len(kinds) == 1:
-        (kind,) = kinds
-        if kind in (ResourceExhausted, DataLoss):
-            return kind(message)
-    return Unavailable(message)
+@dataclass(frozen=True, slots=True)
+class _WriteOperation:
+    """The client's write, as the replicas are asked to apply or merge it."""
+
+    key: bytes
+    value: bytes
+    tombstone: bool
+    context: bytes
+    request_id: bytes

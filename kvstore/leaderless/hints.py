@@ -238,8 +238,7 @@ def fallback_nodes(
     owners = list(preference_list[:n])
     if len(set(owners)) != len(owners):
         raise ValueError(f"the preference list repeats a node: {list(preference_list)}")
-    spares = iter([node for node in dict.fromkeys(ring_walk)
-                   if node not in owners and node not in down])
+    spares = iter(spare_nodes(owners, ring_walk, down))
     targets = []
     for owner in owners:
         if owner not in down:
@@ -247,3 +246,12 @@ def fallback_nodes(
         elif (stand_in := next(spares, None)) is not None:
             targets.append(WriteTarget(stand_in, owner))
     return targets
+
+
+def spare_nodes(owners: Iterable[str], ring_walk: Iterable[str], down: Set[str]) -> list[str]:
+    """The nodes that may stand in for down owners, in the order they are
+    taken: the healthy nodes of `ring_walk` that are not owners, each once.
+    `fallback_nodes` gives them out one per down owner; a write whose stand-in
+    cannot be reached takes the next one not yet given out."""
+    excluded = set(owners)
+    return [node for node in dict.fromkeys(ring_walk) if node not in excluded and node not in down]

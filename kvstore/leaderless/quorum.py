@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from kvstore.causality.versions import DVVSet, lww_sync, sync
+from kvstore.errors import DataLoss, KVStoreError, ResourceExhausted, Unavailable
 
 
 class _Tally:
@@ -176,3 +177,16 @@ def _nothing_to_none(dvvset: DVVSet | None) -> DVVSet | None:
     if dvvset is None or (not dvvset.siblings and not dvvset.history.counters):
         return None
     return dvvset
+
+
+def quorum_error(message: str, failures: Sequence[KVStoreError]) -> KVStoreError:
+    """The error of a quorum that failed: Unavailable, unless every replica
+    failed the same way for a reason of its own (a full store, a corrupt
+    record): then that reason's error, so a one-replica cluster reports
+    RESOURCE_EXHAUSTED or DATA_LOSS as a node does."""
+    kinds = {type(failure) for failure in failures}
+    if len(kinds) == 1:
+        (kind,) = kinds
+        if kind in (ResourceExhausted, DataLoss):
+            return kind(message)
+    return Unavailable(message)
