@@ -9,11 +9,13 @@ outcome (`outcome_of`), and the JSON form. It never judges a history (that is
 Outcomes:
 - "ok": acknowledged (a read's siblings are kept);
 - "fail": a definite error: the store refused the request and applied
-  nothing (INVALID_ARGUMENT, FAILED_PRECONDITION) or, for a read, any error
-  but a timeout;
+  nothing (INVALID_ARGUMENT, FAILED_PRECONDITION, or any error whose
+  outcome is "not_applied", such as a write refused because too few
+  replicas were up) or, for a read, any error but a timeout;
 - "unknown": a write that failed for any other reason, UNAVAILABLE and
   DEADLINE_EXCEEDED included (its origin replica may have applied it before
-  the quorum failed), and a read that timed out.
+  the quorum failed: the error's outcome says "unknown", or nothing), and a
+  read that timed out.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ def outcome_of(kind: OpKind, error: BaseException) -> Outcome:
     """What a failed operation tells about its effect (see the module docstring)."""
     if kind == "get":
         return UNKNOWN if isinstance(error, errors.DeadlineExceeded) else FAIL
-    return FAIL if isinstance(error, _NOT_APPLIED) else UNKNOWN
+    if isinstance(error, _NOT_APPLIED) or getattr(error, "outcome", None) == "not_applied":
+        return FAIL
+    return UNKNOWN
 
 
 def describe_error(error: BaseException) -> str:

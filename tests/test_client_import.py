@@ -1,5 +1,6 @@
-"""kvclient must work with only grpcio and protobuf installed: it never
-imports the server (kvstore) nor the server's dependencies."""
+"""kvclient must work with only grpcio, protobuf and googleapis-common-protos
+(google.rpc, for gRPC's rich error details) installed: it never imports the
+server (kvstore) nor the server's dependencies."""
 
 from __future__ import annotations
 
@@ -55,12 +56,12 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_client_sources_import_only_stdlib_grpc_and_protobuf() -> None:
+def test_client_sources_import_only_stdlib_grpc_protobuf_and_google_rpc() -> None:
     """Catches imports a run would miss, e.g. inside a function."""
     allowed_roots = set(sys.stdlib_module_names) | {"grpc", "kvclient"}
     for path in sorted(CLIENT_DIR.rglob("*.py")):
         for module in _imported_modules(path):
             root = module.split(".")[0]
-            ok = root in allowed_roots or module == "google.protobuf" or \
-                module.startswith("google.protobuf.")
+            ok = root in allowed_roots or module in ("google.protobuf", "google.rpc") or \
+                module.startswith(("google.protobuf.", "google.rpc."))
             assert ok, f"{path.relative_to(CLIENT_DIR)} imports {module}"

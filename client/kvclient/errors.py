@@ -6,12 +6,20 @@ asyncio, into one of them (`from_rpc_error`). It must never do I/O: it is
 shared by both clients and by the pure request/retry modules.
 
 Every exception carries `.code` (a `grpc.StatusCode`) and `.details` (the
-server's message, which says what to change); `str(e)` shows both.
+server's message, which says what to change); `str(e)` shows both. Where the
+server sent gRPC's rich error details (a `google.rpc.Status` in the trailing
+metadata), `.reason` names the case (e.g. `QUORUM_NOT_REACHED`), `.metadata`
+holds its fields, `.outcome` says what a failed write did (`"not_applied"`:
+nothing was applied; `"unknown"`: it may have been applied and may still
+appear) and `.retry_after` how long to wait before retrying (seconds).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "KVError",
@@ -48,11 +56,21 @@ class KVError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, details: str = "", code: grpc.StatusCode | None = None) -> None:
+    def __init__(self, details: str = "", code: grpc.StatusCode | None = None, *,
+                 reason: str | None = None, metadata: Mapping[str, str] | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(details)
         self.details = details
         if code is not None:
             self.code = code
+        self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after = retry_after
+
+    @property
+    def outcome(self) -> str | None:
+        """For a failed write: "not_applied" or "unknown", when the server said."""
+        return self.metadata.get("outcome")
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.details}" if self.details else self.code.name
@@ -185,12 +203,15 @@ ERROR_BY_CODE: dict[grpc.StatusCode, type[KVError]] = {
 _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def error_for(code: grpc.StatusCode, details: str) -> KVError:
-    """The typed exception for `code`, carrying `details`."""
+def error_for(code: grpc.StatusCode, details: str, *, reason: str | None = None,
+              metadata: Mapping[str, str] | None = None,
+              retry_after: float | None = None) -> KVError:
+    """The typed exception for `code`, carrying `details` (and the rich details)."""
+    extras = {"reason": reason, "metadata": metadata, "retry_after": retry_after}
     cls = ERROR_BY_CODE.get(code)
     if cls is None:
-        return KVError(details, code)
-    return cls(details)
+        return KVError(details, code, **extras)  # type: ignore[arg-type]
+    return cls(details, **extras)  # type: ignore[arg-type]
 
 
 def status_of(error: grpc.RpcError) -> grpc.StatusCode:
@@ -208,7 +229,38 @@ def from_rpc_error(error: grpc.RpcError) -> KVError:
     """
     details = getattr(error, "details", None)
     message = details() if callable(details) else None
-    return error_for(status_of(error), message or "")
+    trailing = getattr(error, "trailing_metadata", None)
+    reason, metadata, retry_after = rich_details(trailing() if callable(trailing) else None)
+    return error_for(status_of(error), message or "", reason=reason, metadata=metadata,
+                     retry_after=retry_after)
+
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def rich_details(
+    trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> tuple[str | None, dict[str, str], float | None]:
+    """(reason, metadata, retry_after) from the `google.rpc.Status` a server
+    put in a call's trailing metadata; (None, {}, None) when there is none or
+    it cannot be read (the status code and message still stand)."""
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    retry_after: float | None = None
+    for key, value in trailing_metadata or ():
+        if key != _DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except Exception:  # malformed details: ignore them, never fail the error
+            continue
+        for detail in status.details:
+            info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                reason, metadata = info.reason or None, dict(info.metadata)
+            elif detail.Unpack(retry):
+                retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+    return reason, metadata, retry_after
 
 
 def status_code_from_int(number: int) -> grpc.StatusCode:

@@ -185,7 +185,8 @@ def _check_item(index: int, key: bytes, status: kv_pb2.ItemStatus) -> None:
         return
     code = errors.status_code_from_int(status.code)
     message = f"batch item {index} (key {_preview(key)}) failed: {status.message}"
-    raise errors.error_for(code, message)
+    raise errors.error_for(code, message, reason=status.reason or None,
+                           metadata=dict(status.metadata))
 
 
 def _preview(key: bytes) -> str:

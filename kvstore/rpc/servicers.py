@@ -24,7 +24,7 @@ from kvstore.leaderless.coordinator import Coordinator
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.server.metrics import RequestMetrics
 from kvstore.leaderless.replica import LocalReplica, state_digest
-from kvstore.rpc.status import status_of
+from kvstore.rpc.status import status_details, status_of
 from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
             except KVStoreError as exc:
                 status = status_of(exc)
                 code = status.name
-                await context.abort(status, str(exc))
+                await context.abort(status, str(exc), trailing_metadata=status_details(exc))
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise
@@ -113,7 +113,8 @@ def _item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
     if error is None:
         return kv_pb2.ItemStatus()
     if isinstance(error, KVStoreError):
-        return kv_pb2.ItemStatus(code=status_of(error).value[0], message=str(error))
+        return kv_pb2.ItemStatus(code=status_of(error).value[0], message=str(error),
+                                 reason=error.reason or "", metadata=error.metadata)
     log.error("unexpected error in a batch item", exc_info=error)
     return kv_pb2.ItemStatus(
         code=grpc.StatusCode.INTERNAL.value[0],

@@ -5,8 +5,12 @@ error's message; anything else becomes INTERNAL (logged), never a crash.
 """
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from kvstore import errors
+
+# ErrorInfo.domain of every error the store reports.
+ERROR_DOMAIN = "kvstore"
 
 STATUS_OF_ERROR: dict[type[errors.KVStoreError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -35,3 +39,16 @@ def error_of(code: int | grpc.StatusCode, message: str) -> errors.KVStoreError:
     if isinstance(code, int):
         code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
     return _ERROR_OF_STATUS.get(code, errors.Unavailable)(message)
+
+
+def status_details(error: errors.KVStoreError) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying a `google.rpc.Status` with an `ErrorInfo`
+    (the error's reason and fields) for an error that has a reason; empty
+    otherwise. gRPC's rich error model: grpcio-status reads it back."""
+    if error.reason is None:
+        return ()
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN,
+                                       metadata=error.metadata)
+    status = status_pb2.Status(code=status_of(error).value[0], message=str(error))
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)

@@ -1,0 +1,51 @@
+"""gRPC's rich error details, both ends: the node's `ErrorInfo` (reason and
+fields such as a failed write's outcome) reaches kvclient's exceptions."""
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from kvclient import errors
+from kvclient.pb import kv_pb2
+from kvclient.requests import _check_item
+from kvstore.errors import NOT_APPLIED, Unavailable
+from kvstore.rpc.status import status_details
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_reason_and_its_fields_reach_the_client_exception() -> None:
+    error = Unavailable("w=2 needs 2 of 3 replicas; refused", reason="QUORUM_NOT_REACHED",
+                        metadata={"outcome": NOT_APPLIED, "required": "2", "acknowledged": "0"})
+    reason, metadata, retry_after = errors.rich_details(status_details(error))
+    assert reason == "QUORUM_NOT_REACHED"
+    assert metadata == {"outcome": "not_applied", "required": "2", "acknowledged": "0"}
+    assert retry_after is None
+    typed = errors.error_for(grpc.StatusCode.UNAVAILABLE, str(error), reason=reason,
+                             metadata=metadata)
+    assert isinstance(typed, errors.Unavailable) and typed.outcome == "not_applied"
+
+
+def test_an_error_without_a_reason_sends_no_details() -> None:
+    assert status_details(Unavailable("the node is shutting down")) == ()
+    assert errors.rich_details(()) == (None, {}, None)
+
+
+def test_retry_info_gives_retry_after_and_malformed_details_are_ignored() -> None:
+    status = status_pb2.Status(code=8, message="overloaded")
+    status.details.add().Pack(error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)))
+    trailing = (("grpc-status-details-bin", status.SerializeToString()),)
+    assert errors.rich_details(trailing) == (None, {}, 1.5)
+    assert errors.rich_details((("grpc-status-details-bin", b"\xff\xff not protobuf"),)) == (
+        None, {}, None)
+
+
+def test_a_batch_item_carries_its_reason_and_outcome() -> None:
+    status = kv_pb2.ItemStatus(code=14, message="1 did, 2 failed", reason="QUORUM_NOT_REACHED",
+                               metadata={"outcome": "unknown"})
+    with pytest.raises(errors.Unavailable) as caught:
+        _check_item(3, b"k", status)
+    assert caught.value.reason == "QUORUM_NOT_REACHED" and caught.value.outcome == "unknown"
+    assert "batch item 3" in caught.value.details
