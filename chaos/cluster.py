@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kvstore.ops.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError, free_base_port,
                                     load_saved)
 from kvstore.placement.membership import ClusterSpec
+from kvstore.rpc.channels import open_aio_channel
 
 START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
 HEALTHY_TIMEOUT = 60.0  # a restarted process must serve within this
@@ -88,7 +89,7 @@ def die_with_parent(command: list[str]) -> list[str]:
 
 
 async def is_serving(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)

@@ -23,6 +23,7 @@ from kvstore.placement.membership import ClusterMember, ClusterSpec
 from kvstore.ops.probe import wait_serving
 from kvstore.ops.ports import free_port
 from kvstore.ops.processes import NodeProcess, coordinator_command, node_command, spawn
+from kvstore.rpc.channels import open_channel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,7 +107,7 @@ def _heard_from(server: NodeProcess, peers: list[str]) -> bool:
 
 def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
     """One replica's answer for `key`, asked directly."""
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
@@ -114,7 +115,7 @@ def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
 
 def replica_roots(node: NodeProcess, partitions: list[int]) -> replica_pb2.ReplicaResult:
     """One replica's Merkle roots of `partitions`, asked directly."""
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
@@ -307,12 +308,12 @@ def test_a_retried_write_is_applied_once_through_any_coordinator(make_cluster) -
     # duplicate by replacing it), acknowledged by all three replicas.
     put = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16,
                             w=kv_pb2.Consistency(level=kv_pb2.Consistency.ALL))
-    with grpc.insecure_channel(cluster.nodes[third].address) as channel:
+    with open_channel(cluster.nodes[third].address) as channel:
         kv_pb2_grpc.KVStub(channel).Put(put, timeout=10)  # origin: first
     cluster.nodes[first].process.kill()  # the origin, which remembers the id, is gone
     cluster.nodes[first].process.wait()
     retry = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16)
-    with grpc.insecure_channel(cluster.nodes[second].address) as channel:
+    with open_channel(cluster.nodes[second].address) as channel:
         kv_pb2_grpc.KVStub(channel).Put(retry, timeout=10)  # origin now: second
     with kvclient.Client([cluster.nodes[second].address]) as client:
         assert client.get(key, r=2).siblings == [b"once"]  # applied once, not twice
