@@ -2,9 +2,10 @@
 ports, and each of its server processes as a `Server` the nemesis can kill,
 pause, resume and restart.
 
-Owns every process a chaos run starts and stops them all, by pid, in
-`LocalCluster.stop` (called from a `finally`): `cluster up` with SIGINT (it
-stops its own children), the processes restarted here with SIGTERM. A
+Owns every process a chaos run starts, each started by
+`kvstore.ops.processes.launch` to die with the run, and stops them all, by
+pid, in `LocalCluster.stop` (called from a `finally`): SIGTERM to `cluster
+up` (which stops its own children) and to the processes restarted here. A
 restarted process runs the exact command line its predecessor ran (read from
 /proc/PID/cmdline), so it comes back on the same ports and data. It never
 decides when to inject a fault (that is `chaos.nemesis`).
@@ -17,8 +18,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -30,22 +29,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvstore.ops.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError, free_base_port,
                                     load_saved)
+from kvstore.ops.processes import ServerProcess, cluster_up_command, launch, stop_all
 from kvstore.placement.membership import ClusterSpec
+from kvstore.rpc.channels import open_aio_channel
 
 START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
 HEALTHY_TIMEOUT = 60.0  # a restarted process must serve within this
 STOP_TIMEOUT = 30.0  # cluster up allows its children 15 s to stop
 PROBE_TIMEOUT = 0.5
 POLL_INTERVAL = 0.05
-
-# Run before the real command: PR_SET_PDEATHSIG survives exec, so the process
-# gets SIGTERM if the chaos run dies (even by SIGKILL) instead of holding on
-# to its ports. A wrapper rather than preexec_fn, which is unsafe once gRPC's
-# threads run; after the exec the command line is exactly `command`.
-_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; "
-                    "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-                    "os.execv(sys.argv[1], sys.argv[1:])")
-
 
 class ClusterError(RuntimeError):
     """The cluster could not be started, healed or stopped; the message says why."""
@@ -62,14 +54,14 @@ class Server:
     pid: int
     command: list[str]
     log_file: Path
-    process: subprocess.Popen[bytes] | None = None  # set once restarted here: ours to stop
+    process: ServerProcess | None = None  # set once restarted here: ours to stop
     down: bool = False  # killed by the nemesis, not yet restarted
     paused: bool = False
     restarts: int = 0
 
     def alive(self) -> bool:
         if self.process is not None:
-            return self.process.poll() is None
+            return self.process.exit_code() is None
         return pid_alive(self.pid)
 
 
@@ -83,12 +75,8 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-def die_with_parent(command: list[str]) -> list[str]:
-    return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
-
-
 async def is_serving(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
@@ -115,7 +103,7 @@ class LocalCluster:
     node_settings: dict[str, float] = field(default_factory=dict)  # cluster up --node-setting
     servers: dict[str, Server] = field(default_factory=dict)
     base_port: int = 0
-    _supervisor: subprocess.Popen[bytes] | None = None
+    _supervisor: ServerProcess | None = None  # `cluster up`
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -145,24 +133,19 @@ class LocalCluster:
                 self._wait_for_cluster_json()
                 break
             except ClusterError:
-                exited = self._supervisor is not None and self._supervisor.poll() is not None
+                exited = self._supervisor is not None and self._supervisor.exit_code() is not None
                 self._stop_supervisor()
                 if attempt == attempts or not exited:
                     raise
         self._load_servers()
 
     def _start_supervisor(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "kvstore", "cluster", "up",
-                   "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
-                   "--replicas", str(self.replicas), "--data-dir", str(self.data_dir),
-                   "--base-port", str(self.base_port),
-                   *(arg for key, value in self.node_settings.items()
-                     for arg in ("--node-setting", f"{key}={value}"))]
-        with open(self.supervisor_log, "ab") as log:
-            self._supervisor = subprocess.Popen(die_with_parent(command), stdin=subprocess.DEVNULL,
-                                                stdout=log, stderr=log)
+        command = cluster_up_command(self.data_dir, [
+            "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
+            "--replicas", str(self.replicas), "--base-port", str(self.base_port),
+            *(arg for key, value in self.node_settings.items()
+              for arg in ("--node-setting", f"{key}={value}"))])
+        self._supervisor = launch(command, self.supervisor_log, die_with_parent=True)
 
     @property
     def supervisor_log(self) -> Path:
@@ -172,7 +155,7 @@ class LocalCluster:
         assert self._supervisor is not None
         deadline = time.monotonic() + START_TIMEOUT
         while not (self.data_dir / CLUSTER_JSON).exists():
-            code = self._supervisor.poll()
+            code = self._supervisor.exit_code()
             if code is not None:
                 raise ClusterError(f"`kvstore cluster up` exited with code {code} before the "
                                    f"cluster was up:\n{_log_tail(self.supervisor_log)}")
@@ -237,10 +220,7 @@ class LocalCluster:
     def restart(self, server: Server) -> None:
         """Start the killed `server` again with its exact command line."""
         assert server.down, f"{server.server_id} is running"
-        with open(server.log_file, "ab") as log:
-            server.process = subprocess.Popen(die_with_parent(server.command),
-                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                              start_new_session=True)
+        server.process = launch(server.command, server.log_file, die_with_parent=True)
         server.pid = server.process.pid
         server.down = False
         server.restarts += 1
@@ -293,9 +273,9 @@ class LocalCluster:
     # -- stopping ----------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything this run started: resume paused processes, SIGINT
-        `cluster up` (which stops its children), SIGTERM the processes
-        restarted here; SIGKILL whatever is still running after the deadline."""
+        """Stop everything this run started: resume paused processes, SIGTERM
+        `cluster up` (which stops its children) and the processes restarted
+        here; SIGKILL whatever is still running after the deadline."""
         for server in self.servers.values():
             if server.paused and server.alive():
                 try:
@@ -303,29 +283,15 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
                 server.paused = False
-        ours = [s.process for s in self.servers.values()
-                if s.process is not None and s.process.poll() is None]
-        for process in ours:
-            process.terminate()
-        self._stop_supervisor()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in ours:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        ours = [s.process for s in self.servers.values() if s.process is not None]
+        supervisor, self._supervisor = self._supervisor, None
+        # A killed `cluster up`'s children get SIGTERM (their parent-death signal).
+        stop_all([*ours, *([supervisor] if supervisor else [])], STOP_TIMEOUT)
 
     def _stop_supervisor(self) -> None:
         supervisor, self._supervisor = self._supervisor, None
-        if supervisor is None or supervisor.poll() is not None:
-            return
-        supervisor.send_signal(signal.SIGINT)
-        try:
-            supervisor.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            supervisor.kill()  # its children get SIGTERM (their parent-death signal)
-            supervisor.wait()
+        if supervisor is not None:
+            supervisor.stop(STOP_TIMEOUT)
 
 
 def _cmdline(pid: int) -> list[str] | None:

@@ -38,6 +38,7 @@ from chaos.history import FINAL_READER, OK, History, Op, describe_error, outcome
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.causality import versions
 from kvstore.placement.membership import ClusterSpec
+from kvstore.rpc.channels import open_aio_channel
 from kvstore.leaderless.merkle import MerkleTree
 from kvstore.causality.versions import DVVSet
 
@@ -69,7 +70,7 @@ class ReplicaReader:
     def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub:
         if node_id not in self._channels:
             address = self._spec.member(node_id).address
-            self._channels[node_id] = grpc.aio.insecure_channel(address)
+            self._channels[node_id] = open_aio_channel(address)
         return replica_pb2_grpc.ReplicaStub(self._channels[node_id])
 
     async def states(self, keys: Sequence[str]) -> tuple[States, list[str]]:

@@ -8,6 +8,7 @@ import pytest
 
 from kvclient.pb import kv_pb2_grpc
 from kvstore.ops.processes import NodeProcess, start_node
+from kvstore.rpc.channels import open_channel
 
 StartNode = Callable[..., NodeProcess]
 
@@ -40,7 +41,7 @@ def node(start: StartNode) -> NodeProcess:
 def stub(node: NodeProcess) -> Iterator[kv_pb2_grpc.KVStub]:
     """A raw stub, to send requests exactly as written (the client would
     refuse some of them itself)."""
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         yield kv_pb2_grpc.KVStub(channel)
 
 

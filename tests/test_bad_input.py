@@ -9,6 +9,7 @@ import pytest
 from kvclient.pb import kv_pb2, kv_pb2_grpc
 from kvstore.server.config import ConfigError, load_node_config
 from kvstore.ops.processes import NodeProcess
+from kvstore.rpc.channels import open_channel
 from tests.conftest import StartNode, rpc_error
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,7 +25,7 @@ def small(start: StartNode) -> NodeProcess:
 
 @pytest.fixture
 def kv(small: NodeProcess):  # type: ignore[no-untyped-def]
-    with grpc.insecure_channel(small.address) as channel:
+    with open_channel(small.address) as channel:
         yield kv_pb2_grpc.KVStub(channel)
 
 
@@ -75,14 +76,14 @@ def test_batch_item_count_is_limited(start: StartNode, tmp_path) -> None:  # typ
     config = tmp_path / "node.toml"
     config.write_text("[node]\nmax_batch_items = 3\n")
     node = start(extra=["--config", str(config)])
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         kv = kv_pb2_grpc.KVStub(channel)
         _expect(lambda: kv.GetMany(kv_pb2.GetManyRequest(keys=[b"a"] * 4), timeout=5),
                 INVALID, "max_batch_items=3")
 
 
 def test_malformed_bytes_are_invalid_argument(small: NodeProcess) -> None:
-    with grpc.insecure_channel(small.address) as channel:
+    with open_channel(small.address) as channel:
         raw = channel.unary_unary("/kvstore.v1.KV/Put")  # no serializers: raw bytes
         _expect(lambda: raw(b"\x0a\xff\xff\xff\xff\xff", timeout=5), INVALID,
                 "not a valid kvstore.v1.PutRequest")

@@ -11,6 +11,7 @@ import pytest
 
 import kvclient
 from kvclient import errors, requests
+from kvclient.channels import channel_options
 from kvclient.config import ClientConfig, check_timeout, parse_addresses
 from kvclient.consistency import parse_consistency
 from kvclient.pb import kv_pb2
@@ -338,7 +339,7 @@ def test_addresses_are_one_string_or_a_non_empty_list() -> None:
 def test_message_limit_reaches_the_channel_options() -> None:
     config = ClientConfig.create(NOWHERE, timeout=1.0, max_attempts=1, backoff_base=0.0,
                                  backoff_cap=0.0, resolver=None, max_message_bytes=1024)
-    options = dict(config.channel_options())
+    options = dict(channel_options(config.max_message_bytes))
     assert options["grpc.max_send_message_length"] == 1024
     assert options["grpc.max_receive_message_length"] == 1024
     assert options["grpc.max_reconnect_backoff_ms"] <= 1000  # a restarted server is found again

@@ -21,9 +21,9 @@ import kvclient
 from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
 from kvstore.causality import versions
 from kvstore.placement.membership import ClusterMember, ClusterSpec
-from kvstore.ops.probe import wait_serving
 from kvstore.ops.ports import free_port
-from kvstore.ops.processes import NodeProcess, coordinator_command, node_command, spawn
+from kvstore.ops.processes import NodeProcess, coordinator_command, launch, node_command
+from kvstore.rpc.channels import open_channel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,9 +38,9 @@ class Cluster:
     def restart(self, node_id: str) -> NodeProcess:
         old = self.nodes[node_id]
         old.kill()
-        process = spawn(old.process.args, self.log_dir / f"{node_id}.log")  # type: ignore[arg-type]
+        process = launch(old.process.command, self.log_dir / f"{node_id}.log")
         node = NodeProcess(node_id, old.address, old.metrics_port, old.data_dir, process)
-        wait_serving(node.address, 30, alive=lambda: process.poll() is None)
+        node.wait_serving(30)
         self.nodes[node_id] = node
         return node
 
@@ -71,7 +71,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             command = node_command(node_id, address, tmp_path / node_id, metrics,
                                    ["--config", str(config), "--log-level", "warning"])
             started[node_id] = NodeProcess(node_id, address, metrics, tmp_path / node_id,
-                                           spawn(command, tmp_path / f"{node_id}.log"))
+                                           launch(command, tmp_path / f"{node_id}.log"))
         routers = []
         for index in range(1, coordinators + 1):
             address, metrics = f"127.0.0.1:{free_port()}", free_port()
@@ -79,11 +79,11 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
                                           ["--cache-ttl-ms", str(cache_ttl_ms),
                                            "--log-level", "warning"])
             routers.append(NodeProcess(f"c{index}", address, metrics, config,
-                                       spawn(command, tmp_path / f"c{index}.log")))
+                                       launch(command, tmp_path / f"c{index}.log")))
         cluster = Cluster(started, routers, config, tmp_path)
         clusters.append(cluster)
         for server in [*started.values(), *routers]:
-            wait_serving(server.address, 30, alive=lambda s=server: s.process.poll() is None)
+            server.wait_serving(30)
         # Serving is not yet connected: a peer that started after this one is
         # reached once its channel's reconnect backoff (at most 1 s) is over,
         # and until then calls to it fail at once. A heartbeat answered on a
@@ -107,7 +107,7 @@ def _heard_from(server: NodeProcess, peers: list[str]) -> bool:
 
 def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
     """One replica's answer for `key`, asked directly."""
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
@@ -115,7 +115,7 @@ def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
 
 def replica_roots(node: NodeProcess, partitions: list[int]) -> replica_pb2.ReplicaResult:
     """One replica's Merkle roots of `partitions`, asked directly."""
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
@@ -308,12 +308,12 @@ def test_a_retried_write_is_applied_once_through_any_coordinator(make_cluster) -
     # duplicate by replacing it), acknowledged by all three replicas.
     put = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16,
                             w=kv_pb2.Consistency(level=kv_pb2.Consistency.ALL))
-    with grpc.insecure_channel(cluster.nodes[third].address) as channel:
+    with open_channel(cluster.nodes[third].address) as channel:
         kv_pb2_grpc.KVStub(channel).Put(put, timeout=10)  # origin: first
     cluster.nodes[first].process.kill()  # the origin, which remembers the id, is gone
     cluster.nodes[first].process.wait()
     retry = kv_pb2.PutRequest(key=key, value=b"once", context=context, request_id=b"R" * 16)
-    with grpc.insecure_channel(cluster.nodes[second].address) as channel:
+    with open_channel(cluster.nodes[second].address) as channel:
         kv_pb2_grpc.KVStub(channel).Put(retry, timeout=10)  # origin now: second
     with kvclient.Client([cluster.nodes[second].address]) as client:
         assert client.get(key, r=2).siblings == [b"once"]  # applied once, not twice

@@ -27,6 +27,7 @@ from kvstore.ops.cluster_layout import Layout, Requested, resolve, save_layout, 
 from kvstore.ops.cluster_layout import free_base_port as layout_free_base_port
 from kvstore.ops.cluster_status import collect, pid_alive, read_cluster
 from kvstore.ops.probe import is_serving
+from kvstore.ops.processes import cluster_up_command, launch
 
 START_SECONDS = 60.0  # cluster up's own deadline for every process to serve
 STOP_SECONDS = 30.0
@@ -64,10 +65,7 @@ class ClusterUp:
     def __init__(self, data_dir: Path, args: list[str]) -> None:
         self.data_dir = data_dir
         self.output_file = data_dir.parent / f"cluster-up-{time.monotonic_ns()}.out"
-        with open(self.output_file, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kvstore", "cluster", "up", "--data-dir", str(data_dir),
-                 *args], stdout=out, stderr=subprocess.STDOUT)
+        self.process = launch(cluster_up_command(data_dir, args), self.output_file)
         self.document: dict[str, Any] | None = None
 
     def output(self) -> str:
@@ -77,7 +75,7 @@ class ClusterUp:
         cluster_json = self.data_dir / "cluster.json"
 
         def published() -> bool:
-            assert self.process.poll() is None, f"cluster up exited:\n{self.output()}"
+            assert self.process.exit_code() is None, f"cluster up exited:\n{self.output()}"
             return cluster_json.exists()
 
         wait_for(published, START_SECONDS + 5, "cluster.json")
@@ -97,13 +95,7 @@ class ClusterUp:
         return self.process.wait(STOP_SECONDS)
 
     def clean_up(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.process.stop(STOP_SECONDS)
         for entry in (self.document or {}).get("processes", []):
             if runs_from(entry["pid"], self.data_dir):
                 os.kill(entry["pid"], signal.SIGKILL)
@@ -209,7 +201,7 @@ def test_a_killed_node_is_reported_and_the_other_processes_keep_serving(
     wait_for(lambda: report in cluster.output(), 10, "the report of n2's death")
     assert cluster.output().count(report) == 1
     assert "To start it again by hand: " in cluster.output()
-    assert cluster.process.poll() is None
+    assert cluster.process.exit_code() is None
     for process_id in ("n1", "n3", "c1"):
         assert is_serving(cluster.address(process_id), timeout=5)
     with kvclient.Client([cluster.address("c1")], timeout=10) as client:

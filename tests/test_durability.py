@@ -8,12 +8,12 @@ import signal
 import urllib.request
 from collections.abc import Callable
 
-import grpc
 import pytest
 
 import kvclient
 from kvclient.pb import kv_pb2
 from kvstore.ops.processes import NodeProcess
+from kvstore.rpc.channels import open_channel
 from tests.conftest import StartNode
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,7 +78,7 @@ def _metric(node: NodeProcess, name: str) -> float:
 
 def test_a_retried_write_is_applied_once_even_after_a_restart(start: StartNode) -> None:
     node = start()
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         kv = kvclient.pb.kv_pb2_grpc.KVStub(channel)
         kv.Put(kv_pb2.PutRequest(key=b"k", value=b"v1", request_id=b"A" * 16), timeout=5)
         second = kv.Put(kv_pb2.PutRequest(key=b"k", value=b"v2", request_id=b"B" * 16), timeout=5)
@@ -95,7 +95,7 @@ def test_a_retried_write_is_applied_once_even_after_a_restart(start: StartNode) 
     node.stop()
 
     again = start(data_dir=node.data_dir)
-    with grpc.insecure_channel(again.address) as channel:
+    with open_channel(again.address) as channel:
         kv = kvclient.pb.kv_pb2_grpc.KVStub(channel)
         kv.Put(kv_pb2.PutRequest(key=b"k", value=b"v1", request_id=b"A" * 16), timeout=5)
         assert kv.Get(kv_pb2.GetRequest(key=b"k"), timeout=5).siblings == [b"v2"]

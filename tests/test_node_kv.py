@@ -4,13 +4,13 @@ import subprocess
 import sys
 import urllib.request
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import kvclient
 from kvstore.ops.processes import NodeProcess
+from kvstore.rpc.channels import open_channel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,7 +62,7 @@ async def test_async_client_round_trip(node: NodeProcess) -> None:
 
 
 def test_health_and_reflection_are_served(node: NodeProcess) -> None:
-    with grpc.insecure_channel(node.address) as channel:
+    with open_channel(node.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "kvstore.v1.KV", "kvstore.v1.Replica"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

@@ -21,6 +21,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from kvclient import requests
+from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
 from kvclient.pb import kv_pb2_grpc
@@ -177,8 +178,8 @@ class AsyncClient:
     def _stub(self, index: int) -> kv_pb2_grpc.KVStub:
         stub = self._stubs[index]
         if stub is None:
-            channel = grpc.aio.insecure_channel(
-                self._config.addresses[index], options=self._config.channel_options()
+            channel = open_aio_channel(
+                self._config.addresses[index], self._config.max_message_bytes
             )
             stub = kv_pb2_grpc.KVStub(channel)
             self._channels[index] = channel

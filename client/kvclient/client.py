@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import Message
 
 from kvclient import requests
+from kvclient.channels import open_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
 from kvclient.pb import kv_pb2_grpc
@@ -66,7 +67,7 @@ class Client:
         self._rotation = AddressRotation(len(self._config.addresses))
         self._rng = random.Random()
         self._channels = [
-            grpc.insecure_channel(address, options=self._config.channel_options())
+            open_channel(address, self._config.max_message_bytes)
             for address in self._config.addresses
         ]
         self._stubs = [kv_pb2_grpc.KVStub(channel) for channel in self._channels]

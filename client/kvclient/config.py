@@ -1,8 +1,8 @@
 """The settings a client is built with, checked once, shared by both clients.
 
 Owns the constructor arguments of `Client` and `AsyncClient` (addresses,
-default timeout, retry policy, resolver, message size), their validation,
-the per-call timeout rule and the gRPC channel options. Pure: no I/O.
+default timeout, retry policy, resolver, message size), their validation
+and the per-call timeout rule. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -57,17 +57,6 @@ class ClientConfig:
     def call_timeout(self, timeout: float | None) -> float:
         """The overall timeout of one call: its own, else the client's default."""
         return self.timeout if timeout is None else check_timeout(timeout)
-
-    def channel_options(self) -> list[tuple[str, int]]:
-        return [
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
-            # gRPC's default reconnect backoff grows to two minutes; a server
-            # that restarts must be reachable again within about a second.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
 
 
 def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:

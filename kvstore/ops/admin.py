@@ -13,6 +13,7 @@ import grpc
 
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.placement.membership import ClusterSpec, MembershipError
+from kvstore.rpc.channels import open_channel
 
 
 class RepairError(RuntimeError):
@@ -37,7 +38,7 @@ def repair_cluster(config_file: Path, node_ids: list[str], partition: int | None
         held = [p for p in range(spec.partitions)
                 if member.node_id in spec.ring.preference_list(p, spec.replicas)
                 and (partition is None or p == partition)]
-        with grpc.insecure_channel(member.address) as channel:
+        with open_channel(member.address) as channel:
             stub = replica_pb2_grpc.ReplicaStub(channel)
             for done, p in enumerate(held, 1):
                 repaired = _repair(stub, member.node_id, p, timeout)

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from kvstore.ops.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
 from kvstore.placement.membership import ClusterSpec
+from kvstore.rpc.channels import open_channel
 
 PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -95,7 +96,7 @@ def pid_alive(pid: int) -> bool:
 
 def health_status(address: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str:
     """The grpc.health.v1 status name, or "unreachable"."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout)

@@ -2,19 +2,18 @@
 in the foreground, until SIGINT/SIGTERM.
 
 It owns the child processes: starts them with the command lines from the
-layout (`kvstore.ops.cluster_layout`, built with `kvstore.ops.processes`), waits until
-every one serves, publishes DIR/cluster.json, reports a child that dies, and
-stops them all on a stop signal. It must never restart a child behind the
-operator's back: chaos tests kill and restart processes themselves, with the
-same command line and ports.
+layout (`kvstore.ops.cluster_layout`) through the launcher of
+`kvstore.ops.processes`, waits until every one serves, publishes
+DIR/cluster.json, reports a child that dies, and stops them all on a stop
+signal. It must never restart a child behind the operator's back: chaos
+tests kill and restart processes themselves, with the same command line and
+ports.
 """
 
 import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +26,7 @@ from kvstore.ops.cluster_layout import (CLUSTER_JSON, Layout, LayoutError, Proce
                                     write_atomically, write_config)
 from kvstore.placement.membership import ClusterSpec
 from kvstore.ops.probe import is_serving
+from kvstore.ops.processes import ServerProcess, launch, stop_all
 
 LOCK_FILE = "cluster.lock"
 READY_TIMEOUT_SECONDS = 60.0
@@ -43,9 +43,8 @@ class Child:
 
     def __init__(self, plan: ProcessPlan) -> None:
         self.plan = plan
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ServerProcess | None = None
         self.reported = False  # its death has been reported
-        self._log_start = 0
 
     @property
     def name(self) -> str:
@@ -53,36 +52,24 @@ class Child:
         return f"{self.plan.role} {self.plan.process_id} ({pid})"
 
     def start(self) -> None:
-        self.plan.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.plan.log_file, "ab") as log:
-            self._log_start = log.tell()  # a tail shown on failure is from this run
-            # A session of its own: Ctrl-C in a terminal signals only the
-            # supervisor, which then stops every child itself.
-            self.process = subprocess.Popen(
-                self.plan.command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, preexec_fn=_stop_with_parent)
+        # Tied to the supervisor: no cluster outlives its `cluster up`
+        # unnoticed, and Ctrl-C in a terminal signals only the supervisor,
+        # which then stops every child itself.
+        self.process = launch(self.plan.command, self.plan.log_file, die_with_parent=True)
 
     def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+        return None if self.process is None else self.process.exit_code()
 
     def log_tail(self) -> list[str]:
+        """The last lines this run of the child wrote to its log."""
+        start = 0 if self.process is None else self.process.log_start
         try:
             with open(self.plan.log_file, "rb") as log:
-                log.seek(self._log_start)
+                log.seek(start)
                 text = log.read().decode(errors="replace")
         except OSError:
             return []
         return [f"  {line}" for line in text.splitlines()[-LOG_TAIL_LINES:]]
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the supervisor dies (even by
-    SIGKILL), so no cluster outlives its `cluster up` unnoticed. Linux only."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def describe_exit(code: int) -> str:
@@ -180,18 +167,12 @@ class Supervisor:
         """SIGTERM every running child, wait for all of them at once, SIGKILL
         those still running after `timeout` or at another stop signal.
         Returns the children that had to be killed."""
-        running = [c for c in self.children if c.process is not None and c.exit_code() is None]
-        for child in running:
-            child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        started = {c.process: c for c in self.children if c.process is not None}
         stops_before = self.signals.stops
-        deadline = time.monotonic() + timeout
-        while running and time.monotonic() < deadline and self.signals.stops == stops_before:
-            self.signals.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-            running = [c for c in running if c.exit_code() is None]
-        for child in running:
-            child.process.kill()  # type: ignore[union-attr]
-            child.process.wait()  # type: ignore[union-attr]
-        return running
+        killed = stop_all(list(started), timeout,
+                          pause=self.signals.wait,  # SIGCHLD ends a pause early
+                          cut_short=lambda: self.signals.stops != stops_before)
+        return [started[process] for process in killed]
 
 
 @contextmanager

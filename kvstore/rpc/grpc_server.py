@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from kvstore.rpc.channels import open_server
 from kvstore.server.config import parse_address
 
 log = logging.getLogger(__name__)
@@ -23,16 +24,6 @@ log = logging.getLogger(__name__)
 
 class StartupError(RuntimeError):
     """The process cannot start (e.g. its port is taken); the message says why."""
-
-
-def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        # gRPC sets SO_REUSEPORT by default, which would let two processes
-        # share a port silently; a taken port must be an error instead.
-        ("grpc.so_reuseport", 0),
-    ]
 
 
 @contextlib.contextmanager
@@ -60,18 +51,17 @@ async def serving(
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and reflection; stopped gracefully on exit: health
     NOT_SERVING, no new calls, in-flight calls get `grace_seconds` to finish."""
-    server = grpc.aio.server(options=grpc_server_options(max_message_bytes))
+    try:
+        server, port = open_server(listen, max_message_bytes)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc}") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {listen}: the address is taken or invalid")
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {listen}: {exc}") from exc
-    if port == 0:
-        raise StartupError(f"cannot listen on {listen}: the address is taken or invalid")
     await server.start()
     try:
         for service in ("", *services):

@@ -23,6 +23,7 @@ from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.causality import versions
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.channels import open_aio_channel
 from kvstore.rpc.status import error_of
 from kvstore.causality.versions import DVVSet
 
@@ -56,15 +57,9 @@ class PeerLink:
         self._tasks = tasks
         self._queue: deque[tuple[replica_pb2.ReplicaOp, asyncio.Future[replica_pb2.ReplicaResult]]] = deque()
         self._in_flight = 0
-        self._channel = grpc.aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            # gRPC's default reconnect backoff grows to two minutes; a replica
-            # that restarts must be reachable again within about a second.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ])
+        # Its options include a reconnect backoff of at most a second: a
+        # replica that restarts is reachable again soon.
+        self._channel = open_aio_channel(address, settings.max_message_bytes)
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
 
     async def submit(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
