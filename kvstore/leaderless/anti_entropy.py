@@ -27,7 +27,7 @@ from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError
 from kvstore.leaderless.hints import ReplayLimiter
 from kvstore.placement.membership import ClusterSpec
 from kvstore.leaderless.merkle import MerkleTree, PartitionTrees, TreeComparison, diff_keys
-from kvstore.rpc.peers import Peers
+from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.leaderless.replica import LocalReplica, state_digest
 from kvstore.schedule import pause
 from kvstore.storage.engine import Change, Write, WriteResult
@@ -123,7 +123,7 @@ class ExchangePlanner:
 
 class AntiEntropy:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
-                 trees: ReplicaTrees, peers: Peers, is_up: Callable[[str], bool], *,
+                 trees: ReplicaTrees, peers: PeerOps, is_up: Callable[[str], bool], *,
                  interval: float = 1.0, keys_per_second: float = 1000.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_round: Callable[[], None] = lambda: None,

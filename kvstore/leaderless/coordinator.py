@@ -4,7 +4,7 @@ write machines.
 What a read or a write does, and in which order, is decided by the pure
 machines `kvstore.leaderless.read_request.ReadRequest` and
 `kvstore.leaderless.write_request.WriteRequest`; this module only carries
-their actions out on the replicas (through `ReplicaOps`), feeds the outcomes
+their actions out on the replicas (through `PeerOps`), feeds the outcomes
 back, and owns the deadline. Work that outlives a request (read repair,
 replication past W) is owned by the coordinator's task group and awaited on
 close.
@@ -21,8 +21,8 @@ from kvstore.causality.versions import DVVSet
 from kvstore.errors import KVStoreError
 from kvstore.leaderless import read_request as read
 from kvstore.leaderless import write_request as write
+from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.placement.membership import ClusterSpec
-from kvstore.rpc.peers import ReplicaOps
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Coordinator:
     """`async with Coordinator(spec, ops, self_id=...) as coordinator:`"""
 
-    def __init__(self, spec: ClusterSpec, ops: ReplicaOps, *, self_id: str | None = None,
+    def __init__(self, spec: ClusterSpec, ops: PeerOps, *, self_id: str | None = None,
                  on_repair: Callable[[int], None] | None = None,
                  is_up: Callable[[str], bool] = lambda node_id: True) -> None:
         self.spec = spec

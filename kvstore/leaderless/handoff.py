@@ -19,7 +19,7 @@ from typing import Self
 
 from kvstore.errors import KVStoreError
 from kvstore.leaderless.hints import ReplayLimiter
-from kvstore.rpc.peers import ReplicaOps
+from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.leaderless.replica import LocalReplica, record_state
 from kvstore.schedule import pause
 from kvstore.storage.engine import Hint
@@ -30,7 +30,7 @@ REPLAY_CHUNK = 32  # hints handed over concurrently at most
 
 
 class HintReplayer:
-    def __init__(self, replica: LocalReplica, ops: ReplicaOps, is_up: Callable[[str], bool], *,
+    def __init__(self, replica: LocalReplica, ops: PeerOps, is_up: Callable[[str], bool], *,
                  rate_per_second: float, interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_replayed: Callable[[int], None] = lambda count: None) -> None:

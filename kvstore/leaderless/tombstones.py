@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from kvstore.errors import KVStoreError
 from kvstore.placement.membership import ClusterSpec
 from kvstore.leaderless.merkle import PartitionTrees
-from kvstore.rpc.peers import Peers
+from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.leaderless.replica import LocalReplica, state_digest
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class TombstoneCollector:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
                  trees: PartitionTrees, tombstoned: Callable[[int], Iterable[bytes]],
-                 peers: Peers, is_up: Callable[[str], bool], *,
+                 peers: PeerOps, is_up: Callable[[str], bool], *,
                  grace_seconds: float = 3600.0,
                  wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
                  ) -> None:

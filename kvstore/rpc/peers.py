@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import grpc
 
@@ -26,18 +26,6 @@ from kvstore.leaderless.replica import LocalReplica
 from kvstore.rpc.channels import open_aio_channel
 from kvstore.rpc.status import error_of
 from kvstore.causality.versions import DVVSet
-
-
-class ReplicaOps(Protocol):
-    """The seam between coordination and transport (tests pass a fake)."""
-
-    async def read(self, node_id: str, key: bytes) -> DVVSet | None: ...
-
-    async def apply(self, node_id: str, key: bytes, value: bytes, tombstone: bool,
-                    context: bytes, request_id: bytes) -> DVVSet: ...
-
-    async def merge(self, node_id: str, key: bytes, state: DVVSet,
-                    request_id: bytes = b"", hint_for: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +112,8 @@ class PeerLink:
 
 
 class Peers:
-    """`ReplicaOps` over the cluster: local calls for this node, links for the rest.
+    """`kvstore.leaderless.peer_ops.PeerOps` over the cluster: local calls for
+    this node, links for the rest.
 
     `async with Peers(...) as peers:` owns the links' tasks and channels.
     """
