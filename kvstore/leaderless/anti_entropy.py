@@ -30,8 +30,7 @@ from kvstore.leaderless.merkle import MerkleTree, PartitionTrees, TreeComparison
 from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.leaderless.replica import LocalReplica, state_digest
 from kvstore.schedule import pause
-from kvstore.storage.engine import Change, Write, WriteResult
-from kvstore.storage.lmdb_engine import LmdbEngine
+from kvstore.storage.engine import Change, Engine, Write, WriteResult
 from kvstore.leaderless.tombstones import TombstoneCollector
 from kvstore.causality.versions import DVVSet
 
@@ -46,8 +45,8 @@ class ReplicaTrees:
         self.trees = PartitionTrees()
         self._tombstones: dict[int, set[bytes]] = {}  # partition -> tombstone-only keys
 
-    def rebuild(self, engine: LmdbEngine, partitions: range) -> None:
-        """From what LMDB holds (at start); a corrupt record is left out, so
+    def rebuild(self, engine: Engine, partitions: range) -> None:
+        """From what the engine holds (at start); a corrupt record is left out, so
         the next exchange finds it and repairs it."""
         for partition in partitions:
             entries = []

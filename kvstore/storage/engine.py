@@ -5,11 +5,11 @@ of readers; `kvstore.storage.store.Store` puts the async group-commit front on
 it. Tests and a future engine swap the implementation behind this Protocol.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvstore.errors import KVStoreError
+from kvstore.errors import DataLoss, KVStoreError
 from kvstore.storage.record import Record
 
 # Given the record currently stored under the key (None when there is none, or
@@ -80,6 +80,16 @@ class WriteResult:
 class Engine(Protocol):
     def read(self, partition: int, key: bytes) -> Record | None:
         """The stored record (tombstones included); DataLoss if corrupt."""
+        ...
+
+    def scan_partition(self, partition: int, *,
+                       on_corrupt: Callable[[DataLoss], None] | None = None
+                       ) -> Iterator[tuple[bytes, Record]]:
+        """(user key, record) for every key of `partition` (tombstones
+        included), each key once. Not one snapshot: keys written during the
+        scan may or may not appear. A corrupt record raises DataLoss naming
+        its key, which ends the scan; with `on_corrupt`, it is passed the
+        DataLoss and the scan goes on."""
         ...
 
     def commit(self, writes: Sequence[Change]) -> list[WriteResult | KVStoreError]:

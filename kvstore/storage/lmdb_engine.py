@@ -180,7 +180,7 @@ class LmdbEngine:
 
     # -- commits: one thread at a time --------------------------------------
 
-    def commit(self, writes: Sequence[Write]) -> list[WriteResult | KVStoreError]:
+    def commit(self, writes: Sequence[Change]) -> list[WriteResult | KVStoreError]:
         """Apply `writes` in order in one transaction, durable on return.
 
         A KVStoreError from a write's decide fails that write alone; any other
