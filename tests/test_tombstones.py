@@ -61,6 +61,19 @@ class FakePeers:
 
 
 @dataclass
+class SetClock:
+    """Both readings follow one settable wall clock, in ms."""
+
+    now_ms: list[int]
+
+    def monotonic(self) -> float:
+        return self.now_ms[0] / 1000
+
+    def wall_clock_ms(self) -> int:
+        return self.now_ms[0]
+
+
+@dataclass
 class Setup:
     replica: LocalReplica
     trees: ReplicaTrees
@@ -71,8 +84,7 @@ class Setup:
     def collector(self, node_id: str = "n1", grace_seconds: float = 3600) -> TombstoneCollector:
         return TombstoneCollector(node_id, SPEC, self.replica, self.trees.trees,
                                   self.trees.tombstoned, self.peers, lambda n: n not in self.down,  # type: ignore[arg-type]
-                                  grace_seconds=grace_seconds,
-                                  wall_clock_ms=lambda: self.clock_ms[0])
+                                  clock=SetClock(self.clock_ms), grace_seconds=grace_seconds)
 
     async def deleted(self, key: bytes) -> tuple[int, list[str], bytes]:
         """Put then delete `key` here, an hour and a second ago; the key's

@@ -12,11 +12,11 @@ object's task group and stops on exit.
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
 
+from kvstore.clock import SYSTEM_CLOCK, Clock
 from kvstore.errors import KVStoreError
 from kvstore.health.failure_detector import FailureDetector, NodeStatus
 from kvstore.server.metrics import RequestMetrics
@@ -34,8 +34,7 @@ DETECTOR_SETTINGS = dict(threshold=8.0, min_std_seconds=0.1, acceptable_pause_se
 
 class Liveness:
     def __init__(self, peers: Mapping[str, Callable[[], Awaitable[None]]],
-                 *, interval: float = HEARTBEAT_INTERVAL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic,
+                 *, clock: Clock, interval: float = HEARTBEAT_INTERVAL_SECONDS,
                  on_change: Callable[[str, bool], None] = lambda node_id, up: None,
                  on_answer: Callable[[str], None] = lambda node_id: None) -> None:
         """`peers`: node id -> an async function that pings it (raising a
@@ -46,7 +45,7 @@ class Liveness:
         self._on_change = on_change
         self._on_answer = on_answer
         self._detector = FailureDetector(**DETECTOR_SETTINGS)  # type: ignore[arg-type]
-        now = clock()
+        now = clock.monotonic()
         for node_id in self._pings:
             self._detector.watch(node_id, now)
         self._tasks = asyncio.TaskGroup()
@@ -68,10 +67,10 @@ class Liveness:
         """Unknown ids (this node itself) count as up."""
         if node_id not in self._pings:
             return True
-        return self._detector.is_up(node_id, self._clock())
+        return self._detector.is_up(node_id, self._clock.monotonic())
 
     def status(self) -> dict[str, NodeStatus]:
-        return self._detector.status(self._clock())
+        return self._detector.status(self._clock.monotonic())
 
     async def _beat(self, node_id: str) -> None:
         while not self._stopping.is_set():
@@ -80,23 +79,24 @@ class Liveness:
             except KVStoreError:
                 pass
             else:
-                self._detector.heartbeat(node_id, self._clock())
+                self._detector.heartbeat(node_id, self._clock.monotonic())
                 self._on_answer(node_id)
             self._report_changes()
             await pause(self._interval, self._stopping)
 
     def _report_changes(self) -> None:
-        for node_id, up in self._detector.changes(self._clock()):
+        for node_id, up in self._detector.changes(self._clock.monotonic()):
             log.warning("peer %s is %s", node_id, "up again" if up else "down",
                         extra={"peer": node_id, "up": up})
             self._on_change(node_id, up)
 
 
-def peer_liveness(peers: Peers, metrics: RequestMetrics, timeout: float) -> Liveness:
+def peer_liveness(peers: Peers, metrics: RequestMetrics, timeout: float,
+                  clock: Clock = SYSTEM_CLOCK) -> Liveness:
     """Liveness of every peer but this node, pinged over `peers`' links with
     `timeout`, exposed in `metrics`."""
     pingers = peers.pingers(timeout)
-    liveness = Liveness(pingers, on_change=metrics.observe_peer_transition,
+    liveness = Liveness(pingers, clock=clock, on_change=metrics.observe_peer_transition,
                         on_answer=metrics.observe_peer_answer)
     metrics.watch_peers(sorted(pingers), liveness.status)
     return liveness

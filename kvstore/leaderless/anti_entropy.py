@@ -17,12 +17,12 @@ owned by its task group and stops on exit.
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from kvstore.causality import versions
+from kvstore.clock import Clock
 from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError
 from kvstore.leaderless.hints import ReplayLimiter
 from kvstore.placement.membership import ClusterSpec
@@ -123,8 +123,7 @@ class ExchangePlanner:
 class AntiEntropy:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
                  trees: ReplicaTrees, peers: PeerOps, is_up: Callable[[str], bool], *,
-                 interval: float = 1.0, keys_per_second: float = 1000.0,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Clock, interval: float = 1.0, keys_per_second: float = 1000.0,
                  on_round: Callable[[], None] = lambda: None,
                  on_exchange: Callable[[], None] = lambda: None,
                  on_repaired: Callable[[int], None] = lambda count: None,
@@ -243,10 +242,10 @@ class AntiEntropy:
         for bucket in comparison.differing_buckets:
             remote = await self._peers.bucket(peer, partition, bucket)
             for key in diff_keys(local.keys_in_bucket(bucket), remote):
-                await pause(self._limiter.wait_time(self._clock()), self._stopping)
+                await pause(self._limiter.wait_time(self._clock.monotonic()), self._stopping)
                 if self._stopping.is_set():
                     return repaired
-                self._limiter.take(self._clock())
+                self._limiter.take(self._clock.monotonic())
                 repaired += await self._repair_key(peer, key)
         return repaired
 

@@ -12,11 +12,11 @@ sloppy quorum.
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from kvstore.clock import Clock
 from kvstore.errors import KVStoreError
 from kvstore.leaderless.hints import ReplayLimiter
 from kvstore.leaderless.peer_ops import PeerOps
@@ -31,8 +31,7 @@ REPLAY_CHUNK = 32  # hints handed over concurrently at most
 
 class HintReplayer:
     def __init__(self, replica: LocalReplica, ops: PeerOps, is_up: Callable[[str], bool], *,
-                 rate_per_second: float, interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Clock, rate_per_second: float, interval: float = 1.0,
                  on_replayed: Callable[[int], None] = lambda count: None) -> None:
         self._replica = replica
         self._ops = ops
@@ -68,10 +67,11 @@ class HintReplayer:
             ready = [hint for hint in hints if self._is_up(hint.target)]
             for start in range(0, len(ready), REPLAY_CHUNK):
                 chunk = ready[start:start + REPLAY_CHUNK]
-                await pause(self._limiter.wait_time(self._clock(), len(chunk)), self._stopping)
+                wait = self._limiter.wait_time(self._clock.monotonic(), len(chunk))
+                await pause(wait, self._stopping)
                 if self._stopping.is_set():
                     break
-                self._limiter.take(self._clock(), len(chunk))
+                self._limiter.take(self._clock.monotonic(), len(chunk))
                 done = await asyncio.gather(*(self._hand_over(hint) for hint in chunk))
                 replayed += sum(done)
         if replayed:

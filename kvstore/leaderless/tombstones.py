@@ -27,9 +27,9 @@ trees track as writes commit (`ReplicaTrees.tombstoned`): no partition scan.
 """
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Set
 
+from kvstore.clock import Clock
 from kvstore.errors import KVStoreError
 from kvstore.placement.membership import ClusterSpec
 from kvstore.leaderless.merkle import PartitionTrees
@@ -43,9 +43,7 @@ class TombstoneCollector:
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
                  trees: PartitionTrees, tombstoned: Callable[[int], Iterable[bytes]],
                  peers: PeerOps, is_up: Callable[[str], bool], *,
-                 grace_seconds: float = 3600.0,
-                 wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
-                 ) -> None:
+                 clock: Clock, grace_seconds: float = 3600.0) -> None:
         self._node_id = node_id
         self._replica = replica
         self._trees = trees
@@ -53,7 +51,7 @@ class TombstoneCollector:
         self._peers = peers
         self._is_up = is_up
         self._grace_ms = int(grace_seconds * 1000)
-        self._wall_clock_ms = wall_clock_ms
+        self._clock = clock
         self._others = [m.node_id for m in spec.members if m.node_id != node_id]
         # The partitions this node is the first replica of, with their other replicas.
         self._led: list[tuple[int, list[str]]] = []
@@ -85,7 +83,7 @@ class TombstoneCollector:
         number this replica purged. A peer failing midway raises KVStoreError
         and leaves the rest for a later turn."""
         expired = self._replica.expired_tombstones(
-            self._tombstoned(partition), self._wall_clock_ms() - self._grace_ms)
+            self._tombstoned(partition), self._clock.wall_clock_ms() - self._grace_ms)
         if not expired or not await self._no_hints_anywhere(partition):
             return 0
         tree = self._trees.tree(partition)

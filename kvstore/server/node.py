@@ -9,9 +9,9 @@ close, the store commits every queued write, and only then is LMDB closed.
 
 import asyncio
 import logging
-import time
 
 from kvclient.pb import kv_pb2, replica_pb2
+from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
@@ -35,16 +35,14 @@ KV = kv_pb2.DESCRIPTOR.services_by_name["KV"]
 REPLICA = replica_pb2.DESCRIPTOR.services_by_name["Replica"]
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
     """Run the node until `stop` is set, then shut down gracefully."""
     spec = config.cluster_spec
+    clock = SYSTEM_CLOCK
     engine = LmdbEngine(
         config.data_dir, map_size=config.map_size, sync=config.durability == "sync",
         request_id_ttl_ms=int(config.request_id_ttl_seconds * 1000),
+        clock_ms=clock.wall_clock_ms,
     )
     try:
         metrics = NodeMetrics(engine.size_bytes, engine.count_keys)
@@ -61,7 +59,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                              commit_delay=config.commit_delay_ms / 1000, observer=metrics,
                              on_applied=trees.track if replicated else None) as store:
                 replica = LocalReplica(
-                    config.node_id, store, HybridLogicalClock(wall_clock_ms), spec.partitions,
+                    config.node_id, store, HybridLogicalClock(clock.wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
                     on_duplicate=metrics.observe_duplicate_write,
                     on_hint_stored=metrics.observe_hint_written,
@@ -76,13 +74,13 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                 metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
                                     replica.hint_book.pending)
                 async with Peers(addresses, replica, links) as peers, peer_liveness(
-                    peers, metrics, config.replica_timeout_seconds
+                    peers, metrics, config.replica_timeout_seconds, clock
                 ) as liveness, HintReplayer(
-                    replica, peers, liveness.is_up,
+                    replica, peers, liveness.is_up, clock=clock,
                     rate_per_second=config.hint_replay_rate_per_second,
                     on_replayed=metrics.observe_hints_replayed,
                 ), AntiEntropy(
-                    config.node_id, spec, replica, trees, peers, liveness.is_up,
+                    config.node_id, spec, replica, trees, peers, liveness.is_up, clock=clock,
                     interval=config.anti_entropy_interval_seconds,
                     keys_per_second=config.anti_entropy_keys_per_second,
                     on_round=metrics.observe_round,
@@ -91,9 +89,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     on_bytes_sent=metrics.observe_anti_entropy_bytes,
                     collector=TombstoneCollector(
                         config.node_id, spec, replica, trees.trees, trees.tombstoned, peers,
-                        liveness.is_up,
-                        grace_seconds=config.tombstone_grace_seconds,
-                        wall_clock_ms=wall_clock_ms),
+                        liveness.is_up, clock=clock,
+                        grace_seconds=config.tombstone_grace_seconds),
                 ) as anti_entropy, Coordinator(
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,

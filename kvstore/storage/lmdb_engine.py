@@ -34,13 +34,13 @@ state without waiting. This module knows nothing of asyncio, gRPC or replicas.
 import hashlib
 import logging
 import struct
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 import lmdb
 
+from kvstore.clock import SYSTEM_CLOCK
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.storage.record import Record, decode, encode
 from kvstore.storage.engine import (Change, Delete, Hint, RemoveHint, StoreHint, Write,
@@ -78,10 +78,6 @@ PRUNE_PER_COMMIT = 256
 SCAN_CHUNK = 512
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class LmdbEngine:
     """A durable `Engine` in one LMDB environment under `path`."""
 
@@ -92,7 +88,7 @@ class LmdbEngine:
         map_size: int,
         sync: bool = True,
         request_id_ttl_ms: int = 600_000,
-        clock_ms: Callable[[], int] = _wall_clock_ms,
+        clock_ms: Callable[[], int] = SYSTEM_CLOCK.wall_clock_ms,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         # writemap=False: the map stays read-only and a commit write()s its
