@@ -10,12 +10,10 @@ counted; every peer's state and phi are metrics. The loop is owned by this
 object's task group and stops on exit.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import Self
 
+from kvstore.background import Background
 from kvstore.clock import SYSTEM_CLOCK, Clock
 from kvstore.errors import KVStoreError
 from kvstore.health.failure_detector import FailureDetector, NodeStatus
@@ -32,13 +30,14 @@ DETECTOR_SETTINGS = dict(threshold=8.0, min_std_seconds=0.1, acceptable_pause_se
                          first_interval_seconds=HEARTBEAT_INTERVAL_SECONDS)
 
 
-class Liveness:
+class Liveness(Background):
     def __init__(self, peers: Mapping[str, Callable[[], Awaitable[None]]],
                  *, clock: Clock, interval: float = HEARTBEAT_INTERVAL_SECONDS,
                  on_change: Callable[[str, bool], None] = lambda node_id, up: None,
                  on_answer: Callable[[str], None] = lambda node_id: None) -> None:
         """`peers`: node id -> an async function that pings it (raising a
         KVStoreError when it cannot). `on_answer` hears of every answered ping."""
+        super().__init__()
         self._pings = dict(peers)
         self._interval = interval
         self._clock = clock
@@ -48,20 +47,11 @@ class Liveness:
         now = clock.monotonic()
         for node_id in self._pings:
             self._detector.watch(node_id, now)
-        self._tasks = asyncio.TaskGroup()
-        self._stopping = asyncio.Event()
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
+    def _start(self) -> None:
         # One loop per peer: a peer that hangs delays only its own heartbeats.
         for node_id in self._pings:
             self._tasks.create_task(self._beat(node_id))
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._stopping.set()
-        await self._tasks.__aexit__(exc_type, exc, tb)
 
     def is_up(self, node_id: str) -> bool:
         """Unknown ids (this node itself) count as up."""

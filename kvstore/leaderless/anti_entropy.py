@@ -15,12 +15,10 @@ is repaired within two rounds. Repairs are rate limited. Every task is
 owned by its task group and stops on exit.
 """
 
-import asyncio
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
+from kvstore.background import Background
 from kvstore.causality import versions
 from kvstore.clock import Clock
 from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError
@@ -120,7 +118,7 @@ class ExchangePlanner:
         return [(partition, peer) for peer, partition in chosen]
 
 
-class AntiEntropy:
+class AntiEntropy(Background):
     def __init__(self, node_id: str, spec: ClusterSpec, replica: LocalReplica,
                  trees: ReplicaTrees, peers: PeerOps, is_up: Callable[[str], bool], *,
                  clock: Clock, interval: float = 1.0, keys_per_second: float = 1000.0,
@@ -129,6 +127,7 @@ class AntiEntropy:
                  on_repaired: Callable[[int], None] = lambda count: None,
                  on_bytes_sent: Callable[[int], None] = lambda count: None,
                  collector: TombstoneCollector | None = None) -> None:
+        super().__init__()
         self._on_bytes_sent = on_bytes_sent
         self._collector = collector
         self._node_id = node_id
@@ -147,19 +146,10 @@ class AntiEntropy:
                             if node_id in spec.ring.preference_list(p, spec.replicas)]
         self._shared = _shared_partitions(node_id, spec)
         self._planner = ExchangePlanner()
-        self._stopping = asyncio.Event()
-        self._tasks = asyncio.TaskGroup()
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
+    def _start(self) -> None:
         if self._partitions and self._spec.replicas > 1:
             self._tasks.create_task(self._run())
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._stopping.set()
-        await self._tasks.__aexit__(exc_type, exc, tb)
 
     async def _run(self) -> None:
         while True:

@@ -13,9 +13,8 @@ sloppy quorum.
 import asyncio
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
+from kvstore.background import Background
 from kvstore.clock import Clock
 from kvstore.errors import KVStoreError
 from kvstore.leaderless.hints import ReplayLimiter
@@ -29,10 +28,11 @@ log = logging.getLogger(__name__)
 REPLAY_CHUNK = 32  # hints handed over concurrently at most
 
 
-class HintReplayer:
+class HintReplayer(Background):
     def __init__(self, replica: LocalReplica, ops: PeerOps, is_up: Callable[[str], bool], *,
                  clock: Clock, rate_per_second: float, interval: float = 1.0,
                  on_replayed: Callable[[int], None] = lambda count: None) -> None:
+        super().__init__()
         self._replica = replica
         self._ops = ops
         self._is_up = is_up
@@ -40,18 +40,9 @@ class HintReplayer:
         self._clock = clock
         self._on_replayed = on_replayed
         self._limiter = ReplayLimiter(rate_per_second, max(1.0, min(rate_per_second, 500.0)))
-        self._stopping = asyncio.Event()
-        self._tasks = asyncio.TaskGroup()
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
+    def _start(self) -> None:
         self._tasks.create_task(self._run())
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._stopping.set()
-        await self._tasks.__aexit__(exc_type, exc, tb)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -14,12 +14,11 @@ import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import grpc
 
 from kvclient.pb import replica_pb2, replica_pb2_grpc
+from kvstore.background import Background
 from kvstore.causality import versions
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.leaderless.replica import LocalReplica
@@ -111,7 +110,7 @@ class PeerLink:
         await self._channel.close()
 
 
-class Peers:
+class Peers(Background):
     """`kvstore.leaderless.peer_ops.PeerOps` over the cluster: local calls for
     this node, links for the rest.
 
@@ -120,23 +119,15 @@ class Peers:
 
     def __init__(self, addresses: Mapping[str, str], local: LocalReplica | None,
                  settings: LinkSettings = LinkSettings()) -> None:
+        super().__init__()
         self._addresses = dict(addresses)
         self._local = local
         self._settings = settings
         self._links: dict[str, PeerLink] = {}
-        self._tasks = asyncio.TaskGroup()
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        try:
-            await self._tasks.__aexit__(exc_type, exc, tb)
-        finally:
-            for link in self._links.values():
-                await link.close()
+    async def _close(self) -> None:
+        for link in self._links.values():
+            await link.close()
 
     def _link(self, node_id: str) -> PeerLink:
         link = self._links.get(node_id)
