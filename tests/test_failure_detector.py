@@ -68,7 +68,7 @@ def test_regular_heartbeats_keep_phi_low():
 
 
 def test_silence_convicts_after_a_bounded_time():
-    detector = PhiAccrualDetector(**AKKA_CLUSTER)
+    detector = PhiAccrualDetector(PhiSettings(**AKKA_CLUSTER))
     last = steady(detector, 150)  # the window (100) holds only real 1 s intervals now
     silence = conviction_by_search(detector, last) - last
     assert silence == pytest.approx(expected_silence(8.0, 1.0 + 3.0, 0.1), abs=1e-9)
@@ -87,7 +87,7 @@ def test_default_settings_convict_a_perfectly_regular_peer_after_1_26_s():
 
 
 def test_phi_grows_with_silence_until_conviction():
-    detector = PhiAccrualDetector(**AKKA_CLUSTER)
+    detector = PhiAccrualDetector(PhiSettings(**AKKA_CLUSTER))
     last = steady(detector, 20)
     phis = [detector.phi(last + k * 0.1) for k in range(200)]
     assert phis == sorted(phis)
@@ -96,7 +96,7 @@ def test_phi_grows_with_silence_until_conviction():
 
 def test_first_heartbeats_are_judged_against_first_interval():
     # Two synthetic intervals, 0.75 s and 1.25 s: mean 1 s, deviation 0.25 s.
-    detector = PhiAccrualDetector(first_interval_seconds=1.0)
+    detector = PhiAccrualDetector(PhiSettings(first_interval_seconds=1.0))
     detector.heartbeat(10.0)
     silence = conviction_by_search(detector, 10.0) - 10.0
     assert silence == pytest.approx(expected_silence(8.0, 1.0, 0.25), abs=1e-9)
@@ -104,7 +104,7 @@ def test_first_heartbeats_are_judged_against_first_interval():
 
 
 def test_peer_that_comes_back_is_available_immediately():
-    detector = PhiAccrualDetector(**AKKA_CLUSTER)
+    detector = PhiAccrualDetector(PhiSettings(**AKKA_CLUSTER))
     last = steady(detector, 150)
     before = detector.conviction_time()
     assert before is not None
@@ -134,14 +134,15 @@ def test_jittery_intervals_widen_the_tolerance():
 
 
 def test_acceptable_pause_postpones_conviction_by_that_much():
-    quick, patient = PhiAccrualDetector(), PhiAccrualDetector(acceptable_pause_seconds=2.5)
+    quick = PhiAccrualDetector()
+    patient = PhiAccrualDetector(PhiSettings(acceptable_pause_seconds=2.5))
     last = steady(quick, 150)
     steady(patient, 150)
     assert patient.conviction_time() == pytest.approx(quick.conviction_time() + 2.5)
 
 
 def test_window_forgets_old_intervals():
-    detector = PhiAccrualDetector(window=10)
+    detector = PhiAccrualDetector(PhiSettings(window=10))
     last = steady(detector, 20, every=5.0)  # slow link...
     last = steady(detector, 11, every=1.0, start=last + 1.0)  # ...now fast: 10 fresh intervals
     assert detector.conviction_time() == pytest.approx(last + expected_silence(8.0, 1.0, 0.05))
@@ -175,7 +176,7 @@ def test_a_reordered_older_heartbeat_is_ignored():
 
 
 def test_conviction_time_is_where_phi_crosses_the_threshold():
-    detector = PhiAccrualDetector(threshold=3.0, acceptable_pause_seconds=0.7)
+    detector = PhiAccrualDetector(PhiSettings(threshold=3.0, acceptable_pause_seconds=0.7))
     for t in (0.0, 0.9, 2.1, 3.0, 4.2, 5.0):
         detector.heartbeat(t)
     deadline = detector.conviction_time()
@@ -200,9 +201,9 @@ def test_conviction_time_is_where_phi_crosses_the_threshold():
 )
 def test_bad_settings_are_refused(changes):
     with pytest.raises(ValueError, match=next(iter(changes))):
-        PhiAccrualDetector(**changes)
+        PhiAccrualDetector(PhiSettings(**changes))
     with pytest.raises(ValueError, match=next(iter(changes))):
-        FailureDetector(**changes)
+        FailureDetector(PhiSettings(**changes))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "1.0", None])
@@ -231,7 +232,7 @@ settings_strategy = st.builds(
     silences=st.lists(st.floats(0.0, 1e7), min_size=2, max_size=30),
 )
 def test_phi_never_decreases_in_silence_and_is_never_negative_or_nan(settings_, intervals, silences):
-    detector = PhiAccrualDetector.from_settings(settings_)
+    detector = PhiAccrualDetector(settings_)
     now = 1000.0
     detector.heartbeat(now)
     for interval in intervals:
@@ -245,7 +246,7 @@ def test_phi_never_decreases_in_silence_and_is_never_negative_or_nan(settings_, 
 @PROPERTIES
 @given(settings_=settings_strategy, intervals=st.lists(st.floats(0.001, 20.0), max_size=40))
 def test_conviction_time_agrees_with_phi(settings_, intervals):
-    detector = PhiAccrualDetector.from_settings(settings_)
+    detector = PhiAccrualDetector(settings_)
     now = 0.0
     detector.heartbeat(now)
     for interval in intervals:
@@ -278,7 +279,7 @@ def test_a_fresh_cluster_is_up_until_its_nodes_miss_the_first_deadline():
 
 
 def test_changes_report_each_transition_once():
-    detector = FailureDetector(**AKKA_CLUSTER)
+    detector = FailureDetector(PhiSettings(**AKKA_CLUSTER))
     for i in range(10):
         detector.heartbeat("n1", float(i))
         detector.heartbeat("n2", float(i))
@@ -292,7 +293,7 @@ def test_changes_report_each_transition_once():
 
 
 def test_an_outage_between_two_looks_is_still_reported():
-    detector = FailureDetector(**AKKA_CLUSTER)
+    detector = FailureDetector(PhiSettings(**AKKA_CLUSTER))
     for i in range(10):
         detector.heartbeat("n1", float(i))
     assert detector.changes(9.0) == []

@@ -21,7 +21,7 @@ as a heartbeat (a gossip message, a health reply) and what a conviction does.
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # Akka's logistic approximation of the standard normal CDF:
@@ -56,7 +56,8 @@ def elapsed_for_phi(phi: float, mean: float, std: float) -> float:
 
 @dataclass(frozen=True)
 class PhiSettings:
-    """How suspicious a detector is; the defaults of `PhiAccrualDetector`."""
+    """How suspicious a detector is: what both `PhiAccrualDetector` and
+    `FailureDetector` are built from."""
 
     threshold: float = 8.0
     window: int = 100  # intervals kept; older ones are forgotten
@@ -95,27 +96,14 @@ class PhiAccrualDetector:
     Before `heartbeat` or `expect`, phi is 0: nothing is known to be late.
     """
 
-    def __init__(
-        self,
-        threshold: float = 8.0,
-        window: int = 100,
-        min_std_seconds: float = 0.05,
-        acceptable_pause_seconds: float = 0.0,
-        first_interval_seconds: float = 1.0,
-    ) -> None:
-        self.settings = PhiSettings(
-            threshold, window, min_std_seconds, acceptable_pause_seconds, first_interval_seconds
-        )
-        self._intervals: deque[float] = deque(maxlen=window)
+    def __init__(self, settings: PhiSettings = PhiSettings(), /) -> None:
+        self.settings = settings
+        self._intervals: deque[float] = deque(maxlen=settings.window)
         self._last: float | None = None  # the last heartbeat, or when expect() started the clock
         self._heard = False
         self._mean = 0.0
         self._std = 0.0
         self._bootstrap()
-
-    @classmethod
-    def from_settings(cls, settings: PhiSettings) -> "PhiAccrualDetector":
-        return cls(**asdict(settings))
 
     @property
     def last_heartbeat(self) -> float | None:
@@ -206,17 +194,8 @@ class FailureDetector:
     reported events therefore alternate, starting with a (node, False).
     """
 
-    def __init__(
-        self,
-        threshold: float = 8.0,
-        window: int = 100,
-        min_std_seconds: float = 0.05,
-        acceptable_pause_seconds: float = 0.0,
-        first_interval_seconds: float = 1.0,
-    ) -> None:
-        self.settings = PhiSettings(
-            threshold, window, min_std_seconds, acceptable_pause_seconds, first_interval_seconds
-        )
+    def __init__(self, settings: PhiSettings = PhiSettings(), /) -> None:
+        self.settings = settings
         self._peers: dict[str, PhiAccrualDetector] = {}
         self._reported_up: dict[str, bool] = {}  # as of the last changes() call
         self._unreported: list[tuple[str, bool]] = []  # outages that ended between calls
@@ -274,7 +253,7 @@ class FailureDetector:
         return events
 
     def _add(self, node_id: str) -> PhiAccrualDetector:
-        detector = self._peers[node_id] = PhiAccrualDetector.from_settings(self.settings)
+        detector = self._peers[node_id] = PhiAccrualDetector(self.settings)
         self._reported_up[node_id] = True
         return detector
 

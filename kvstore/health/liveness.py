@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from kvstore.background import Background
 from kvstore.clock import SYSTEM_CLOCK, Clock
 from kvstore.errors import KVStoreError
-from kvstore.health.failure_detector import FailureDetector, NodeStatus
+from kvstore.health.failure_detector import FailureDetector, NodeStatus, PhiSettings
 from kvstore.server.metrics import RequestMetrics
 from kvstore.rpc.peers import Peers
 from kvstore.schedule import pause
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 # Heartbeats every 0.5 s; a peer silent for about 4 s is convicted. The 3 s
 # acceptable pause (Akka's default) keeps a busy peer from being convicted.
 HEARTBEAT_INTERVAL_SECONDS = 0.5
-DETECTOR_SETTINGS = dict(threshold=8.0, min_std_seconds=0.1, acceptable_pause_seconds=3.0,
-                         first_interval_seconds=HEARTBEAT_INTERVAL_SECONDS)
+DETECTOR_SETTINGS = PhiSettings(threshold=8.0, min_std_seconds=0.1, acceptable_pause_seconds=3.0,
+                                first_interval_seconds=HEARTBEAT_INTERVAL_SECONDS)
 
 
 class Liveness(Background):
@@ -43,7 +43,7 @@ class Liveness(Background):
         self._clock = clock
         self._on_change = on_change
         self._on_answer = on_answer
-        self._detector = FailureDetector(**DETECTOR_SETTINGS)  # type: ignore[arg-type]
+        self._detector = FailureDetector(DETECTOR_SETTINGS)
         now = clock.monotonic()
         for node_id in self._pings:
             self._detector.watch(node_id, now)
