@@ -70,6 +70,16 @@ def test_a_hint_bigger_than_the_byte_bound_is_never_admitted():
     assert book.all_pending() == {}
 
 
+def test_a_refusal_names_what_is_held_and_both_bounds():
+    book = HintBook(HintPolicy(max_hints_per_target=2, max_bytes_per_target=100))
+    assert book.admit("n2", "a", 30) and book.refusal("n2", 70) is None
+    assert book.refusal("n2", 71) == (
+        "holds 1 hints (30 bytes) for n2, its bound (max_hints_per_target=2, "
+        "max_bytes_per_target=100); bring n2 back or write with fewer replicas")
+    assert book.admit("n2", "b", 1)
+    assert book.refusal("n2", 0) is not None and book.refusal("n3", 100) is None
+
+
 def test_a_zero_bound_disables_hinted_handoff():
     book = HintBook(HintPolicy(max_hints_per_target=0))
     assert not book.admit("n2", "a", 1)
@@ -190,6 +200,7 @@ def test_book_matches_a_model_and_admit_never_passes_a_bound(ops, max_hints, max
             assert book.admit(target, hint_id, size)
         else:
             fits = len(held) < max_hints and sum(held.values()) + size <= max_bytes
+            assert (book.refusal(target, size) is None) == fits
             assert book.admit(target, hint_id, size) == fits
             if fits:
                 held[hint_id] = size

@@ -78,10 +78,13 @@ class Pending(NamedTuple):
 class HintBook:
     """The hints a node holds, by target node and hint id, with their sizes.
 
-    Only `admit` enforces the policy's bounds. `load` takes whatever storage
-    holds, even beyond the bounds (after the policy was tightened, say):
-    those hints are durable writes and must not be dropped; the target just
-    admits no more until acknowledgements bring it back under them.
+    `refusal` alone decides the policy's bounds and says why a hint does
+    not fit: `admit` counts a hint only when it fits, and the storing
+    replica asks it before writing a hint durably (its answer is that
+    replica's error). `load` takes whatever storage holds, even beyond the
+    bounds (after the policy was tightened, say): those hints are durable
+    writes and must not be dropped; the target just admits no more until
+    acknowledgements bring it back under them.
     """
 
     def __init__(self, policy: HintPolicy = HintPolicy()) -> None:
@@ -102,14 +105,25 @@ class HintBook:
                     f"{sizes[hint_id]}, not {size}"
                 )
             return True
-        count, held = len(sizes), self._bytes.get(target, 0)
-        if count + 1 > self.policy.max_hints_per_target:
-            return False
-        if held + size > self.policy.max_bytes_per_target:
+        if self.refusal(target, size) is not None:
             return False
         self._sizes.setdefault(target, {})[hint_id] = size
-        self._bytes[target] = held + size
+        self._bytes[target] = self._bytes.get(target, 0) + size
         return True
+
+    def refusal(self, target: str, size: int) -> str | None:
+        """Why one more hint of `size` bytes for `target` would pass a bound
+        (a phrase whose subject is the node keeping the hints), or None if
+        it fits."""
+        _check_count("size", size)
+        count, held = self.pending(target)
+        policy = self.policy
+        if count < policy.max_hints_per_target and held + size <= policy.max_bytes_per_target:
+            return None
+        return (f"holds {count} hints ({held} bytes) for {target}, its bound "
+                f"(max_hints_per_target={policy.max_hints_per_target}, "
+                f"max_bytes_per_target={policy.max_bytes_per_target}); "
+                f"bring {target} back or write with fewer replicas")
 
     def acknowledged(self, target: str, hint_id: HintId) -> bool:
         """Forget a hint its owner has durably acknowledged; True if it was

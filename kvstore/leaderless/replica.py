@@ -55,7 +55,6 @@ class LocalReplica:
         self._on_duplicate = on_duplicate
         self._on_hint_stored = on_hint_stored
         self._on_purged = on_purged
-        self._hint_policy = hint_policy
         self.hint_book = HintBook(hint_policy)
         self._hints_by_partition: Counter[int] = Counter()  # for tombstone collection
         self.node_id = node_id
@@ -81,15 +80,9 @@ class LocalReplica:
         replica as failed)."""
         record = state_record(state)
         size = _hint_size(key, record)
-        count, held = self.hint_book.pending(target)
-        policy = self._hint_policy
-        if count >= policy.max_hints_per_target or held + size > policy.max_bytes_per_target:
-            raise ResourceExhausted(
-                f"{self.node_id} holds {count} hints ({held} bytes) for {target}, its bound "
-                f"(max_hints_per_target={policy.max_hints_per_target}, "
-                f"max_bytes_per_target={policy.max_bytes_per_target}); "
-                f"bring {target} back or write with fewer replicas"
-            )
+        refusal = self.hint_book.refusal(target, size)
+        if refusal is not None:
+            raise ResourceExhausted(f"{self.node_id} {refusal}")
         # Counted before it is durable, so tombstone collection never sees a
         # moment where the hint is stored but not counted.
         self._hints_by_partition[self._partition(key)] += 1
