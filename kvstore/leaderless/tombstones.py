@@ -10,7 +10,7 @@ these hold at once:
 - every replica of the partition is up and, in the anti-entropy round just
   made, reported the same Merkle root as this one (they agree on every key);
 - every key to purge is held by every replica in exactly this state (its
-  bucket's digests are asked again just before the purge);
+  bucket's digests are asked during the collection, just before the purges);
 - every node of the cluster is up and keeps no hint for a key of the
   partition (a hint may carry the older value, for a replica that was down).
 
@@ -24,6 +24,14 @@ Only a partition's first replica collects, one partition per anti-entropy
 round in turn, so replicas do not race each other to purge the same keys.
 It reads only the keys that hold nothing but tombstones, which the node's
 trees track as writes commit (`ReplicaTrees.tombstoned`): no partition scan.
+
+The rule itself is `kvstore.leaderless.purge_plan`, pure and property
+tested: given what the collector learned (the round's roots, who is up,
+this replica's expired tombstones, the hints each node keeps, the other
+replicas' bucket digests), the purges to make, in order, and what to ask
+next; a fact not learned never allows a purge. `TombstoneCollector` only
+answers those questions and makes the purges; a peer that fails to answer
+ends the partition's turn.
 """
 
 import logging
@@ -34,6 +42,10 @@ from kvstore.errors import KVStoreError
 from kvstore.placement.membership import ClusterSpec
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.leaderless.peer_ops import PeerOps
+from kvstore.leaderless.purge_plan import (
+    Answer, BucketAt, ExpiredHere, HintsAt, PurgeFacts, Question, Tombstone, obstacle, plan,
+    wanted,
+)
 from kvstore.leaderless.replica import LocalReplica, state_digest
 
 log = logging.getLogger(__name__)
@@ -52,7 +64,7 @@ class TombstoneCollector:
         self._is_up = is_up
         self._grace_ms = int(grace_seconds * 1000)
         self._clock = clock
-        self._others = [m.node_id for m in spec.members if m.node_id != node_id]
+        self._others = tuple(m.node_id for m in spec.members if m.node_id != node_id)
         # The partitions this node is the first replica of, with their other replicas.
         self._led: list[tuple[int, list[str]]] = []
         for partition in range(spec.partitions):
@@ -62,51 +74,54 @@ class TombstoneCollector:
         self._turn = 0
 
     async def collect_next(self, agreed: Mapping[int, Set[str]]) -> int:
-        """Collect the next partition in turn if every other replica of it is
-        in `agreed` (partition -> peers whose roots equalled this node's in
-        the round just made); tombstones purged."""
+        """Collect the next partition in turn, given `agreed` (partition ->
+        peers whose roots equalled this node's in the round just made);
+        tombstones purged."""
         if not self._led:
             return 0
         partition, replicas = self._led[self._turn % len(self._led)]
         self._turn += 1
-        if not set(replicas) <= agreed.get(partition, set()):
-            return 0
         try:
-            return await self.collect(partition, replicas)
+            return await self.collect(partition, replicas, agreed.get(partition, frozenset()))
         except KVStoreError as exc:
             log.info("tombstones of partition %d not collected yet: %s", partition, exc)
             return 0
 
-    async def collect(self, partition: int, replicas: list[str]) -> int:
-        """Purge the partition's expired tombstones that `replicas` (the
-        other replicas) hold exactly, if no node keeps a hint for it; the
-        number this replica purged. A peer failing midway raises KVStoreError
-        and leaves the rest for a later turn."""
-        expired = self._replica.expired_tombstones(
-            self._tombstoned(partition), self._clock.wall_clock_ms() - self._grace_ms)
-        if not expired or not await self._no_hints_anywhere(partition):
-            return 0
-        tree = self._trees.tree(partition)
-        buckets: dict[tuple[str, int], dict[bytes, bytes]] = {}
+    async def collect(self, partition: int, replicas: list[str],
+                      agreed: Set[str] | None = None) -> int:
+        """Purge what the plan allows of the partition's expired tombstones;
+        the number this replica purged. `replicas` are the other replicas;
+        `agreed` those whose roots equalled this node's in the round just
+        made (None: the caller vouches for all of them). A peer failing
+        midway raises KVStoreError and leaves the rest for a later turn."""
+        facts = PurgeFacts(
+            self._node_id, tuple(replicas), self._others,
+            up=frozenset(node_id for node_id in self._others if self._is_up(node_id)),
+            agreed=frozenset(replicas if agreed is None else agreed))
+        while questions := wanted(facts):
+            facts = facts.learned([(q, await self._answer(partition, q)) for q in questions])
+        if facts.expired and (reason := obstacle(facts)) is not None:
+            log.debug("%d expired tombstones of partition %d kept: %s",
+                      len(facts.expired), partition, reason)
         purged = 0
-        for key, record in expired:
-            digest = state_digest(record.value)
-            bucket = tree.bucket_of(key)
-            for peer in replicas:
-                if (peer, bucket) not in buckets:
-                    buckets[(peer, bucket)] = await self._peers.bucket(peer, partition, bucket)
-            if any(buckets[(peer, bucket)].get(key) != digest for peer in replicas):
-                continue
-            for peer in replicas:
-                await self._peers.purge(peer, key, digest)
-            if await self._replica.purge(key, digest):
-                purged += 1
+        for purge in plan(facts):
+            if purge.node_id == self._node_id:  # last for its key: the plan's order
+                purged += await self._replica.purge(purge.key, purge.digest)
+            else:
+                await self._peers.purge(purge.node_id, purge.key, purge.digest)
         return purged
 
-    async def _no_hints_anywhere(self, partition: int) -> bool:
-        if self._replica.hints_held(partition):
-            return False
-        for node_id in self._others:
-            if not self._is_up(node_id) or await self._peers.hints_held(node_id, partition):
-                return False
-        return True
+    async def _answer(self, partition: int, question: Question) -> Answer:
+        match question:
+            case ExpiredHere():
+                tree = self._trees.tree(partition)
+                cutoff_ms = self._clock.wall_clock_ms() - self._grace_ms
+                return [Tombstone(key, state_digest(record.value), tree.bucket_of(key))
+                        for key, record in self._replica.expired_tombstones(
+                            self._tombstoned(partition), cutoff_ms)]
+            case HintsAt(node_id=node_id) if node_id == self._node_id:
+                return self._replica.hints_held(partition)
+            case HintsAt(node_id=node_id):
+                return await self._peers.hints_held(node_id, partition)
+            case BucketAt(node_id=node_id, bucket=bucket):
+                return await self._peers.bucket(node_id, partition, bucket)
