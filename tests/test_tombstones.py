@@ -3,6 +3,7 @@ nodes played by a fake: a tombstone is purged only when every replica holds
 exactly it, every node is up and holds no hint for its partition, and its
 grace period has passed; the other replicas are purged before this one."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from kvstore.leaderless.anti_entropy import ReplicaTrees
 from kvstore.errors import Unavailable
 from kvstore.causality.hlc import HybridLogicalClock
 from kvstore.placement.membership import ClusterMember, ClusterSpec
+from kvstore.leaderless.hints import HintPolicy
 from kvstore.leaderless.replica import LocalReplica, state_digest
 from kvstore.placement.ring import partition_of
 from kvstore.storage.lmdb_engine import LmdbEngine
@@ -262,5 +264,30 @@ def test_a_rebuild_finds_the_keys_holding_only_tombstones(tmp_path: Path) -> Non
         trees.rebuild(engine, range(SPEC.partitions))
         assert trees.tombstoned(3) == [b"gone"] and trees.tombstoned(4) == []
         assert len(trees.trees.tree(3)) == 2
+    finally:
+        engine.close()
+
+
+async def test_hints_stored_together_at_the_bound_are_all_counted_and_released(
+        tmp_path: Path) -> None:
+    """Two hints that pass the bound check together are both stored: both
+    must be counted, or the partition's hint count never returns to zero and
+    its tombstones are never collected."""
+    engine = LmdbEngine(tmp_path / "db", map_size=1 << 26, sync=False)
+    try:
+        async with Store(engine) as store:
+            replica = LocalReplica("n1", store, HybridLogicalClock(lambda: NOW_MS),
+                                   SPEC.partitions, hint_policy=HintPolicy(max_hints_per_target=1))
+            state = versions.update(None, versions.VersionVector(), "n2", b"v", False, 1)
+            key = led_key()
+            await asyncio.gather(replica.store_hint("n3", key, state),
+                                 replica.store_hint("n3", key, state))
+            partition = partition_of(key, SPEC.partitions)
+            hints = replica.hints()
+            assert len(hints) == 2 and replica.hint_book.pending("n3").count == 2
+            for hint in hints:
+                await replica.remove_hint(hint)
+            assert replica.hints_held(partition) == 0
+            assert replica.hint_book.pending("n3").count == 0
     finally:
         engine.close()

@@ -107,9 +107,21 @@ class HintBook:
             return True
         if self.refusal(target, size) is not None:
             return False
-        self._sizes.setdefault(target, {})[hint_id] = size
-        self._bytes[target] = self._bytes.get(target, 0) + size
+        self.count_stored(target, hint_id, size)
         return True
+
+    def count_stored(self, target: str, hint_id: HintId, size: int) -> None:
+        """Count a hint that is already durable, whatever the bounds (as
+        `load` does): a node checks `refusal` before it stores a hint, and
+        hints stored concurrently may together pass a bound by the few in
+        flight; once stored they must be counted, or their acknowledgement
+        would never be."""
+        _check_count("size", size)
+        sizes = self._sizes.setdefault(target, {})
+        if hint_id in sizes:
+            return
+        sizes[hint_id] = size
+        self._bytes[target] = self._bytes.get(target, 0) + size
 
     def refusal(self, target: str, size: int) -> str | None:
         """Why one more hint of `size` bytes for `target` would pass a bound

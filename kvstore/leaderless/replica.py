@@ -91,7 +91,7 @@ class LocalReplica:
         except BaseException:
             self._hints_by_partition[self._partition(key)] -= 1
             raise
-        self.hint_book.admit(target, result.hint_seq, size)
+        self.hint_book.count_stored(target, result.hint_seq, size)
         self._on_hint_stored()  # only now: a refused or failed hint was never kept
 
     def hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
