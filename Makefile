@@ -1,5 +1,5 @@
 # The quick start: `make run` starts a local cluster (3 nodes, 1 coordinator),
-# `make test` runs the tests.
+# `make test` runs the tests, `make lint` runs ruff and mypy.
 # Both create .venv and install the project (with its dev tools) on first use.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: run test proto bench clean venv
+.PHONY: run test lint proto bench clean venv
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff and mypy, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
@@ -39,4 +44,4 @@ chaos: $(STAMP)
 	$(BIN)/python -m chaos --duration 30 $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
