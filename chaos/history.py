@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from kvclient import errors
 
-OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
+OK: Final = "ok"
+FAIL: Final = "fail"
+UNKNOWN: Final = "unknown"
 Outcome = Literal["ok", "fail", "unknown"]
 OpKind = Literal["get", "put", "delete"]
 

@@ -265,7 +265,8 @@ def from_reports(head: Mapping[str, Any], counts: OpCounts, faults: Mapping[str,
         divergent_at_end=convergence.divergent_at_end, repair_rounds=convergence.repair_rounds,
         final_read_mismatches=mismatches(final, convergence.final_values),
         unknown_horizon=unknown_horizon,
-        **counters.totals(), counted_lifetimes=counters.lifetimes,
+        **counters.totals(),  # type: ignore[arg-type]  # its keys are int fields (COUNTERS)
+        counted_lifetimes=counters.lifetimes,
         uncounted_lifetimes=list(counters.unread),
         counters_by_process={process: dict(totals)
                              for process, totals in sorted(counters.by_process.items())},

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kvclient
-from chaos.history import OK, UNKNOWN, History, Op, OpKind, describe_error, outcome_of, text
+from chaos.history import (OK, UNKNOWN, History, Op, OpKind, Outcome, describe_error, outcome_of,
+                           text)
 from kvclient.consistency import Level
 
 # A call the client's own deadline did not end within this much more is
@@ -146,6 +147,7 @@ class Workload:
 
     def _failed(self, index: int, kind: OpKind, key: str, value: str | None, invoke: float,
                 exc: BaseException, context: str) -> Op:
+        outcome: Outcome
         if isinstance(exc, TimeoutError):  # our safety net, not the client's deadline
             outcome, error = UNKNOWN, (f"STUCK: no answer within {self._settings.timeout} s "
                                        f"+ {STUCK_MARGIN} s")

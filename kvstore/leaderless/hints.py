@@ -71,7 +71,7 @@ class HintPolicy:
 
 
 class Pending(NamedTuple):
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, never called on it
     bytes: int
 
 

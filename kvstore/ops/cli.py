@@ -9,6 +9,7 @@ import click
 from kvstore.server.config import ConfigError, load_coordinator_config, load_node_config, parse_size
 
 if TYPE_CHECKING:
+    import kvclient
     from rich.console import Console
 
     from kvstore.placement.membership import ClusterSpec
@@ -25,7 +26,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     if value is None:
         return None
     try:
-        return parse_size(value, f"--{param.name.replace('_', '-')}")  # type: ignore[union-attr]
+        return parse_size(value, f"--{param.name.replace('_', '-')}")
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
 
@@ -193,7 +194,7 @@ def repair(config_file: Path, node_ids: tuple[str, ...], partition: int | None,
     click.echo(f"done: {total} key(s) repaired")
 
 
-def _client(addresses: tuple[str, ...], timeout: float):  # type: ignore[no-untyped-def]
+def _client(addresses: tuple[str, ...], timeout: float) -> "kvclient.Client":
     import kvclient
 
     return kvclient.Client(list(addresses) or [DEFAULT_ADDRESS], timeout=timeout)

@@ -1,6 +1,7 @@
 """Polling a process's standard gRPC health service until it serves."""
 
 import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,7 +19,8 @@ def is_serving(address: str, timeout: float = 1.0) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_serving(address: str, deadline_seconds: float, alive=lambda: True) -> None:  # type: ignore[no-untyped-def]
+def wait_serving(address: str, deadline_seconds: float,
+                 alive: Callable[[], bool] = lambda: True) -> None:
     """Return once `address` reports SERVING; TimeoutError after the deadline,
     RuntimeError as soon as `alive()` says the process died."""
     deadline = time.monotonic() + deadline_seconds

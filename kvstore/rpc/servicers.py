@@ -56,7 +56,7 @@ def _lenient_deserializer(message_class: Any) -> Callable[[bytes], Any]:
 def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
     """Add `servicer`'s unary methods to `server` (as the generated
     add_*_to_server does, with lenient request decoding)."""
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         method.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=_lenient_deserializer(
@@ -313,7 +313,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                     replica_pb2.ReplicaResult(status=_item_status(outcome))
                     if isinstance(outcome, BaseException) else outcome
                 )
-        return replica_pb2.ReplicaBatchResponse(results=results)
+        # Every None was replaced by its write's outcome above.
+        return replica_pb2.ReplicaBatchResponse(results=results)  # type: ignore[arg-type]
 
     def _tree(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
         """Anti-entropy's questions about this replica's Merkle trees."""

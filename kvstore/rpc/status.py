@@ -24,7 +24,7 @@ STATUS_OF_ERROR: dict[type[errors.KVStoreError], grpc.StatusCode] = {
 
 def status_of(error: errors.KVStoreError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = STATUS_OF_ERROR.get(cls)  # type: ignore[arg-type]
+        code = STATUS_OF_ERROR.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -6,6 +6,7 @@ database size; `CoordinatorMetrics` adds the cache. Label children are cached:
 looking one up per request would cost more than the observation itself.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +60,8 @@ class RequestMetrics:
             "kvstore_peer_heartbeats_answered", "Heartbeats the peer has answered",
             ["peer"], registry=self.registry)
         for peer in peers:
-            up.labels(peer).set_function(lambda peer=peer: float(status()[peer].up))
-            phi.labels(peer).set_function(lambda peer=peer: status()[peer].phi)
+            up.labels(peer).set_function(functools.partial(lambda p: float(status()[p].up), peer))
+            phi.labels(peer).set_function(functools.partial(lambda p: status()[p].phi, peer))
             self._peer_answers.labels(peer)  # 0 until the first answer
         self._peer_transitions = Counter(
             "kvstore_peer_transitions", "Peers going down or coming back up",
@@ -108,8 +109,8 @@ class NodeMetrics(RequestMetrics):
         size = Gauge("kvstore_hints_pending_bytes", "Bytes of the hints held for a node",
                      ["target"], registry=self.registry)
         for target in targets:
-            count.labels(target).set_function(lambda target=target: pending(target)[0])
-            size.labels(target).set_function(lambda target=target: pending(target)[1])
+            count.labels(target).set_function(functools.partial(lambda t: pending(t)[0], target))
+            size.labels(target).set_function(functools.partial(lambda t: pending(t)[1], target))
         self._hints_written = Counter(
             "kvstore_hints_written", "Hints this node stored durably for a node that was down",
             registry=self.registry)

@@ -10,6 +10,8 @@ close, the store commits every queued write, and only then is LMDB closed.
 import asyncio
 import logging
 
+import grpc
+
 from kvclient.pb import kv_pb2, replica_pb2
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
@@ -102,7 +104,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         repair=anti_entropy.repair_partition if replicated else None,
                         partitions=spec.partitions)
 
-                    def add_services(server) -> None:  # type: ignore[no-untyped-def]
+                    def add_services(server: grpc.aio.Server) -> None:
                         register(server, kv, KV)
                         register(server, replicas, REPLICA)
 

@@ -43,7 +43,7 @@ import lmdb
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.storage.record import Record, decode, encode
-from kvstore.storage.engine import (Change, Delete, Hint, RemoveHint, StoreHint, Write,
+from kvstore.storage.engine import (Change, Delete, Hint, StoreHint, Write,
                                     WriteResult)
 
 logger = logging.getLogger(__name__)
