@@ -80,7 +80,7 @@ def check_lost_writes(ops: Iterable[Op], final: Mapping[str, Sequence[str] | Non
     unread: set[str] = set()
     for key, writes in writes_by_key.items():
         writes.sort(key=lambda entry: entry[0], reverse=True)
-        for end, put in writes:
+        for _, put in writes:
             if put.kind != "put" or put.outcome != OK:
                 continue
             acknowledged += 1

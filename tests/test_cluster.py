@@ -511,7 +511,7 @@ def test_a_tombstone_outlives_its_grace_period_until_every_replica_holds_it_then
              60, "40 more anti-entropy rounds on n1 and n2")
         assert all((state := replica_state(node, key)) is not None and state.absent
                    for node in survivors)
-        n3 = cluster.restart("n3")
+        cluster.restart("n3")
         # Anti-entropy hands n3 the tombstone, then all three purge it.
         poll(lambda: all(not replica_result(node, key).found for node in cluster.nodes.values()),
              60, "the tombstone purged on every replica")

@@ -136,7 +136,7 @@ def test_jittery_intervals_widen_the_tolerance():
 def test_acceptable_pause_postpones_conviction_by_that_much():
     quick = PhiAccrualDetector()
     patient = PhiAccrualDetector(PhiSettings(acceptable_pause_seconds=2.5))
-    last = steady(quick, 150)
+    steady(quick, 150)
     steady(patient, 150)
     assert patient.conviction_time() == pytest.approx(quick.conviction_time() + 2.5)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError, ResourceExhausted
+from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError, ResourceExhausted
 from kvstore.storage.record import Record
 from kvstore.storage.engine import DELETE, Decide, RemoveHint, StoreHint, Write, WriteResult
 from kvstore.storage import lmdb_engine

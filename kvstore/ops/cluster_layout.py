@@ -101,7 +101,7 @@ class Layout:
                 f"{self.coordinators} coordinator(s), which use ports base+1 up to "
                 f"base+{span}; got {self.base_port}")
         try:
-            self.spec  # the mode and the ring are checked where they are defined
+            _ = self.spec  # the mode and the ring are checked where they are defined
         except MembershipError as exc:
             raise LayoutError(f"--mode: {exc}" if "mode" in str(exc) else str(exc)) from None
 

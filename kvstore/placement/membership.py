@@ -56,7 +56,7 @@ class ClusterSpec:
             )
         object.__setattr__(self, "_by_id", by_id)
         try:
-            self.ring  # build it now so a bad spec fails at load time
+            _ = self.ring  # build it now so a bad spec fails at load time
         except ValueError as exc:
             raise MembershipError(str(exc)) from exc
 

@@ -23,7 +23,7 @@ from kvstore.server.cache import LruCache
 from kvstore.leaderless.coordinator import Coordinator
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.server.metrics import RequestMetrics
-from kvstore.leaderless.replica import LocalReplica, state_digest
+from kvstore.leaderless.replica import LocalReplica
 from kvstore.rpc.status import status_details, status_of
 from kvstore.causality.versions import DVVSet
 
