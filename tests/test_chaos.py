@@ -267,7 +267,8 @@ def summarise(ops: list[Op], final: dict[str, list[str] | None],
 def test_a_summary_with_a_lost_write_fails_and_says_which(tmp_path: Path) -> None:
     ops = [put("a", 1, 2), get(["a"], 3, 4), put("b", 5, 6, FAIL), delete(5, 9, UNKNOWN, "z")]
     summary = summarise(ops, {"k": [], "z": []})
-    assert (summary.operations, summary.acknowledged, summary.failed, summary.unknown) == (4, 1, 1, 1)
+    assert (summary.operations, summary.acknowledged, summary.failed,
+            summary.unknown) == (4, 1, 1, 1)
     assert summary.lost == 1 and not summary.passed
     assert any(line.startswith("LOST") and "'a'" in line for line in summary.lines())
     summary.write(tmp_path / "summary.json")

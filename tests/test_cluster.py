@@ -344,7 +344,8 @@ def test_a_corrupt_replica_is_repaired_from_the_healthy_ones(make_cluster) -> No
     assert replica_state(victim, b"victim").values == [marker]  # type: ignore[union-attr]
 
 
-def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(  # type: ignore[no-untyped-def]
+        make_cluster) -> None:
     cluster = make_cluster(nodes=5, coordinators=0)
     spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
     key = b"hinted"
@@ -373,7 +374,8 @@ def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(
          "the hint counted as replayed")
 
 
-def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detected(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detected(  # type: ignore[no-untyped-def]
+        make_cluster) -> None:
     cluster = make_cluster(nodes=5, coordinators=0)
     spec = ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
     key = b"hinted early"

@@ -250,7 +250,8 @@ def test_a_flag_that_disagrees_with_the_saved_cluster_is_refused(tmp_path: Path)
     result = CliRunner().invoke(main, ["cluster", "up", "--data-dir", str(data_dir),
                                        "--nodes", "4", "--replicas", "3"])
     assert result.exit_code == 2
-    assert f"{data_dir} holds a 3-node cluster; remove {data_dir} or pass --nodes 3" in result.output
+    assert (f"{data_dir} holds a 3-node cluster; remove {data_dir} or pass --nodes 3"
+            in result.output)
     assert "replicas" not in result.output.split("Error:")[1]  # agreeing flags are fine
     assert not (data_dir / "cluster.json").exists()
     assert not (data_dir / "logs").exists()  # nothing was started

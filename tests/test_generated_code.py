@@ -23,7 +23,9 @@ def test_generated_code_matches_proto_sources(tmp_path: Path) -> None:
     fresh = tmp_path / "kvclient" / "pb"
     generated = sorted(p.name for p in fresh.iterdir() if p.is_file())
     assert generated, "protoc produced nothing"
-    committed = sorted(p.name for p in COMMITTED.iterdir() if p.is_file() and p.name != "__init__.py")
+    committed = sorted(p.name for p in COMMITTED.iterdir()
+                       if p.is_file() and p.name != "__init__.py")
     assert committed == generated, "generated files differ from committed ones: run `make proto`"
-    stale = [name for name in generated if (fresh / name).read_bytes() != (COMMITTED / name).read_bytes()]
+    stale = [name for name in generated
+             if (fresh / name).read_bytes() != (COMMITTED / name).read_bytes()]
     assert not stale, f"stale generated code {stale}: run `make proto` and commit the result"

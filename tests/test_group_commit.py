@@ -258,9 +258,11 @@ async def test_a_write_after_close_is_unavailable() -> None:
 async def test_a_cancelled_writer_harms_nobody() -> None:
     engine = FakeEngine(blocked=True)
     async with asyncio.timeout(WAIT_SECONDS), Store(engine) as store:
-        in_flight = [asyncio.create_task(store.write(write(k))) for k in (b"in-flight-cancelled", b"in-flight-kept")]
+        in_flight = [asyncio.create_task(store.write(write(k)))
+                     for k in (b"in-flight-cancelled", b"in-flight-kept")]
         await started(engine.commit_started)
-        queued = [asyncio.create_task(store.write(write(k))) for k in (b"queued-cancelled", b"queued-kept")]
+        queued = [asyncio.create_task(store.write(write(k)))
+                  for k in (b"queued-cancelled", b"queued-kept")]
         await until(lambda: store.queued == 2)
         in_flight[0].cancel()
         queued[0].cancel()
@@ -272,7 +274,8 @@ async def test_a_cancelled_writer_harms_nobody() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
     # An in-flight write is committed anyway; a queued one is dropped unapplied.
-    assert engine.batches == [[b"in-flight-cancelled", b"in-flight-kept"], [b"queued-kept"], [b"after"]]
+    assert engine.batches == [[b"in-flight-cancelled", b"in-flight-kept"], [b"queued-kept"],
+                              [b"after"]]
 
 
 async def test_reads_go_to_the_engine() -> None:

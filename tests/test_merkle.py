@@ -44,7 +44,8 @@ def exchange(local: MerkleTree, remote: MerkleTree) -> tuple[list[int], list[byt
     while not comparison.done:
         comparison.receive(remote.node_hashes(*comparison.request))
     buckets = comparison.differing_buckets
-    found = [k for b in buckets for k in diff_keys(local.keys_in_bucket(b), remote.keys_in_bucket(b))]
+    found = [k for b in buckets
+             for k in diff_keys(local.keys_in_bucket(b), remote.keys_in_bucket(b))]
     return buckets, sorted(found), comparison.compared
 
 
@@ -107,7 +108,8 @@ def test_a_tree_emptied_again_has_the_empty_root():
 
 def test_the_key_and_the_digest_are_both_part_of_an_entry():
     # Same concatenation, different split: must not collide.
-    assert MerkleTree.build([(b"a", b"bc")], 1).root() != MerkleTree.build([(b"ab", b"c")], 1).root()
+    assert (MerkleTree.build([(b"a", b"bc")], 1).root()
+            != MerkleTree.build([(b"ab", b"c")], 1).root())
     # Two keys swapping their digests change the buckets they are in.
     swapped = MerkleTree.build([(b"x", b"1"), (b"y", b"2")], 1)
     assert swapped.root() != MerkleTree.build([(b"x", b"2"), (b"y", b"1")], 1).root()

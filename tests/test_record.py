@@ -54,7 +54,8 @@ def test_any_truncation_is_data_loss(key: bytes, record: Record, data: st.DataOb
 
 
 @given(keys, keys, records)
-def test_a_record_under_the_wrong_key_is_data_loss(key: bytes, other: bytes, record: Record) -> None:
+def test_a_record_under_the_wrong_key_is_data_loss(key: bytes, other: bytes,
+                                                   record: Record) -> None:
     if other == key:
         other = key + b"\x00"
     with pytest.raises(DataLoss):

@@ -40,7 +40,8 @@ def open_engine(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Lmdb
     opened: list[LmdbEngine] = []
 
     def open_(map_size: int = 64 * MIB) -> LmdbEngine:
-        engine = LmdbEngine(tmp_path / "db", map_size=map_size, request_id_ttl_ms=TTL_MS, clock_ms=clock)
+        engine = LmdbEngine(tmp_path / "db", map_size=map_size, request_id_ttl_ms=TTL_MS,
+                            clock_ms=clock)
         opened.append(engine)
         return engine
 
@@ -132,13 +133,15 @@ def test_later_writes_in_a_batch_see_earlier_ones(engine: LmdbEngine) -> None:
 
         return decide
 
-    engine.commit([Write(0, b"k", append(b"a")), Write(0, b"k", append(b"b")), Write(0, b"k", append(b"c"))])
+    engine.commit([Write(0, b"k", append(b"a")), Write(0, b"k", append(b"b")),
+                   Write(0, b"k", append(b"c"))])
     assert [r.value if r else None for r in seen] == [None, b"a", b"ab"]
     assert engine.read(0, b"k") == record(b"abc")
 
 
 def test_a_retried_request_id_is_applied_once(engine: LmdbEngine) -> None:
-    applied(engine.commit([Write(0, b"k", put(b"first", timestamp=5, version=b"ctx"), b"req-1")])[0])
+    applied(engine.commit(
+        [Write(0, b"k", put(b"first", timestamp=5, version=b"ctx"), b"req-1")])[0])
     [retry] = engine.commit([Write(0, b"k", put(b"second"), b"req-1")])
     assert retry == WriteResult(Record(b"ctx", 5, False, b""), applied=False, duplicate=True)
     assert engine.read(0, b"k") == record(b"first", timestamp=5, version=b"ctx")
@@ -154,7 +157,8 @@ def test_a_request_id_twice_in_one_batch_is_applied_once(engine: LmdbEngine) -> 
 
         return decide
 
-    first, second = engine.commit([Write(0, b"k", counting(b"a"), b"req"), Write(0, b"k", counting(b"b"), b"req")])
+    first, second = engine.commit([Write(0, b"k", counting(b"a"), b"req"),
+                                   Write(0, b"k", counting(b"b"), b"req")])
     assert applied(first) == record(b"a")
     assert isinstance(second, WriteResult) and second.duplicate and not second.applied
     assert calls == [b"a"]
@@ -171,7 +175,8 @@ def test_an_expired_request_id_is_applied_again(engine: LmdbEngine, clock: FakeC
     assert engine.read(0, b"k") == record(b"third")
 
 
-def test_expired_request_ids_are_forgotten_a_bounded_number_per_commit(engine: LmdbEngine, clock: FakeClock) -> None:
+def test_expired_request_ids_are_forgotten_a_bounded_number_per_commit(
+        engine: LmdbEngine, clock: FakeClock) -> None:
     ids = [b"req-%04d" % i for i in range(PRUNE_PER_COMMIT + 44)]
     engine.commit([Write(0, i, put(b"v"), i) for i in ids])
     assert engine.count_request_ids() == len(ids)
@@ -182,7 +187,8 @@ def test_expired_request_ids_are_forgotten_a_bounded_number_per_commit(engine: L
     assert engine.count_request_ids() == 0
 
 
-def test_an_id_reused_after_expiry_outlives_its_old_log_entry(engine: LmdbEngine, clock: FakeClock) -> None:
+def test_an_id_reused_after_expiry_outlives_its_old_log_entry(
+        engine: LmdbEngine, clock: FakeClock) -> None:
     # b"\xff" sorts after every other id logged in the same millisecond, so its
     # old log entry is still there (beyond the prune bound) when it is reused.
     ids = [b"req-%04d" % i for i in range(PRUNE_PER_COMMIT)] + [b"\xff"]
@@ -266,7 +272,8 @@ def test_long_keys_sharing_a_long_prefix_stay_distinct(engine: LmdbEngine) -> No
     engine.commit([Write(0, k, put(b"%d" % i)) for i, k in enumerate(keys)])
     assert engine.count_keys() == len(keys)
     assert [engine.read(0, k) for k in keys] == [record(b"%d" % i) for i in range(len(keys))]
-    assert sorted(engine.scan_partition(0)) == sorted((k, record(b"%d" % i)) for i, k in enumerate(keys))
+    assert sorted(engine.scan_partition(0)) == sorted(
+        (k, record(b"%d" % i)) for i, k in enumerate(keys))
 
 
 def test_a_short_key_equal_to_a_long_keys_hashed_form_does_not_collide(engine: LmdbEngine) -> None:
@@ -276,10 +283,12 @@ def test_a_short_key_equal_to_a_long_keys_hashed_form_does_not_collide(engine: L
     keys = [long, forged, forged_tagged]
     engine.commit([Write(3, k, put(b"%d" % i)) for i, k in enumerate(keys)])
     assert sorted(lmdb_keys(engine)) == sorted(
-        [b"\x00\x03\x01" + forged, b"\x00\x03\x00" + forged, b"\x00\x03\x01" + hashed_form(forged_tagged)]
+        [b"\x00\x03\x01" + forged, b"\x00\x03\x00" + forged,
+         b"\x00\x03\x01" + hashed_form(forged_tagged)]
     )
     assert [engine.read(3, k) for k in keys] == [record(b"0"), record(b"1"), record(b"2")]
-    assert sorted(engine.scan_partition(3)) == sorted((k, record(b"%d" % i)) for i, k in enumerate(keys))
+    assert sorted(engine.scan_partition(3)) == sorted(
+        (k, record(b"%d" % i)) for i, k in enumerate(keys))
 
 
 def test_decide_and_request_ids_work_for_long_keys(engine: LmdbEngine) -> None:
@@ -371,9 +380,11 @@ def _flip_everywhere(data_file: Path, needle: bytes) -> int:
     return found
 
 
-def test_a_corrupted_byte_on_disk_is_data_loss_on_read(open_engine: Callable[..., LmdbEngine], tmp_path: Path) -> None:
+def test_a_corrupted_byte_on_disk_is_data_loss_on_read(open_engine: Callable[..., LmdbEngine],
+                                                       tmp_path: Path) -> None:
     engine = open_engine()
-    engine.commit([Write(4, b"k", put(b"DISTINCTIVE-VALUE-7f3a9c")), Write(4, b"other", put(b"fine"))])
+    engine.commit([Write(4, b"k", put(b"DISTINCTIVE-VALUE-7f3a9c")),
+                   Write(4, b"other", put(b"fine"))])
     engine.close()
     assert _flip_everywhere(tmp_path / "db" / "data.mdb", b"DISTINCTIVE-VALUE-7f3a9c") >= 1
     engine = open_engine()
@@ -408,7 +419,8 @@ def test_a_corrupt_record_is_offered_to_decide_as_absent(
     assert engine.read(4, b"k") == record(b"repaired")
 
 
-def test_a_full_map_fails_the_batch_and_leaves_the_store_usable(open_engine: Callable[..., LmdbEngine]) -> None:
+def test_a_full_map_fails_the_batch_and_leaves_the_store_usable(
+        open_engine: Callable[..., LmdbEngine]) -> None:
     engine = open_engine(map_size=1 * MIB)
     stored: list[bytes] = []
     for n in range(10_000):
@@ -428,15 +440,18 @@ def test_a_full_map_fails_the_batch_and_leaves_the_store_usable(open_engine: Cal
     assert engine.read(0, b"small") == record(b"s")
 
 
-def test_a_batch_too_large_for_the_map_fails_every_write_in_it(open_engine: Callable[..., LmdbEngine]) -> None:
+def test_a_batch_too_large_for_the_map_fails_every_write_in_it(
+        open_engine: Callable[..., LmdbEngine]) -> None:
     engine = open_engine(map_size=1 * MIB)
-    results = engine.commit([Write(0, b"small", put(b"s")), Write(0, b"huge", put(b"x" * (2 * MIB)))])
+    results = engine.commit([Write(0, b"small", put(b"s")),
+                             Write(0, b"huge", put(b"x" * (2 * MIB)))])
     assert all(isinstance(r, ResourceExhausted) for r in results)
     assert engine.read(0, b"small") is None
     assert applied(engine.commit([Write(0, b"small", put(b"s"))])[0]) == record(b"s")
 
 
-def test_data_and_request_ids_survive_close_and_reopen(open_engine: Callable[..., LmdbEngine]) -> None:
+def test_data_and_request_ids_survive_close_and_reopen(
+        open_engine: Callable[..., LmdbEngine]) -> None:
     engine = open_engine()
     engine.commit([Write(7, b"k", put(b"kept"), b"req")])
     engine.close()
@@ -466,7 +481,8 @@ _CRASHING_WRITER = textwrap.dedent(
     engine = LmdbEngine(Path(sys.argv[1]), map_size=64 << 20, sync=True)
     n = 0
     while True:
-        batch = [Write(0, b"%08d" % (n + i), lambda c, n=n: Record(b"v", n, False, b"x" * 500)) for i in range(16)]
+        batch = [Write(0, b"%08d" % (n + i), lambda c, n=n: Record(b"v", n, False, b"x" * 500))
+                 for i in range(16)]
         engine.commit(batch)
         n += len(batch)
         print(n, flush=True)
@@ -476,7 +492,8 @@ _CRASHING_WRITER = textwrap.dedent(
 
 def test_sigkill_mid_commit_leaves_a_database_with_every_acknowledged_write(tmp_path: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "db")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "db")], stdout=subprocess.PIPE,
+        text=True
     )
     try:
         assert child.stdout is not None

@@ -140,7 +140,8 @@ class Attempts:
 
     def _deadline_error(self) -> errors.DeadlineExceeded:
         # Also raised just before the deadline, when the backoff would end past it.
-        message = f"the call's {self._timeout:g} s timeout ran out after {self._failures} attempt(s)"
+        message = (f"the call's {self._timeout:g} s timeout ran out after {self._failures} "
+                   "attempt(s)")
         if self._last is not None:
             message += f"; last error: {self._last}"
         return errors.DeadlineExceeded(message)

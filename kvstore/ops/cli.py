@@ -36,14 +36,18 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--listen", help="gRPC address HOST:PORT.  [default: 127.0.0.1:7101]")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the LMDB files live.")
 @click.option("--metrics-port", type=int, help="Prometheus /metrics HTTP port (0: none).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@click.option("--config", "config_file",
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML file with a [node] table; flags override it.")
 @click.option("--partitions", type=int, help="Partitions in the hash space (power of two).")
-@click.option("--map-size", callback=_size, help="LMDB map size, e.g. 1GiB: the most the data can grow to.")
+@click.option("--map-size", callback=_size,
+              help="LMDB map size, e.g. 1GiB: the most the data can grow to.")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]),
-              help="sync: fsync every commit (default); nosync: UNSAFE, a crash may lose acknowledged writes.")
+              help="sync: fsync every commit (default); "
+                   "nosync: UNSAFE, a crash may lose acknowledged writes.")
 @click.option("--commit-delay-ms", type=float,
-              help="Under load, how long a commit waits for more writes to share its fsync.  [default: 1.0]")
+              help="Under load, how long a commit waits for more writes to share its fsync."
+                   "  [default: 1.0]")
 @click.option("--max-key-bytes", type=int, help="Largest key accepted.  [default: 1024]")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted.  [default: 1048576]")
 @click.option("--log-level", default="info", show_default=True,
@@ -95,8 +99,10 @@ def cluster() -> None:
 @cluster.command()
 @click.option("--nodes", type=int, help="Storage nodes n1..nN.  [default: 3]")
 @click.option("--coordinators", type=int, help="Coordinators c1..cC (0: none).  [default: 1]")
-@click.option("--replicas", type=int, help="Replicas per key (N), 1..nodes.  [default: min(3, nodes)]")
-@click.option("--partitions", type=int, help="Partitions of the hash space (power of two).  [default: 64]")
+@click.option("--replicas", type=int,
+              help="Replicas per key (N), 1..nodes.  [default: min(3, nodes)]")
+@click.option("--partitions", type=int,
+              help="Partitions of the hash space (power of two).  [default: 64]")
 @click.option("--mode", help="Replication mode.  [default: leaderless]")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
               show_default=True, help="Holds the cluster's config, each node's data, logs/.")
@@ -177,7 +183,8 @@ def admin() -> None:
 @click.option("--config", "config_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A config file with the cluster's [cluster] table (e.g. data/cluster.toml).")
-@click.option("--node", "node_ids", multiple=True, help="Only this node (repeatable).  [default: all]")
+@click.option("--node", "node_ids", multiple=True,
+              help="Only this node (repeatable).  [default: all]")
 @click.option("--partition", type=int, help="Only this partition.  [default: every one]")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds for one partition's repair.")

@@ -130,11 +130,13 @@ class Supervisor:
             for child in self.children:
                 code = child.exit_code()
                 if code is not None:
-                    raise StartupFailed(self._failure(child, f"{describe_exit(code)} while starting"))
+                    raise StartupFailed(
+                        self._failure(child, f"{describe_exit(code)} while starting"))
             waiting = [c for c in waiting if not is_serving(c.plan.address, timeout=0.5)]
             if waiting and time.monotonic() >= deadline:
                 raise StartupFailed(self._failure(
-                    waiting[0], f"was not healthy on {waiting[0].plan.address} within {timeout:.0f} s"))
+                    waiting[0],
+                    f"was not healthy on {waiting[0].plan.address} within {timeout:.0f} s"))
             if waiting:
                 self.signals.wait(delay)  # polling back-off; a signal ends it early
                 delay = min(delay * 2, 0.25)

@@ -42,7 +42,8 @@ class PeerLink:
         self.address = address
         self._settings = settings
         self._tasks = tasks
-        self._queue: deque[tuple[replica_pb2.ReplicaOp, asyncio.Future[replica_pb2.ReplicaResult]]] = deque()
+        self._queue: deque[
+            tuple[replica_pb2.ReplicaOp, asyncio.Future[replica_pb2.ReplicaResult]]] = deque()
         self._in_flight = 0
         # Its options include a reconnect backoff of at most a second: a
         # replica that restarts is reachable again soon.

@@ -178,13 +178,15 @@ def load_node_config(config_file: Path | None, overrides: dict[str, Any]) -> Nod
     return _build(NodeConfig, values)
 
 
-def load_coordinator_config(config_file: Path | None, overrides: dict[str, Any]) -> CoordinatorConfig:
+def load_coordinator_config(config_file: Path | None,
+                            overrides: dict[str, Any]) -> CoordinatorConfig:
     """Defaults, then the file's [coordinator] and [cluster] tables, then given flags."""
     values = _load(CoordinatorConfig, "coordinator", config_file, overrides)
     if "coordinator_id" not in values:
         raise ConfigError("a coordinator needs an id (--id or coordinator_id in the config file)")
     if "cluster" not in values:
-        raise ConfigError("a coordinator needs the cluster's members: a [cluster] table in --config")
+        raise ConfigError(
+            "a coordinator needs the cluster's members: a [cluster] table in --config")
     return _build(CoordinatorConfig, values)
 
 
@@ -210,7 +212,8 @@ def _load(kind: type, table: str, config_file: Path | None,
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return values
 
 
@@ -246,7 +249,8 @@ __all__ = ["NodeConfig", "CoordinatorConfig", "ConfigError", "load_node_config",
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
-               "g": GIB, "gb": GIB, "gib": GIB, "t": 1024 * GIB, "tb": 1024 * GIB, "tib": 1024 * GIB}
+               "g": GIB, "gb": GIB, "gib": GIB,
+               "t": 1024 * GIB, "tb": 1024 * GIB, "tib": 1024 * GIB}
 
 
 def parse_size(text: str, setting: str) -> int:

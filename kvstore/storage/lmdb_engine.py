@@ -117,7 +117,8 @@ class LmdbEngine:
         self._max_key_bytes = self._env.max_key_size()
         if self._max_key_bytes < _LMDB_KEY_BYTES:
             self._env.close()
-            raise RuntimeError(f"this LMDB build accepts keys of {self._max_key_bytes} bytes; need {_LMDB_KEY_BYTES}")
+            raise RuntimeError(f"this LMDB build accepts keys of {self._max_key_bytes} bytes; "
+                               f"need {_LMDB_KEY_BYTES}")
         self._ttl_ms = request_id_ttl_ms
         self._clock_ms = clock_ms
 
@@ -287,7 +288,8 @@ class LmdbEngine:
         return Record(version=raw[_REQUEST.size :], timestamp=timestamp, tombstone=False, value=b"")
 
     def _remember_request(self, txn: "_Txn", request_id: bytes, record: Record, now: int) -> None:
-        txn.put(request_id, _REQUEST.pack(now, record.timestamp) + record.version, db=self._request_ids)
+        txn.put(request_id, _REQUEST.pack(now, record.timestamp) + record.version,
+                db=self._request_ids)
         txn.put(_MILLIS.pack(now) + request_id, b"", db=self._request_log)
 
     def _prune_request_ids(self, txn: "_Txn", now: int) -> None:
@@ -332,7 +334,8 @@ class LmdbEngine:
         """Bytes in the B-tree pages of every database: size_bytes minus free pages
         (and LMDB's own free list and meta pages)."""
         with self._env.begin() as txn:
-            stats = [self._env.stat()] + [txn.stat(db) for db in (self._data, self._request_ids, self._request_log)]
+            stats = [self._env.stat()] + [
+                txn.stat(db) for db in (self._data, self._request_ids, self._request_log)]
         pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
         return pages * stats[0]["psize"]
 
@@ -390,7 +393,8 @@ def _unpack(storage_key: bytes, raw: bytes) -> tuple[bytes, Record]:
 def _collision(key: bytes, stored_key: bytes) -> DataLoss:
     return DataLoss(
         f"key {key[:64]!r} ({len(key)} bytes) shares its storage key with the stored key "
-        f"{stored_key[:64]!r} ({len(stored_key)} bytes): a BLAKE2b collision; that record is kept and not returned"
+        f"{stored_key[:64]!r} ({len(stored_key)} bytes): a BLAKE2b collision; "
+        "that record is kept and not returned"
     )
 
 

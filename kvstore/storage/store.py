@@ -104,7 +104,8 @@ class Store:
     async def write(self, write: Change) -> WriteResult:
         """The write's result once its transaction is durable; its KVStoreError if it failed."""
         if not self._open:
-            raise Unavailable("the node is shutting down (or not started); retry on another replica")
+            raise Unavailable(
+                "the node is shutting down (or not started); retry on another replica")
         assert self._loop is not None
         future: asyncio.Future[WriteResult] = self._loop.create_future()
         with self._wakeup:
