@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chaos.history import FAIL, OK, UNKNOWN, Op, text
+from kvstore import causal_context
 from kvstore.causality.versions import DVVSet, VersionVector
 
 
@@ -173,7 +174,7 @@ def check_superseded(ops: Iterable[Op], agreed: Mapping[str, DVVSet | None]) -> 
     for op in ops:
         if op.is_write and op.outcome == OK and op.context:
             writes += 1
-            contexts[op.key].append((VersionVector.from_bytes(bytes.fromhex(op.context)), op))
+            contexts[op.key].append((causal_context.decode(bytes.fromhex(op.context)), op))
     checked = 0
     back: list[Resurrected] = []
     for key, covering in contexts.items():

@@ -18,6 +18,7 @@ from chaos.history import FAIL, OK, UNKNOWN, History, Op, load_jsonl
 from chaos.nemesis import schedule
 from chaos.summary import Summary, count_ops, from_reports
 from kvclient.pb import replica_pb2
+from kvstore import causal_context
 from kvstore.leaderless.merkle import MerkleTree, PartitionTrees
 from kvstore.server.metrics import RequestMetrics
 from kvstore.rpc.servicers import ReplicaService
@@ -199,7 +200,7 @@ def _state(*siblings: tuple[str, int, str]) -> DVVSet:
 
 
 def _with_context(op: Op, counters: dict[str, int]) -> Op:
-    return dataclasses.replace(op, context=VersionVector(counters).to_bytes().hex())
+    return dataclasses.replace(op, context=causal_context.encode(VersionVector(counters)).hex())
 
 
 def test_a_sibling_an_acknowledged_context_covered_came_back() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstore import causal_context
 from kvstore.causality import versions
 from kvstore.leaderless.anti_entropy import ReplicaTrees
 from kvstore.errors import Unavailable
@@ -227,7 +228,8 @@ async def test_a_context_read_before_the_delete_cannot_replace_a_write_after_the
         setup: Setup) -> None:
     key = led_key()
     partition, others, digest = await setup.deleted(key)
-    stale = versions.join(setup.replica.read(key)).to_bytes()  # read just before the purge
+    # Read just before the purge.
+    stale = causal_context.encode(versions.join(setup.replica.read(key)))
     setup.peers.held = {peer: {key: digest} for peer in others}
     assert await setup.collector().collect(partition, others) == 1
     await setup.replica.apply(key, b"written after the purge", False, b"", b"")

@@ -1,17 +1,17 @@
 """Causal versions of a key's value.
 
 A version vector maps node ids to counters; one vector descends from another
-when it is at least as large in every entry. The serialized form is a
-`kvstore.v1.CausalContext` message, the opaque context clients pass back.
+when it is at least as large in every entry. Its wire form, the opaque
+context clients pass back, is `kvstore.causal_context`'s (protobuf stays out
+of this module).
 
 A key's stored value is a `DVVSet` (dotted version vector set): its causal
 history plus the concurrent siblings it has not seen overwritten. `update`
 applies a client write, `sync` merges replicas, `lww_update`/`lww_sync` do
-the same for last-write-wins clusters. Pure logic apart from
-(de)serialization: no I/O, no clock (timestamps are passed in).
+the same for last-write-wins clusters. Pure logic: no I/O, no protobuf, no
+clock (timestamps are passed in).
 """
 
-import functools
 import struct
 import threading
 import zlib
@@ -20,10 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
-from kvclient.pb import kv_pb2
-from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument
+from kvstore.errors import DataLoss, FailedPrecondition
 
 
 @dataclass(frozen=True)
@@ -46,44 +43,6 @@ class VersionVector:
         bumped = dict(self.counters)
         bumped[node_id] = max(bumped.get(node_id, 0) + 1, floor)
         return VersionVector(bumped)
-
-    def to_bytes(self) -> bytes:
-        return self._encoded
-
-    @functools.cached_property
-    def _encoded(self) -> bytes:
-        # Cached: a vector is immutable, and one write serialises it twice (the
-        # stored record's version and the reply's context).
-        message = kv_pb2.CausalContext(
-            issued=True,
-            version_vector=[
-                kv_pb2.Dot(node_id=node, counter=n) for node, n in sorted(self.counters.items())
-            ]
-        )
-        return message.SerializeToString(deterministic=True)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "VersionVector":
-        """Parse a context; InvalidArgument if the bytes are not one we issued."""
-        if not data:
-            return cls()
-        message = kv_pb2.CausalContext()
-        try:
-            message.ParseFromString(data)
-        except DecodeError as exc:
-            raise InvalidArgument(
-                "context is not a valid causal context; pass back the context "
-                "returned by get/put unchanged, or none for a blind write"
-            ) from exc
-        counters: dict[str, int] = {}
-        for dot in message.version_vector:
-            if not dot.node_id or dot.counter == 0 or dot.node_id in counters:
-                raise InvalidArgument(
-                    "context is malformed (empty node id, zero counter or a repeated "
-                    "node); pass back the context returned by get/put unchanged"
-                )
-            counters[dot.node_id] = dot.counter
-        return cls(counters)
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from kvstore import causal_context
 from kvstore.causality import versions
 from kvstore.errors import DataLoss, ResourceExhausted
 from kvstore.leaderless.hints import HintBook, HintPolicy
@@ -22,12 +23,12 @@ from kvstore.storage.record import Record
 from kvstore.placement.ring import partition_of
 from kvstore.storage.engine import DELETE, Delete, Hint, RemoveHint, StoreHint, Write
 from kvstore.storage.store import Store
-from kvstore.causality.versions import DVVSet, VersionVector
+from kvstore.causality.versions import DVVSet
 
 
 def state_record(state: DVVSet) -> Record:
     return Record(
-        version=versions.join(state).to_bytes(), timestamp=state.timestamp,
+        version=causal_context.encode(versions.join(state)), timestamp=state.timestamp,
         tombstone=state.absent, value=versions.encode(state),
     )
 
@@ -145,7 +146,7 @@ class LocalReplica:
         Siblings the context covers are replaced, the others stay (they are
         concurrent with this write). An empty context is a blind write and
         replaces every sibling this replica holds."""
-        seen = VersionVector.from_bytes(context)  # InvalidArgument before any work
+        seen = causal_context.decode(context)  # InvalidArgument before any work
         context_given = bool(context)
         timestamp = self._clock.now()
         node_id, lww, cap = self.node_id, self._last_write_wins, self._max_siblings

@@ -18,6 +18,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError
+from kvstore import causal_context
 from kvstore.causality import versions
 from kvstore.server.cache import LruCache
 from kvstore.leaderless.coordinator import Coordinator
@@ -125,7 +126,7 @@ def _item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
 def _get_response(state: DVVSet | None) -> kv_pb2.GetResponse:
     if state is None:
         return kv_pb2.GetResponse(found=False)
-    context = versions.join(state).to_bytes()
+    context = causal_context.encode(versions.join(state))
     if state.absent:  # deleted: no value, but the context still counts
         return kv_pb2.GetResponse(found=False, context=context, timestamp=state.timestamp)
     live = sorted(state.live, key=lambda s: (s.timestamp, s.dot))  # oldest first
@@ -135,7 +136,8 @@ def _get_response(state: DVVSet | None) -> kv_pb2.GetResponse:
 
 
 def _put_response(state: DVVSet) -> kv_pb2.PutResponse:
-    return kv_pb2.PutResponse(context=versions.join(state).to_bytes(), timestamp=state.timestamp)
+    return kv_pb2.PutResponse(context=causal_context.encode(versions.join(state)),
+                              timestamp=state.timestamp)
 
 
 def _batch_items(item: Any, outcomes: list[Any], respond: Callable[[Any], Any]) -> list[Any]:
@@ -196,7 +198,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         state = await self._write(request.key, b"", True, request.context, w,
                                   request.request_id, self._timeout(context),
                                   sloppy=not request.strict_quorum)
-        return kv_pb2.DeleteResponse(context=versions.join(state).to_bytes())
+        return kv_pb2.DeleteResponse(context=causal_context.encode(versions.join(state)))
 
     @rpc("GetMany")
     async def GetMany(self, request: kv_pb2.GetManyRequest, context: Any) -> kv_pb2.GetManyResponse:
