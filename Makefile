@@ -1,6 +1,7 @@
 # The quick start: `make run` starts a local cluster (3 nodes, 1 coordinator),
-# `make test` runs the tests, `make lint` runs ruff and mypy.
-# Both create .venv and install the project (with its dev tools) on first use.
+# `make test` runs the tests (`make test-fast`: those that start no process),
+# `make lint` runs ruff and mypy.
+# Each creates .venv and installs the project (with its dev tools) on first use.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: run test lint proto bench clean venv
+.PHONY: run test test-fast lint proto bench clean venv
 
 venv: $(STAMP)
 
@@ -24,6 +25,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every test not marked `process`: no process, socket or gRPC server (see
+# tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
 
 # ruff and mypy, configured in pyproject.toml.
 lint: $(STAMP)

@@ -101,6 +101,7 @@ def test_node_still_serves_after_bad_input(kv) -> None:  # type: ignore[no-untyp
     assert kv.Get(kv_pb2.GetRequest(key=b"ok"), timeout=5).siblings == [b"fine"]
 
 
+@pytest.mark.process
 def test_bad_configuration_is_refused_with_the_setting_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys

@@ -10,6 +10,7 @@ import pytest
 from kvstore.ops.bench import targets_of_cluster_file
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_bench_against_a_temporary_node_prints_throughput_latency_and_cpu() -> None:
     result = subprocess.run(

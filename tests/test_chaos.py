@@ -356,6 +356,7 @@ def test_the_summary_gives_the_healing_counters() -> None:
 # 60 s of workload, then up to 90 s for the Merkle roots to agree (the
 # --converge-timeout default), the final reads and the key check, plus the
 # cluster's start and stop: room for a failing run to print its report.
+@pytest.mark.process
 @pytest.mark.timeout(330)
 def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     data_dir = tmp_path / "chaos"

@@ -28,7 +28,7 @@ import kvclient
 from kvclient import errors
 from kvclient.pb import kv_pb2, kv_pb2_grpc
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
 
 # Quick retries, so a test that exercises them stays fast.
 FAST = {"backoff_base": 0.001, "backoff_cap": 0.01}

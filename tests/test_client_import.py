@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import kvclient
 
 SERVER_ONLY = ["kvstore", "lmdb", "uvloop", "prometheus_client", "click", "rich"]
@@ -38,6 +40,7 @@ print(" ".join(sorted(new - allowed)))
 """
 
 
+@pytest.mark.process
 def test_client_imports_and_runs_without_server_packages() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           timeout=60, cwd=CLIENT_DIR.parent.parent)

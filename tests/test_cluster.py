@@ -25,7 +25,7 @@ from kvstore.ops.ports import free_port
 from kvstore.ops.processes import NodeProcess, coordinator_command, launch, node_command
 from kvstore.rpc.channels import open_channel
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
 
 @dataclass

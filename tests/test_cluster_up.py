@@ -120,6 +120,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30)
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 def test_cluster_up_serves_publishes_its_processes_and_stops_on_sigint(
         tmp_path: Path, clusters: Callable[..., ClusterUp]) -> None:
@@ -163,6 +164,7 @@ def test_cluster_up_serves_publishes_its_processes_and_stops_on_sigint(
     assert "stopped" in cluster.output()
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 def test_starting_again_on_the_same_data_dir_brings_back_the_cluster_and_its_data(
         tmp_path: Path, clusters: Callable[..., ClusterUp]) -> None:
@@ -188,6 +190,7 @@ def test_starting_again_on_the_same_data_dir_brings_back_the_cluster_and_its_dat
     assert second.interrupt() == 0
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 def test_a_killed_node_is_reported_and_the_other_processes_keep_serving(
         tmp_path: Path, clusters: Callable[..., ClusterUp]) -> None:
@@ -220,6 +223,7 @@ def test_a_killed_node_is_reported_and_the_other_processes_keep_serving(
     assert cluster.output().count(report) == 1  # reported once, not again at the stop
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 def test_a_port_in_use_fails_the_start_names_the_process_and_stops_the_others(
         tmp_path: Path, clusters: Callable[..., ClusterUp]) -> None:
@@ -239,6 +243,7 @@ def test_a_port_in_use_fails_the_start_names_the_process_and_stops_the_others(
                 if runs_from(pid, data_dir)]
 
 
+@pytest.mark.process
 @pytest.mark.timeout(30)
 def test_a_flag_that_disagrees_with_the_saved_cluster_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -297,6 +302,7 @@ def test_default_ports_are_the_documented_ones() -> None:
         ("c2", "127.0.0.1:7202", "127.0.0.1:9202")]
 
 
+@pytest.mark.process
 @pytest.mark.timeout(30)
 def test_status_without_a_running_cluster_says_how_to_start_one(tmp_path: Path) -> None:
     result = run_cli("cluster", "status", "--data-dir", str(tmp_path))

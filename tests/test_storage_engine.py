@@ -490,6 +490,7 @@ _CRASHING_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_sigkill_mid_commit_leaves_a_database_with_every_acknowledged_write(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path / "db")], stdout=subprocess.PIPE,
