@@ -30,6 +30,10 @@ PURE_CORES = [
     "kvstore/leaderless/quorum.py",
     "kvstore/leaderless/hints.py",
     "kvstore/leaderless/merkle.py",
+    "kvstore/leaderless/read_request.py",  # the sans-I/O request machines
+    "kvstore/leaderless/write_request.py",
+    "kvstore/leaderless/purge_plan.py",
+    "kvstore/leaderless/peer_ops.py",  # the seam the algorithms call: a protocol
     "kvstore/storage/record.py",
     "kvstore/storage/engine.py",  # the storage seam: the protocol and values LMDB implements
 ]
