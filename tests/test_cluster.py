@@ -535,7 +535,8 @@ def _signal_all(cluster: Cluster, node_ids: list[str], sig: int) -> None:
         os.kill(cluster.nodes[node_id].pid, sig)
 
 
-def test_sloppy_quorum_an_acknowledged_write_can_be_unseen_at_r_plus_w_over_n_until_handed_off(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sloppy_quorum_an_acknowledged_write_can_be_unseen_at_r_plus_w_over_n_until_handed_off(  # type: ignore[no-untyped-def]
+        make_cluster) -> None:
     """Sloppy quorum's promise is durability, not R + W > N visibility: a
     write acknowledged by its origin and a stand-in is missed by a read of
     the other two replicas while the origin and the stand-ins are away, and
@@ -563,7 +564,8 @@ def test_sloppy_quorum_an_acknowledged_write_can_be_unseen_at_r_plus_w_over_n_un
         poll(lambda: client.get(key, r=2).value == b"v", 30, "the write handed off")
 
 
-def test_strict_quorum_a_read_at_r_plus_w_over_n_sees_every_acknowledged_write(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_strict_quorum_a_read_at_r_plus_w_over_n_sees_every_acknowledged_write(  # type: ignore[no-untyped-def]
+        make_cluster) -> None:
     """With sloppy=False a write is acknowledged only by W of its own
     replicas, so any R of them with R + W > N include one that has it; and a
     write that cannot find W of them up is refused with nothing applied."""

@@ -23,7 +23,8 @@ PROPERTIES = settings(max_examples=200, deadline=None)
 AKKA_CLUSTER = dict(threshold=8.0, min_std_seconds=0.1, acceptable_pause_seconds=3.0)
 
 
-def steady(detector: PhiAccrualDetector, count: int, every: float = 1.0, start: float = 0.0) -> float:
+def steady(detector: PhiAccrualDetector, count: int, every: float = 1.0,
+           start: float = 0.0) -> float:
     """Heartbeats at start, start+every, ...; returns the time of the last."""
     for i in range(count):
         detector.heartbeat(start + i * every)
@@ -231,7 +232,8 @@ settings_strategy = st.builds(
     intervals=st.lists(st.floats(0.0, 20.0), max_size=40),
     silences=st.lists(st.floats(0.0, 1e7), min_size=2, max_size=30),
 )
-def test_phi_never_decreases_in_silence_and_is_never_negative_or_nan(settings_, intervals, silences):
+def test_phi_never_decreases_in_silence_and_is_never_negative_or_nan(settings_, intervals,
+                                                                     silences):
     detector = PhiAccrualDetector(settings_)
     now = 1000.0
     detector.heartbeat(now)

@@ -47,7 +47,8 @@ def worlds(draw: st.DrawFn) -> PurgeFacts:
         agreed = draw(st.frozensets(st.sampled_from(OTHERS)))
         hints = {node_id: draw(st.integers(0, 2)) for node_id in hints}
     keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
-    expired = tuple(Tombstone(key, draw(st.sampled_from(DIGESTS[:2])), draw(st.sampled_from(BUCKETS)))
+    expired = tuple(Tombstone(key, draw(st.sampled_from(DIGESTS[:2])),
+                              draw(st.sampled_from(BUCKETS)))
                     for key in keys)
     buckets = {}
     for replica in replicas:
@@ -101,7 +102,8 @@ def in_order(facts: PurgeFacts, tombstones: list[Tombstone]) -> list[Purge]:
 
 @PROPERTIES
 @given(st.data())
-def test_a_purge_is_planned_only_where_every_condition_is_known_to_hold(data: st.DataObject) -> None:
+def test_a_purge_is_planned_only_where_every_condition_is_known_to_hold(
+        data: st.DataObject) -> None:
     facts = data.draw(partial(data.draw(worlds())))
     steps = plan(facts)
     purged = [t for t in facts.expired or () if any(step.key == t.key for step in steps)]
@@ -169,7 +171,7 @@ def test_asking_stops_early_and_never_reaches_a_node_that_is_down(world: PurgeFa
         assert not any(isinstance(q, BucketAt) for q in asked)
 
 
-def test_a_tombstone_held_exactly_everywhere_with_no_hint_goes_everywhere_this_replica_last() -> None:
+def test_a_tombstone_held_exactly_everywhere_with_no_hint_goes_everywhere_this_replica_last() -> None:  # noqa: E501 (the name says the property)
     tombstone = Tombstone(b"k", b"t", 0)
     facts = PurgeFacts(THIS, ("n2", "n3"), ("n2", "n3", "n4"), frozenset({"n2", "n3", "n4"}),
                        frozenset({"n2", "n3"}), (tombstone,),

@@ -63,7 +63,8 @@ def test_a_read_fails_once_too_few_replicas_are_left_naming_them() -> None:
     request.start()
     (fail,) = request.failure("n2", Unavailable("connection refused"))
     assert isinstance(fail, read.Fail) and isinstance(fail.error, Unavailable)
-    assert "r=3 needs 3 of 3 replicas" in str(fail.error) and "n2: connection refused" in str(fail.error)
+    assert "r=3 needs 3 of 3 replicas" in str(fail.error)
+    assert "n2: connection refused" in str(fail.error)
 
 
 def test_a_read_past_its_deadline_says_who_answered_and_is_answered_once() -> None:
@@ -79,7 +80,8 @@ def test_a_read_past_its_deadline_says_who_answered_and_is_answered_once() -> No
 
 @settings(max_examples=300, deadline=None)
 @given(r=st.integers(1, 3), seed=st.integers(0, 2**32), self_id=st.sampled_from([None, *REPLICAS]))
-def test_a_read_answers_once_and_only_after_r_replies(r: int, seed: int, self_id: str | None) -> None:
+def test_a_read_answers_once_and_only_after_r_replies(r: int, seed: int,
+                                                      self_id: str | None) -> None:
     rng = random.Random(seed)
     request = ReadRequest(REPLICAS, r, self_id=self_id, is_up=lambda n: rng.random() < 0.7)
     outstanding = [a.node for a in request.start() if isinstance(a, read.Ask)]
@@ -116,7 +118,7 @@ def test_a_write_goes_through_the_first_replica_that_is_up_then_to_the_others() 
     assert request.hinted("n1", "n4") == []
 
 
-def test_a_replica_that_cannot_be_reached_is_hinted_and_an_unreachable_stand_in_passed_over() -> None:
+def test_a_replica_that_cannot_be_reached_is_hinted_and_an_unreachable_stand_in_passed_over() -> None:  # noqa: E501 (the name says the property)
     request = WriteRequest(REPLICAS, 3, ring_walk=RING)
     request.start()
     v = state(b"v")
@@ -193,7 +195,8 @@ def test_an_origin_past_the_deadline_may_or_may_not_have_applied() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(w=st.integers(1, 3), seed=st.integers(0, 2**32), sloppy=st.booleans())
-def test_a_write_is_acknowledged_only_once_w_owners_hold_it(w: int, seed: int, sloppy: bool) -> None:
+def test_a_write_is_acknowledged_only_once_w_owners_hold_it(w: int, seed: int,
+                                                            sloppy: bool) -> None:
     """Whatever the liveness and the outcomes: answered exactly once; an
     Answer only when W distinct owners acknowledged (themselves or by a
     hint); no hints under a strict quorum; a failure before any apply was
@@ -230,7 +233,8 @@ def test_a_write_is_acknowledged_only_once_w_owners_hold_it(w: int, seed: int, s
                 assert owner in REPLICAS and via not in REPLICAS
                 if ok:
                     acked.add(owner)
-                pending += request.hinted(owner, via) if ok else request.hint_failed(owner, via, error)
+                pending += (request.hinted(owner, via) if ok
+                            else request.hint_failed(owner, via, error))
             case write.Answer() | write.Fail():
                 answers.append(action)
     assert len(answers) == 1
