@@ -13,7 +13,7 @@ import pytest
 
 from kvstore.ops.processes import launch, stop_all
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(
+pytestmark = [pytest.mark.process, pytest.mark.timeout(60), pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc and uses PR_SET_PDEATHSIG")]
 
 # Says it is ready only once its SIGTERM handler is in place; a test must not
