@@ -29,7 +29,7 @@ test: $(STAMP)
 # Every test not marked `process`: no process, socket or gRPC server (see
 # tests/conftest.py).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
+	KVSTORE_QUICK_PROPERTIES=1 $(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
 
 # ruff and mypy, configured in pyproject.toml.
 lint: $(STAMP)

@@ -22,6 +22,7 @@ import grpc
 import grpc.aio
 import pytest
 
+import tests.properties  # noqa: F401  (loads the quick profile under make test-fast)
 from kvclient.pb import kv_pb2_grpc
 from kvstore.ops.processes import NodeProcess, start_node
 from kvstore.rpc.channels import open_channel

@@ -4,12 +4,14 @@ always holds, nothing is served after its TTL, and the counters add up."""
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.server.cache import ENTRY_OVERHEAD, LruCache
 
-PROPERTIES = settings(max_examples=300, deadline=None)
+PROPERTIES = properties(300)
 
 
 class FakeClock:

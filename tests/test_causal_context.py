@@ -3,8 +3,10 @@ never change, every vector survives the round trip, and anything the store
 did not issue is refused as InvalidArgument."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvclient.pb import kv_pb2
 from kvstore import causal_context
@@ -39,13 +41,13 @@ def test_the_pinned_bytes_decode_to_their_vector(counters: dict[str, int], wire:
     assert causal_context.decode(bytes.fromhex(wire)) == VersionVector(counters)
 
 
-@settings(max_examples=200, deadline=None)
+@properties(200)
 @given(vectors)
 def test_every_vector_survives_the_round_trip(vector: VersionVector) -> None:
     assert causal_context.decode(causal_context.encode(vector)) == vector
 
 
-@settings(max_examples=100, deadline=None)
+@properties(100)
 @given(vectors)
 def test_the_encoding_does_not_depend_on_the_order_entries_were_added(
         vector: VersionVector) -> None:

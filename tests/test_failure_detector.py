@@ -5,8 +5,10 @@ jitter widens the tolerance. Times are plain floats: no clock, no sleeps."""
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.health.failure_detector import (
     FailureDetector,
@@ -15,7 +17,7 @@ from kvstore.health.failure_detector import (
     PhiSettings,
 )
 
-PROPERTIES = settings(max_examples=200, deadline=None)
+PROPERTIES = properties(200)
 
 # Akka cluster's defaults: threshold 8, 100 ms minimum standard deviation, 3 s
 # acceptable pause. With the module's own defaults (no pause, 50 ms) a peer

@@ -5,8 +5,10 @@ import copy
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.leaderless.hints import (
     MIB,
@@ -18,7 +20,7 @@ from kvstore.leaderless.hints import (
     fallback_nodes,
 )
 
-PROPERTIES = settings(max_examples=200, deadline=None)
+PROPERTIES = properties(200)
 
 
 # --- the hint book -----------------------------------------------------------

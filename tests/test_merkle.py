@@ -5,8 +5,10 @@ descending only into differing branches."""
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.leaderless.merkle import (
     HASH_SIZE,
@@ -21,7 +23,7 @@ from kvstore.leaderless.merkle import (
 )
 from kvstore.placement.ring import partition_of
 
-PROPERTIES = settings(max_examples=150, deadline=None)
+PROPERTIES = properties(150)
 
 keys = st.binary(min_size=1, max_size=6)
 digests = st.binary(min_size=1, max_size=4)

@@ -8,8 +8,10 @@ purged, without ever asking a node that is down."""
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.leaderless.purge_plan import (
     Answer, BucketAt, ExpiredHere, HintsAt, Purge, PurgeFacts, Question, Tombstone, obstacle, plan,
@@ -18,7 +20,7 @@ from kvstore.leaderless.purge_plan import (
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTIES = settings(max_examples=200, deadline=None)
+PROPERTIES = properties(200)
 
 THIS = "n1"
 OTHERS = ("n2", "n3", "n4", "n5")

@@ -4,8 +4,10 @@ failed one tells the client, and what a read answers and repairs."""
 from functools import reduce
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.leaderless.quorum import ReadQuorum, WriteQuorum
 from kvstore.causality.versions import (
@@ -22,7 +24,7 @@ from kvstore.causality.versions import (
 )
 
 NODES = ("n1", "n2", "n3")
-PROPERTIES = settings(max_examples=200, deadline=None)
+PROPERTIES = properties(200)
 
 
 def write(current, context, node, value, ts):

@@ -4,8 +4,10 @@ and deadlines by hand: no I/O, no event loop, no clock."""
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.causality import versions
 from kvstore.causality.versions import DVVSet
@@ -78,7 +80,7 @@ def test_a_read_past_its_deadline_says_who_answered_and_is_answered_once() -> No
     assert request.deadline() == []
 
 
-@settings(max_examples=300, deadline=None)
+@properties(300)
 @given(r=st.integers(1, 3), seed=st.integers(0, 2**32), self_id=st.sampled_from([None, *REPLICAS]))
 def test_a_read_answers_once_and_only_after_r_replies(r: int, seed: int,
                                                       self_id: str | None) -> None:
@@ -193,7 +195,7 @@ def test_an_origin_past_the_deadline_may_or_may_not_have_applied() -> None:
     assert fail.error.outcome == UNKNOWN
 
 
-@settings(max_examples=400, deadline=None)
+@properties(400)
 @given(w=st.integers(1, 3), seed=st.integers(0, 2**32), sloppy=st.booleans())
 def test_a_write_is_acknowledged_only_once_w_owners_hold_it(w: int, seed: int,
                                                             sloppy: bool) -> None:

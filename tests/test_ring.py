@@ -7,8 +7,10 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.placement.ring import (
     DEFAULT_PARTITIONS,
@@ -18,7 +20,7 @@ from kvstore.placement.ring import (
     validate_partition_count,
 )
 
-PROPERTIES = settings(max_examples=60, deadline=None)
+PROPERTIES = properties(60)
 IDS = [f"n{i:02d}" for i in range(24)]
 ZONES = ["z1", "z2", "z3", "z4"]
 

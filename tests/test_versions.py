@@ -6,8 +6,10 @@ import zlib
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.properties import properties
 
 from kvstore.errors import DataLoss, FailedPrecondition
 from kvstore.causality.versions import (
@@ -30,7 +32,7 @@ from kvstore.causality.versions import (
 )
 
 EMPTY = VersionVector()
-PROPERTIES = settings(max_examples=150, deadline=None)
+PROPERTIES = properties(150)
 
 
 def write(current, context, node, value, ts, tombstone=False, **kw):
