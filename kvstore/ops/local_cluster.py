@@ -13,8 +13,8 @@ ports.
 import fcntl
 import json
 import os
+import select
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -82,33 +82,51 @@ def describe_exit(code: int) -> str:
 
 
 class Signals:
-    """SIGINT, SIGTERM and SIGHUP ask to stop; SIGCHLD wakes the watcher. The
-    handlers only count and set an event, which the main loop waits on."""
+    """SIGINT, SIGTERM and SIGHUP ask to stop; SIGCHLD wakes the watcher.
+
+    The handlers only count; waking goes through `signal.set_wakeup_fd` (a
+    pipe the interpreter writes to from its C-level handler), never through
+    a lock. A `threading.Event` set from a handler deadlocks when the signal
+    lands while the main thread holds the event's own lock, inside `wait`:
+    `cluster up` then hung on its way out when its children exited together.
+    """
 
     STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self._wake = threading.Event()
         self.stops = 0
+        self._read = self._write = -1
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self.stops += 1
-        self._wake.set()
 
     @contextmanager
     def installed(self) -> Iterator["Signals"]:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
         previous = {sig: signal.signal(sig, self._on_stop) for sig in self.STOP}
-        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        # A handler of its own, so that the interpreter wakes the pipe for it.
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        previous_fd = signal.set_wakeup_fd(self._write)
         try:
             yield self
         finally:
+            signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.close(self._read)
+            os.close(self._write)
 
     def wait(self, timeout: float) -> None:
         """Until a signal arrives or `timeout` passes."""
-        self._wake.wait(timeout)
-        self._wake.clear()
+        readable, _, _ = select.select([self._read], [], [], max(timeout, 0))
+        if readable:
+            try:
+                while os.read(self._read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
 
 
 class Supervisor:
