@@ -1,4 +1,10 @@
-"""LmdbEngine: what a commit stores, what a read returns, and how it fails."""
+"""The storage engines: what a commit stores, what a read returns, and how it fails.
+
+The tests of the `Engine` contract run against LmdbEngine and MemoryEngine
+alike (the `engine` and `open_engine` fixtures); those of LMDB's own layout,
+corruption on disk, a full map and SIGKILL are marked `lmdb_only`.
+MemoryEngine's own tests are in test_memory_engine.py.
+"""
 
 import hashlib
 import os
@@ -12,14 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.errors import DataLoss, FailedPrecondition, KVStoreError, ResourceExhausted
+from kvstore.errors import (DataLoss, FailedPrecondition, InvalidArgument, KVStoreError,
+                            ResourceExhausted)
 from kvstore.storage.record import Record
-from kvstore.storage.engine import DELETE, Decide, RemoveHint, StoreHint, Write, WriteResult
+from kvstore.storage.engine import (DELETE, Decide, Hint, RemoveHint, StoreHint, Write,
+                                    WriteResult)
 from kvstore.storage import lmdb_engine
 from kvstore.storage.lmdb_engine import PRUNE_PER_COMMIT, SCAN_CHUNK, LmdbEngine
+from kvstore.storage.memory_engine import MemoryEngine
 
 MIB = 1024 * 1024
 TTL_MS = 1_000
+
+AnyEngine = LmdbEngine | MemoryEngine
 
 
 class FakeClock:
@@ -36,7 +47,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def open_engine(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., LmdbEngine]]:
+def open_lmdb(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., LmdbEngine]]:
     opened: list[LmdbEngine] = []
 
     def open_(map_size: int = 64 * MIB) -> LmdbEngine:
@@ -50,8 +61,30 @@ def open_engine(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Lmdb
         engine.close()
 
 
+@pytest.fixture(params=["lmdb", "memory"])
+def open_engine(request: pytest.FixtureRequest, open_lmdb: Callable[..., LmdbEngine],
+                clock: FakeClock) -> Callable[..., AnyEngine]:
+    """Opens the engine under test; called again after `close()`, it opens the
+    same store again: LMDB's directory, or the memory engine restarted (as the
+    simulation does for a process's next incarnation)."""
+    if request.param == "lmdb":
+        return open_lmdb
+    memory = MemoryEngine(request_id_ttl_ms=TTL_MS, clock_ms=clock)
+
+    def open_() -> MemoryEngine:
+        if memory.closed:
+            memory.restart()
+        return memory
+
+    return open_
+
+
+# For a test of LMDB itself: `engine` and `open_engine` are LMDB's only.
+lmdb_only = pytest.mark.parametrize("open_engine", ["lmdb"], indirect=True)
+
+
 @pytest.fixture
-def engine(open_engine: Callable[..., LmdbEngine]) -> LmdbEngine:
+def engine(open_engine: Callable[..., AnyEngine]) -> AnyEngine:
     return open_engine()
 
 
@@ -69,31 +102,31 @@ def applied(result: WriteResult | KVStoreError) -> Record:
     return result.record
 
 
-def test_a_committed_record_reads_back(engine: LmdbEngine) -> None:
+def test_a_committed_record_reads_back(engine: AnyEngine) -> None:
     [result] = engine.commit([Write(0, b"k", put(b"hello", timestamp=7))])
     assert result == WriteResult(record(b"hello", timestamp=7), applied=True, duplicate=False)
     assert engine.read(0, b"k") == record(b"hello", timestamp=7)
 
 
-def test_an_absent_key_reads_as_none(engine: LmdbEngine) -> None:
+def test_an_absent_key_reads_as_none(engine: AnyEngine) -> None:
     assert engine.read(0, b"nothing") is None
 
 
-def test_a_tombstone_is_stored_and_read_back(engine: LmdbEngine) -> None:
+def test_a_tombstone_is_stored_and_read_back(engine: AnyEngine) -> None:
     engine.commit([Write(3, b"k", put(b"v"))])
     tombstone = Record(version=b"v2", timestamp=2, tombstone=True, value=b"")
     engine.commit([Write(3, b"k", lambda current: tombstone)])
     assert engine.read(3, b"k") == tombstone
 
 
-def test_partitions_keep_the_same_key_apart(engine: LmdbEngine) -> None:
+def test_partitions_keep_the_same_key_apart(engine: AnyEngine) -> None:
     engine.commit([Write(1, b"k", put(b"one")), Write(2, b"k", put(b"two"))])
     assert engine.read(1, b"k") == record(b"one")
     assert engine.read(2, b"k") == record(b"two")
     assert engine.read(3, b"k") is None
 
 
-def test_a_partition_scan_returns_exactly_its_keys_in_order(engine: LmdbEngine) -> None:
+def test_a_partition_scan_returns_exactly_its_keys_in_order(engine: AnyEngine) -> None:
     # Neighbours chosen to sit on the prefix boundaries: b"\xff\xff" in
     # partition 1 sorts just before the empty key of partition 2.
     engine.commit(
@@ -115,7 +148,7 @@ def test_a_partition_scan_returns_exactly_its_keys_in_order(engine: LmdbEngine) 
     assert list(engine.scan_partition(5)) == []
 
 
-def test_a_scan_longer_than_one_chunk_returns_every_key_once(engine: LmdbEngine) -> None:
+def test_a_scan_longer_than_one_chunk_returns_every_key_once(engine: AnyEngine) -> None:
     keys = [b"%06d" % i for i in range(2 * SCAN_CHUNK + 5)]
     engine.commit([Write(9, k, put(k)) for k in keys] + [Write(10, b"000000", put(b"other"))])
     scanned = list(engine.scan_partition(9))
@@ -123,7 +156,21 @@ def test_a_scan_longer_than_one_chunk_returns_every_key_once(engine: LmdbEngine)
     assert all(r.value == k for k, r in scanned)
 
 
-def test_later_writes_in_a_batch_see_earlier_ones(engine: LmdbEngine) -> None:
+def test_a_scan_goes_on_through_commits_made_while_it_runs(engine: AnyEngine) -> None:
+    keys = [b"%06d" % i for i in range(2 * SCAN_CHUNK + 5)]
+    engine.commit([Write(9, k, put(k)) for k in keys])
+    scan = engine.scan_partition(9)
+    first = next(scan)
+    # Between two steps of a scan (in the simulation, another task's turn):
+    engine.commit([Write(9, keys[-1], lambda current: DELETE), Write(9, b"added", put(b"a")),
+                   Write(9, keys[1], put(b"changed"))])
+    rest = list(scan)
+    scanned = [first[0]] + [k for k, _ in rest]
+    assert len(scanned) == len(set(scanned))  # each key once
+    assert set(keys[:-1]) <= set(scanned) <= set(keys) | {b"added"}
+
+
+def test_later_writes_in_a_batch_see_earlier_ones(engine: AnyEngine) -> None:
     seen: list[Record | None] = []
 
     def append(suffix: bytes) -> Decide:
@@ -139,7 +186,7 @@ def test_later_writes_in_a_batch_see_earlier_ones(engine: LmdbEngine) -> None:
     assert engine.read(0, b"k") == record(b"abc")
 
 
-def test_a_retried_request_id_is_applied_once(engine: LmdbEngine) -> None:
+def test_a_retried_request_id_is_applied_once(engine: AnyEngine) -> None:
     applied(engine.commit(
         [Write(0, b"k", put(b"first", timestamp=5, version=b"ctx"), b"req-1")])[0])
     [retry] = engine.commit([Write(0, b"k", put(b"second"), b"req-1")])
@@ -147,7 +194,7 @@ def test_a_retried_request_id_is_applied_once(engine: LmdbEngine) -> None:
     assert engine.read(0, b"k") == record(b"first", timestamp=5, version=b"ctx")
 
 
-def test_a_request_id_twice_in_one_batch_is_applied_once(engine: LmdbEngine) -> None:
+def test_a_request_id_twice_in_one_batch_is_applied_once(engine: AnyEngine) -> None:
     calls: list[bytes] = []
 
     def counting(value: bytes) -> Decide:
@@ -165,7 +212,7 @@ def test_a_request_id_twice_in_one_batch_is_applied_once(engine: LmdbEngine) -> 
     assert engine.read(0, b"k") == record(b"a")
 
 
-def test_an_expired_request_id_is_applied_again(engine: LmdbEngine, clock: FakeClock) -> None:
+def test_an_expired_request_id_is_applied_again(engine: AnyEngine, clock: FakeClock) -> None:
     applied(engine.commit([Write(0, b"k", put(b"first"), b"req")])[0])
     clock.now_ms = TTL_MS - 1
     [within] = engine.commit([Write(0, b"k", put(b"second"), b"req")])
@@ -176,7 +223,7 @@ def test_an_expired_request_id_is_applied_again(engine: LmdbEngine, clock: FakeC
 
 
 def test_expired_request_ids_are_forgotten_a_bounded_number_per_commit(
-        engine: LmdbEngine, clock: FakeClock) -> None:
+        engine: AnyEngine, clock: FakeClock) -> None:
     ids = [b"req-%04d" % i for i in range(PRUNE_PER_COMMIT + 44)]
     engine.commit([Write(0, i, put(b"v"), i) for i in ids])
     assert engine.count_request_ids() == len(ids)
@@ -188,7 +235,7 @@ def test_expired_request_ids_are_forgotten_a_bounded_number_per_commit(
 
 
 def test_an_id_reused_after_expiry_outlives_its_old_log_entry(
-        engine: LmdbEngine, clock: FakeClock) -> None:
+        engine: AnyEngine, clock: FakeClock) -> None:
     # b"\xff" sorts after every other id logged in the same millisecond, so its
     # old log entry is still there (beyond the prune bound) when it is reused.
     ids = [b"req-%04d" % i for i in range(PRUNE_PER_COMMIT)] + [b"\xff"]
@@ -202,7 +249,7 @@ def test_an_id_reused_after_expiry_outlives_its_old_log_entry(
     assert isinstance(retry, WriteResult) and retry.duplicate
 
 
-def test_decide_returning_none_leaves_the_key_unchanged(engine: LmdbEngine) -> None:
+def test_decide_returning_none_leaves_the_key_unchanged(engine: AnyEngine) -> None:
     engine.commit([Write(0, b"k", put(b"kept"))])
     [result] = engine.commit([Write(0, b"k", lambda current: None, b"req")])
     assert result == WriteResult(record(b"kept"), applied=False, duplicate=False)
@@ -217,7 +264,7 @@ def test_decide_returning_none_leaves_the_key_unchanged(engine: LmdbEngine) -> N
     assert applied(engine.commit([Write(0, b"absent", put(b"x"), b"req2")])[0]) == record(b"x")
 
 
-def test_decide_raising_fails_only_that_write(engine: LmdbEngine) -> None:
+def test_decide_raising_fails_only_that_write(engine: AnyEngine) -> None:
     def refuse(current: Record | None) -> Record:
         raise FailedPrecondition("version mismatch")
 
@@ -230,7 +277,7 @@ def test_decide_raising_fails_only_that_write(engine: LmdbEngine) -> None:
     assert applied(engine.commit([Write(0, b"b", put(b"b"), b"req")])[0]) == record(b"b")
 
 
-def test_an_unexpected_exception_aborts_the_whole_batch(engine: LmdbEngine) -> None:
+def test_an_unexpected_exception_aborts_the_whole_batch(engine: AnyEngine) -> None:
     def buggy(current: Record | None) -> Record:
         raise ZeroDivisionError
 
@@ -238,6 +285,52 @@ def test_an_unexpected_exception_aborts_the_whole_batch(engine: LmdbEngine) -> N
         engine.commit([Write(0, b"a", put(b"a")), Write(0, b"b", buggy)])
     assert engine.read(0, b"a") is None
     assert applied(engine.commit([Write(0, b"a", put(b"a"))])[0]) == record(b"a")
+
+
+def test_an_unexpected_exception_leaves_hints_and_request_ids_as_they_were(
+        engine: AnyEngine, clock: FakeClock) -> None:
+    def buggy(current: Record | None) -> Record:
+        raise ZeroDivisionError
+
+    engine.commit([StoreHint("n2", b"k", record(b"hint")), Write(0, b"old", put(b"v"), b"old")])
+    clock.now_ms = TTL_MS  # b"old" has expired: a commit that completes forgets it
+    with pytest.raises(ZeroDivisionError):
+        engine.commit([StoreHint("n3", b"k", record(b"lost")), RemoveHint(0),
+                       Write(0, b"a", put(b"a"), b"new"), Write(0, b"b", buggy)])
+    assert engine.scan_hints() == [Hint(0, "n2", b"k", record(b"hint"))]
+    assert engine.count_request_ids() == 1
+    [hint] = engine.commit([StoreHint("n4", b"k", record(b"next"))])
+    assert hint.hint_seq == 1  # the aborted batch's number is given out again
+    assert applied(engine.commit([Write(0, b"a", put(b"a"), b"new")])[0]) == record(b"a")
+
+
+def test_a_too_long_request_id_fails_that_write_alone(engine: AnyEngine) -> None:
+    longest = b"r" * 503  # LMDB's key limit (511) less the 8 bytes of its log's time
+    first, refused, last = engine.commit([Write(0, b"a", put(b"a"), longest),
+                                          Write(0, b"b", put(b"b"), longest + b"r"),
+                                          Write(0, b"c", put(b"c"))])
+    assert applied(first) == record(b"a") and applied(last) == record(b"c")
+    assert isinstance(refused, InvalidArgument)
+    assert str(refused) == "request id is 504 bytes; at most 503"
+    assert engine.read(0, b"b") is None
+    [retry] = engine.commit([Write(0, b"a", put(b"again"), longest)])
+    assert isinstance(retry, WriteResult) and retry.duplicate
+
+
+def test_a_bad_partition_or_version_fails_that_write_alone(engine: AnyEngine) -> None:
+    huge_version = record(b"v", version=b"x" * 65536)
+    bad_partition, bad_version, good = engine.commit([
+        Write(65536, b"k", put(b"v")), Write(0, b"k", lambda current: huge_version),
+        Write(0, b"other", put(b"v"))])
+    assert isinstance(bad_partition, InvalidArgument)
+    assert str(bad_partition) == "partition must be 0..65535, got 65536"
+    assert isinstance(bad_version, InvalidArgument)
+    assert str(bad_version) == "version is 65536 bytes; at most 65535"
+    assert applied(good) == record(b"v") and engine.read(0, b"k") is None
+    with pytest.raises(InvalidArgument, match="partition must be 0..65535, got -1"):
+        engine.read(-1, b"k")
+    with pytest.raises(InvalidArgument, match="partition must be 0..65535, got 65536"):
+        list(engine.scan_partition(65536))
 
 
 def long_key(size: int, seed: bytes = b"") -> bytes:
@@ -257,7 +350,7 @@ def lmdb_keys(engine: LmdbEngine) -> list[bytes]:
 
 
 @pytest.mark.parametrize("size", [1, 508, 509, 510, 511, 1024, 65536])
-def test_keys_of_every_allowed_length_round_trip(engine: LmdbEngine, size: int) -> None:
+def test_keys_of_every_allowed_length_round_trip(engine: AnyEngine, size: int) -> None:
     key = long_key(size)
     assert applied(engine.commit([Write(6, key, put(b"v%d" % size))])[0]) == record(b"v%d" % size)
     engine.commit([Write(5, key, put(b"neighbour")), Write(7, key, put(b"neighbour"))])
@@ -266,7 +359,7 @@ def test_keys_of_every_allowed_length_round_trip(engine: LmdbEngine, size: int) 
     assert list(engine.scan_partition(6)) == [(key, record(b"v%d" % size))]
 
 
-def test_long_keys_sharing_a_long_prefix_stay_distinct(engine: LmdbEngine) -> None:
+def test_long_keys_sharing_a_long_prefix_stay_distinct(engine: AnyEngine) -> None:
     common = long_key(1000)
     keys = [common, common + b"a", common + b"b", common[:-1] + b"\x00", common[:600]]
     engine.commit([Write(0, k, put(b"%d" % i)) for i, k in enumerate(keys)])
@@ -276,6 +369,7 @@ def test_long_keys_sharing_a_long_prefix_stay_distinct(engine: LmdbEngine) -> No
         (k, record(b"%d" % i)) for i, k in enumerate(keys))
 
 
+@lmdb_only
 def test_a_short_key_equal_to_a_long_keys_hashed_form_does_not_collide(engine: LmdbEngine) -> None:
     long = long_key(600)
     forged = hashed_form(long)  # 508 bytes: the longest key stored as itself
@@ -291,7 +385,7 @@ def test_a_short_key_equal_to_a_long_keys_hashed_form_does_not_collide(engine: L
         (k, record(b"%d" % i)) for i, k in enumerate(keys))
 
 
-def test_decide_and_request_ids_work_for_long_keys(engine: LmdbEngine) -> None:
+def test_decide_and_request_ids_work_for_long_keys(engine: AnyEngine) -> None:
     key = long_key(4096)
     seen: list[Record | None] = []
 
@@ -313,6 +407,7 @@ def test_decide_and_request_ids_work_for_long_keys(engine: LmdbEngine) -> None:
     assert engine.count_keys() == 1
 
 
+@lmdb_only
 def test_a_hash_collision_is_data_loss_not_the_other_keys_record(
     engine: LmdbEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,6 +428,7 @@ def test_a_hash_collision_is_data_loss_not_the_other_keys_record(
     assert list(engine.scan_partition(0)) == [(first, record(b"first"))]
 
 
+@lmdb_only
 def test_a_corrupted_long_key_in_its_value_is_data_loss_and_can_be_overwritten(
     open_engine: Callable[..., LmdbEngine], tmp_path: Path
 ) -> None:
@@ -350,7 +446,7 @@ def test_a_corrupted_long_key_in_its_value_is_data_loss_and_can_be_overwritten(
     assert list(engine.scan_partition(4)) == [(key, record(b"repaired"))]
 
 
-def test_a_read_during_a_commit_sees_the_last_committed_state(engine: LmdbEngine) -> None:
+def test_a_read_during_a_commit_sees_the_last_committed_state(engine: AnyEngine) -> None:
     engine.commit([Write(0, b"k", put(b"old"))])
     inside, release = threading.Event(), threading.Event()
 
@@ -380,6 +476,7 @@ def _flip_everywhere(data_file: Path, needle: bytes) -> int:
     return found
 
 
+@lmdb_only
 def test_a_corrupted_byte_on_disk_is_data_loss_on_read(open_engine: Callable[..., LmdbEngine],
                                                        tmp_path: Path) -> None:
     engine = open_engine()
@@ -400,6 +497,7 @@ def test_a_corrupted_byte_on_disk_is_data_loss_on_read(open_engine: Callable[...
     assert len(corrupt) == 1 and "checksum" in str(corrupt[0])
 
 
+@lmdb_only
 def test_a_corrupt_record_is_offered_to_decide_as_absent(
     open_engine: Callable[..., LmdbEngine], tmp_path: Path
 ) -> None:
@@ -419,6 +517,7 @@ def test_a_corrupt_record_is_offered_to_decide_as_absent(
     assert engine.read(4, b"k") == record(b"repaired")
 
 
+@lmdb_only
 def test_a_full_map_fails_the_batch_and_leaves_the_store_usable(
         open_engine: Callable[..., LmdbEngine]) -> None:
     engine = open_engine(map_size=1 * MIB)
@@ -440,6 +539,7 @@ def test_a_full_map_fails_the_batch_and_leaves_the_store_usable(
     assert engine.read(0, b"small") == record(b"s")
 
 
+@lmdb_only
 def test_a_batch_too_large_for_the_map_fails_every_write_in_it(
         open_engine: Callable[..., LmdbEngine]) -> None:
     engine = open_engine(map_size=1 * MIB)
@@ -451,7 +551,7 @@ def test_a_batch_too_large_for_the_map_fails_every_write_in_it(
 
 
 def test_data_and_request_ids_survive_close_and_reopen(
-        open_engine: Callable[..., LmdbEngine]) -> None:
+        open_engine: Callable[..., AnyEngine]) -> None:
     engine = open_engine()
     engine.commit([Write(7, b"k", put(b"kept"), b"req")])
     engine.close()
@@ -461,6 +561,7 @@ def test_data_and_request_ids_survive_close_and_reopen(
     assert isinstance(retry, WriteResult) and retry.duplicate
 
 
+@lmdb_only
 def test_sizes_and_counts_follow_the_data(engine: LmdbEngine) -> None:
     empty_size = engine.size_bytes()
     assert engine.count_keys() == 0
@@ -518,7 +619,7 @@ def test_sigkill_mid_commit_leaves_a_database_with_every_acknowledged_write(tmp_
 
 
 def test_hints_are_kept_in_order_apart_from_the_data_and_survive_a_reopen(
-    open_engine: Callable[..., LmdbEngine],
+    open_engine: Callable[..., AnyEngine],
 ) -> None:
     engine = open_engine()
     first, second, third = engine.commit([
@@ -539,7 +640,7 @@ def test_hints_are_kept_in_order_apart_from_the_data_and_survive_a_reopen(
     assert fourth.hint_seq == 3  # type: ignore[union-attr]  # numbering goes on after the last
 
 
-def test_decide_can_remove_a_key(engine: LmdbEngine) -> None:
+def test_decide_can_remove_a_key(engine: AnyEngine) -> None:
     engine.commit([Write(0, b"k", put(b"v"))])
     [removed] = engine.commit([Write(0, b"k", lambda current: DELETE)])
     assert removed.applied and removed.record is None
