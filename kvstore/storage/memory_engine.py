@@ -4,10 +4,12 @@ Owns the records of every partition, the remembered request ids (with the
 time-ordered log they expire by) and the hints. Wherever a caller can tell,
 it behaves as `LmdbEngine`: the same results and errors (the same messages
 for a bad partition, a too-long request id or version), request ids expiring
-and pruned PRUNE_PER_COMMIT per commit in the same order, hint numbers,
-and all-or-nothing batches. What it leaves out is LMDB's layout: no
-corruption, no key hashing, no pages. A partition scan returns the keys in
-byte order (LMDB puts keys over 508 bytes last; the contract promises no order).
+and pruned PRUNE_PER_COMMIT per commit in the same order, the same hint
+numbers (after a restart, on from the newest hint still stored, as LMDB
+numbers them when it opens), and all-or-nothing batches. What it leaves out
+is LMDB's layout: no corruption, no key hashing, no pages. A partition scan
+returns the keys in byte order (LMDB puts keys over 508 bytes last; the
+contract promises no order).
 
 Durability model: everything a `commit` returned is durable. The simulation
 models a process crash by discarding the process's other state and keeping
@@ -19,8 +21,10 @@ because a batch is worked out apart from the committed state and published
 only once all of it succeeded.
 
 Stored records are frozen `Record`s of `bytes`, never a caller's buffer, so
-nothing outside can change what is stored. Like LMDB, a reader on another
-thread may read while a commit runs and sees each key's last committed record.
+nothing outside can change what is stored. A reader on another thread may
+read while a commit runs (the Engine's one writer, many readers) and sees
+committed records only, never a batch's unfinished work; unlike LMDB, a
+batch becomes visible key by key while `commit` publishes it.
 
 Pure: no I/O, no threads, no clock but the injected `clock_ms`.
 """
@@ -128,8 +132,8 @@ class MemoryEngine:
                        on_corrupt: Callable[[DataLoss], None] | None = None
                        ) -> Iterator[tuple[bytes, Record]]:
         """(user key, record) for every key of `partition`, in byte order of the
-        keys, as they were when the scan started. Nothing here is ever corrupt,
-        so `on_corrupt` is never called."""
+        keys, as they were at the scan's first step. Nothing here is ever
+        corrupt, so `on_corrupt` is never called."""
         self._check_open()
         records = self._partitions.get(_checked_partition(partition), {})
         yield from sorted(records.items())  # one step: a commit cannot change it midway
