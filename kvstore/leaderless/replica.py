@@ -21,8 +21,8 @@ from kvstore.leaderless.hints import HintBook, HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock, physical_ms
 from kvstore.storage.record import Record
 from kvstore.placement.ring import partition_of
-from kvstore.storage.engine import DELETE, Delete, Hint, RemoveHint, StoreHint, Write
-from kvstore.storage.store import Store
+from kvstore.storage.engine import (DELETE, Delete, DurableStore, Hint, RemoveHint, StoreHint,
+                                    Write)
 from kvstore.causality.versions import DVVSet
 
 
@@ -46,7 +46,7 @@ def record_state(record: Record | None) -> DVVSet | None:
 
 class LocalReplica:
     def __init__(
-        self, node_id: str, store: Store, clock: HybridLogicalClock, partitions: int,
+        self, node_id: str, store: DurableStore, clock: HybridLogicalClock, partitions: int,
         *, last_write_wins: bool = False, max_siblings: int = versions.DEFAULT_MAX_SIBLINGS,
         on_duplicate: Callable[[], None] = lambda: None,
         on_hint_stored: Callable[[], None] = lambda: None,

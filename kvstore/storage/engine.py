@@ -110,6 +110,20 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class DurableStore(Protocol):
+    """What a replica needs from its store: writes answered once durable,
+    and reads. `kvstore.storage.store.Store` (group commit in a thread) is
+    the production one; the simulation has its own on virtual time."""
+
+    async def write(self, write: Change) -> WriteResult:
+        """The write's result once its transaction is durable; its KVStoreError if it failed."""
+        ...
+
+    def read(self, partition: int, key: bytes) -> Record | None: ...
+
+    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]: ...
+
+
 class CommitObserver(Protocol):
     """Told about every commit (metrics implement this)."""
 
