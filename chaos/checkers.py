@@ -3,6 +3,8 @@ the final state of the keys.
 
 - `check_lost_writes`: no acknowledged put is lost.
 - `check_never_written`: no read returned a value no put had written.
+- `check_quorum_reads`: with a strict quorum and R + W > N, a read sees
+  every write acknowledged before it began.
 - `check_duplicate_siblings`: no read returned one value twice (a write
   applied twice, e.g. a retry the store did not recognise).
 - `check_superseded`: no write that an acknowledged write's context covered
@@ -101,6 +103,63 @@ def check_lost_writes(ops: Iterable[Op], final: Mapping[str, Sequence[str] | Non
                 lost.append(LostWrite(key, put.value, put.invoke, put.complete, tuple(siblings)))
     return LostWritesReport(acknowledged, checked, len(checked_keys),
                             sorted(lost, key=lambda w: w.invoke), sorted(unread))
+
+
+@dataclass(frozen=True)
+class StaleRead:
+    key: str
+    value: str  # the acknowledged put's value the read did not return
+    put_complete: float
+    read_invoke: float
+    read_complete: float
+    siblings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QuorumReadsReport:
+    checked: int  # (strict put, later read) pairs with R + W > N checked
+    stale: list[StaleRead] = field(default_factory=list)
+
+
+def check_quorum_reads(ops: Iterable[Op], replicas: int, unknown_horizon: float,
+                       disk_losses: Sequence[float] = ()) -> QuorumReadsReport:
+    """The strict-quorum promise: once a put with `strict` (no stand-ins) is
+    acknowledged by W replicas, a get invoked later that R replicas answered,
+    with R + W > N, returns its value, unless another write to the key may
+    have replaced it before the get completed (one not known to have failed,
+    invoked before the get completed, that may have been applied after the
+    put was invoked). A disk lost (`disk_losses`: when a node lost its
+    data) between the put's invocation and the get's completion voids the
+    promise for that pair: quorums intersect only on replicas that keep
+    what they acknowledged."""
+    writes_by_key: dict[str, list[Op]] = defaultdict(list)
+    gets_by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.is_write and op.outcome != FAIL:
+            writes_by_key[op.key].append(op)
+        elif op.kind == "get" and op.outcome == OK and op.replicas:
+            gets_by_key[op.key].append(op)
+    checked = 0
+    stale: list[StaleRead] = []
+    for key, writes in writes_by_key.items():
+        for put in writes:
+            if put.kind != "put" or put.outcome != OK or not put.strict or not put.replicas:
+                continue
+            for get in gets_by_key.get(key, ()):
+                if get.invoke <= put.complete or get.replicas + put.replicas <= replicas:
+                    continue
+                if any(put.invoke < lost < get.complete for lost in disk_losses):
+                    continue
+                if any(other is not put and other.invoke < get.complete
+                       and (_effect_end(other, unknown_horizon) or 0.0) > put.invoke
+                       for other in writes):
+                    continue  # may have been replaced
+                checked += 1
+                assert put.value is not None
+                if put.value not in (get.siblings or ()):
+                    stale.append(StaleRead(key, put.value, put.complete, get.invoke,
+                                           get.complete, get.siblings or ()))
+    return QuorumReadsReport(checked, sorted(stale, key=lambda s: s.read_invoke))
 
 
 @dataclass(frozen=True)

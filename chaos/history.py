@@ -58,6 +58,10 @@ class Op:
     # Writes: the causal context passed with it (hex of the client's opaque
     # bytes); empty for a blind write.
     context: str = ""
+    # How many replicas it asked for (r of a get, w of a write; 0: the
+    # default), and for a write whether it refused stand-ins (strict quorum).
+    replicas: int = 0
+    strict: bool = False
 
     @property
     def is_write(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
+                            check_quorum_reads,
                             check_superseded, differing_partitions, divergent_keys,
                             partitions_with_keys)
 from chaos.convergence import Convergence, RootConvergence
@@ -119,6 +120,50 @@ def test_a_value_written_to_another_key_is_flagged() -> None:
 def test_a_value_read_twice_in_one_answer_is_a_duplicate() -> None:
     assert [d.value for d in check_duplicate_siblings([get(["a", "b", "a"], 1, 2)])] == ["a"]
     assert check_duplicate_siblings([get(["a", "b"], 1, 2)]) == []
+
+
+def strict_put(value: str, invoke: float, complete: float, w: int = 2,
+               outcome: str = OK) -> Op:
+    return Op(0, "put", "k", value, invoke, complete, outcome,  # type: ignore[arg-type]
+              replicas=w, strict=True)
+
+
+def quorum_get(siblings: list[str], invoke: float, complete: float, r: int = 2) -> Op:
+    return Op(1, "get", "k", None, invoke, complete, OK, siblings=tuple(siblings), replicas=r)
+
+
+def stale_values(ops: list[Op], disk_losses: tuple[float, ...] = ()) -> list[str]:
+    return [s.value for s in check_quorum_reads(ops, 3, HORIZON, disk_losses).stale]
+
+
+def test_a_quorum_read_after_a_strict_acknowledged_put_must_see_it() -> None:
+    ops = [strict_put("a", 1, 2), quorum_get([], 3, 4)]
+    report = check_quorum_reads(ops, 3, HORIZON)
+    assert [s.value for s in report.stale] == ["a"] and report.checked == 1
+    assert stale_values([strict_put("a", 1, 2), quorum_get(["a"], 3, 4)]) == []
+
+
+def test_quorums_that_need_not_intersect_promise_nothing() -> None:
+    assert stale_values([strict_put("a", 1, 2, w=2), quorum_get([], 3, 4, r=1)]) == []
+    sloppy = dataclasses.replace(strict_put("a", 1, 2), strict=False)
+    assert stale_values([sloppy, quorum_get([], 3, 4)]) == []
+
+
+def test_a_read_begun_before_the_acknowledgement_promises_nothing() -> None:
+    assert stale_values([strict_put("a", 1, 3), quorum_get([], 2, 4)]) == []
+
+
+def test_a_write_that_may_have_replaced_the_put_excuses_the_read() -> None:
+    assert stale_values([strict_put("a", 1, 2), delete(2.5, 2.8), quorum_get([], 3, 4)]) == []
+    # One that certainly failed replaced nothing.
+    failed = delete(2.5, 2.8, outcome=FAIL)
+    assert stale_values([strict_put("a", 1, 2), failed, quorum_get([], 3, 4)]) == ["a"]
+
+
+def test_a_disk_lost_in_between_voids_the_promise() -> None:
+    ops = [strict_put("a", 1, 2), quorum_get([], 3, 4)]
+    assert stale_values(ops, disk_losses=(2.5,)) == []
+    assert stale_values(ops, disk_losses=(0.5,)) == ["a"]
 
 
 def test_keys_whose_replicas_hold_different_states_diverge() -> None:
