@@ -49,5 +49,18 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m chaos --duration 30 $(CHAOS_ARGS)
 
+# The deterministic simulation (see chaos/sim/): `make sim SEED=7` replays
+# one seed (BUG=name plants a broken variant, TRACE=1 prints everything);
+# `make sim SEEDS=10000` is the long run (FIRST=... where it starts).
+.PHONY: sim
+SEEDS ?= 300
+FIRST ?= 1
+sim: $(STAMP)
+ifdef SEED
+	$(BIN)/python -m chaos.sim --seed $(SEED) $(if $(BUG),--bug $(BUG)) $(if $(TRACE),--trace)
+else
+	$(BIN)/python -m chaos.sim --seeds $(SEEDS) --first $(FIRST) $(if $(BUG),--bug $(BUG))
+endif
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
