@@ -14,9 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
+from kvstore.background import Background
 from kvstore.causality.versions import DVVSet
 from kvstore.errors import KVStoreError
 from kvstore.leaderless import read_request as read
@@ -27,26 +26,19 @@ from kvstore.placement.membership import ClusterSpec
 log = logging.getLogger(__name__)
 
 
-class Coordinator:
-    """`async with Coordinator(spec, ops, self_id=...) as coordinator:`"""
+class Coordinator(Background):
+    """`async with Coordinator(spec, ops, self_id=...) as coordinator:`; leaving
+    the block waits for the read repairs and replications still running."""
 
     def __init__(self, spec: ClusterSpec, ops: PeerOps, *, self_id: str | None = None,
                  on_repair: Callable[[int], None] | None = None,
                  is_up: Callable[[str], bool] = lambda node_id: True) -> None:
+        super().__init__()
         self.spec = spec
         self._ops = ops
         self._self_id = self_id
         self._is_up = is_up
         self._on_repair = on_repair
-        self._tasks = asyncio.TaskGroup()
-
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self._tasks.__aexit__(exc_type, exc, tb)
 
     # -- reads -----------------------------------------------------------------
 
