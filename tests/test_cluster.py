@@ -101,7 +101,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
 def _heard_from(server: NodeProcess, peers: list[str]) -> bool:
     """Whether every one of `peers` has answered a heartbeat from `server`."""
-    return all((_sample(server, f'kvstore_peer_heartbeats_answered_total{{peer="{peer}"}}')
+    return all((_sample(server, f'kvstore_peer_heartbeats_answered_total{{node="{peer}"}}')
                 or 0) >= 1 for peer in peers)
 
 
@@ -272,7 +272,7 @@ def _total(cluster, sample: str, but: str) -> float:  # type: ignore[no-untyped-
 
 
 def _peer_up(server: NodeProcess, peer: str) -> float | None:
-    return _sample(server, f'kvstore_peer_up{{peer="{peer}"}}')
+    return _sample(server, f'kvstore_peer_up{{node="{peer}"}}')
 
 
 def test_a_dead_node_is_detected_routed_around_and_noticed_when_back(make_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -353,7 +353,7 @@ def test_hints_are_kept_while_a_replica_is_down_and_handed_over_when_it_is_back(
     coordinator = cluster.nodes[first]
 
     def hints_for_third() -> float:
-        return _total(cluster, f'kvstore_hints_pending{{target="{third}"}}', but=third)
+        return _total(cluster, f'kvstore_hints_pending{{node="{third}"}}', but=third)
 
     cluster.nodes[third].process.kill()
     cluster.nodes[third].process.wait()
@@ -386,7 +386,7 @@ def test_a_write_right_after_a_replica_dies_is_hinted_before_the_death_is_detect
     assert _peer_up(coordinator, third) == 1.0  # not yet convicted (that takes seconds)
     with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
         client.put(key, b"early", w="all")  # the failed merge falls back to a stand-in
-    assert _total(cluster, f'kvstore_hints_pending{{target="{third}"}}', but=third) == 1
+    assert _total(cluster, f'kvstore_hints_pending{{node="{third}"}}', but=third) == 1
     assert _total(cluster, "kvstore_hints_written_total", but=third) == 1
 
 
@@ -404,7 +404,7 @@ def test_a_hint_goes_on_to_the_next_stand_in_when_the_first_is_dead_too(make_clu
     with kvclient.Client([coordinator.address], timeout=10, max_attempts=1) as client:
         client.put(key, b"twice", w="all")
     assert _sample(cluster.nodes[second_stand_in],
-                   f'kvstore_hints_pending{{target="{replicas[2]}"}}') == 1
+                   f'kvstore_hints_pending{{node="{replicas[2]}"}}') == 1
 
 
 def test_a_wiped_node_is_restored_by_anti_entropy_without_any_read(make_cluster) -> None:  # type: ignore[no-untyped-def]

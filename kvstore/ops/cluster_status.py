@@ -124,10 +124,10 @@ def scrape(metrics: str, names: tuple[str, ...],
     return values
 
 
-_PEER_UP = 'kvstore_peer_up{peer="'
+_PEER_UP = 'kvstore_peer_up{node="'
 
 
-_HINTS = 'kvstore_hints_pending{target="'
+_HINTS = 'kvstore_hints_pending{node="'
 
 
 def scrape_peer_views(metrics: str,

@@ -10,7 +10,14 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from kvstore.server.cache import LruCache
 
@@ -20,9 +27,23 @@ _LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def build_version() -> str:
+    try:
+        return metadata.version("kvstore")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 class RequestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The standard process_* (CPU, resident memory, open fds), python_gc_*
+        # and python_info series, as on prometheus_client's default registry.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Info("kvstore_build", "The kvstore build this process runs",
+             registry=self.registry).info({"version": build_version()})
         self._requests = Counter(
             "kvstore_requests", "RPCs handled, by method and gRPC status code",
             ["method", "code"], registry=self.registry,
@@ -51,21 +72,21 @@ class RequestMetrics:
     def watch_peers(self, peers: list[str], status: Callable[[], dict[str, Any]]) -> None:
         """Per-peer gauges read from the failure detector at scrape time."""
         up = Gauge("kvstore_peer_up", "1 while the failure detector holds the peer up",
-                   ["peer"], registry=self.registry)
+                   ["node"], registry=self.registry)
         phi = Gauge("kvstore_peer_phi", "The failure detector's suspicion of the peer (phi)",
-                    ["peer"], registry=self.registry)
+                    ["node"], registry=self.registry)
         # A peer is held up from the start, before it has ever answered; this
         # tells "answering" from "not yet convicted".
         self._peer_answers = Counter(
             "kvstore_peer_heartbeats_answered", "Heartbeats the peer has answered",
-            ["peer"], registry=self.registry)
+            ["node"], registry=self.registry)
         for peer in peers:
             up.labels(peer).set_function(functools.partial(lambda p: float(status()[p].up), peer))
             phi.labels(peer).set_function(functools.partial(lambda p: status()[p].phi, peer))
             self._peer_answers.labels(peer)  # 0 until the first answer
         self._peer_transitions = Counter(
             "kvstore_peer_transitions", "Peers going down or coming back up",
-            ["peer", "to"], registry=self.registry)
+            ["node", "to"], registry=self.registry)
 
     def observe_peer_transition(self, peer: str, up: bool) -> None:
         self._peer_transitions.labels(peer, "up" if up else "down").inc()
@@ -75,7 +96,9 @@ class RequestMetrics:
 
 
 class NodeMetrics(RequestMetrics):
-    def __init__(self, size_bytes: Callable[[], float], key_count: Callable[[], float]) -> None:
+    def __init__(self, size_bytes: Callable[[], float], key_count: Callable[[], float],
+                 used_bytes: Callable[[], float] | None = None,
+                 map_size: int | None = None) -> None:
         super().__init__()
         self._batch_size = Histogram(
             "kvstore_commit_batch_size", "Writes sharing one LMDB transaction and fsync",
@@ -94,6 +117,13 @@ class NodeMetrics(RequestMetrics):
               registry=self.registry).set_function(size_bytes)
         Gauge("kvstore_keys", "Records stored (tombstones included)",
               registry=self.registry).set_function(key_count)
+        if used_bytes is not None and map_size:
+            # Writes fail with RESOURCE_EXHAUSTED once the pages in use reach
+            # the map: alert well before the ratio reaches 1.
+            Gauge("kvstore_db_map_size_bytes", "The LMDB map size: how large the database may "
+                  "grow (map_size)", registry=self.registry).set(map_size)
+            Gauge("kvstore_db_map_used_ratio", "Pages in use over the map size (1: full)",
+                  registry=self.registry).set_function(lambda: used_bytes() / map_size)
 
     def observe_commit(self, batch_size: int, seconds: float) -> None:
         self._batch_size.observe(batch_size)
@@ -105,9 +135,9 @@ class NodeMetrics(RequestMetrics):
     def watch_hints(self, targets: list[str], pending: Callable[[str], tuple[int, int]]) -> None:
         """Hinted handoff: hints held for each other node, read at scrape time."""
         count = Gauge("kvstore_hints_pending", "Hints this node holds for a node that was down",
-                      ["target"], registry=self.registry)
+                      ["node"], registry=self.registry)
         size = Gauge("kvstore_hints_pending_bytes", "Bytes of the hints held for a node",
-                     ["target"], registry=self.registry)
+                     ["node"], registry=self.registry)
         for target in targets:
             count.labels(target).set_function(functools.partial(lambda t: pending(t)[0], target))
             size.labels(target).set_function(functools.partial(lambda t: pending(t)[1], target))
@@ -161,13 +191,30 @@ class NodeMetrics(RequestMetrics):
 class CoordinatorMetrics(RequestMetrics):
     def __init__(self, cache: LruCache) -> None:
         super().__init__()
-        for name, help_text, read in (
-            ("kvstore_cache_hits", "Reads answered from the cache", lambda: cache.hits),
-            ("kvstore_cache_misses", "Reads the cache could not answer", lambda: cache.misses),
-            ("kvstore_cache_evictions", "Entries dropped to make room", lambda: cache.evictions),
-            ("kvstore_cache_expirations", "Entries dropped for being older than the ttl",
-             lambda: cache.expirations),
-            ("kvstore_cache_bytes", "Bytes the cached entries account for", lambda: cache.bytes),
-            ("kvstore_cache_entries", "Entries in the cache", lambda: cache.entries),
-        ):
-            Gauge(name, help_text, registry=self.registry).set_function(read)
+        self.registry.register(_CacheCollector(cache))
+
+
+class _CacheCollector(Collector):
+    """The cache's counts, read at scrape time: counters for what only grows,
+    gauges for its size."""
+
+    def __init__(self, cache: LruCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> list[Metric]:
+        cache = self._cache
+        metrics: list[Metric] = [
+            CounterMetricFamily(name, help_text, value=value)
+            for name, help_text, value in (
+                ("kvstore_cache_hits", "Reads answered from the cache", cache.hits),
+                ("kvstore_cache_misses", "Reads the cache could not answer", cache.misses),
+                ("kvstore_cache_evictions", "Entries dropped to make room", cache.evictions),
+                ("kvstore_cache_expirations", "Entries dropped for being older than the ttl",
+                 cache.expirations),
+            )
+        ]
+        metrics.append(GaugeMetricFamily("kvstore_cache_bytes",
+                                         "Bytes the cached entries account for", cache.bytes))
+        metrics.append(GaugeMetricFamily("kvstore_cache_entries", "Entries in the cache",
+                                         cache.entries))
+        return metrics

@@ -47,7 +47,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
         clock_ms=clock.wall_clock_ms,
     )
     try:
-        metrics = NodeMetrics(engine.size_bytes, engine.count_keys)
+        metrics = NodeMetrics(engine.size_bytes, engine.count_keys, engine.used_bytes,
+                              config.map_size)
         limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
                              max_message_bytes=config.max_message_bytes)
