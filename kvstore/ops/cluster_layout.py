@@ -14,7 +14,10 @@ Files in the data dir:
   durability); written once the cluster has come up, it marks the data dir as
   holding a cluster;
 - cluster.json: the running processes (a contract with external tests; written
-  by `kvstore.ops.local_cluster` only while every process is up).
+  by `kvstore.ops.local_cluster` only while every process is up);
+- prometheus/targets.json: every process's metrics endpoint, in Prometheus's
+  file-discovery format (what deploy/prometheus/local.yml reads), written
+  with cluster.json.
 """
 
 import dataclasses
@@ -37,6 +40,7 @@ HOST = "127.0.0.1"
 CLUSTER_TOML = "cluster.toml"
 LAYOUT_JSON = "cluster-layout.json"
 CLUSTER_JSON = "cluster.json"
+PROMETHEUS_TARGETS = Path("prometheus") / "targets.json"
 
 # Port offsets from --base-port: node i listens on base+i, coordinator j on
 # base+100+j; metrics are 2000 higher (so the defaults give 7101/9101, 7201/9201).
@@ -274,6 +278,15 @@ def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int]) 
         processes.append(entry)
     return {"processes": processes, "replicas": layout.replicas,
             "partitions": layout.partitions, "mode": layout.mode}
+
+
+def prometheus_targets(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """cluster.json's processes as Prometheus file-discovery target groups:
+    one per process, labelled with its id and role. (Not `node`: that label
+    names another node in the metrics themselves.)"""
+    return [{"targets": [process["metrics"]],
+             "labels": {"member": process["id"], "role": process["role"]}}
+            for process in document["processes"]]
 
 
 def needed_ports(base: int, nodes: int, coordinators: int) -> list[int]:

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kvstore.ops.cluster_layout import (CLUSTER_JSON, Layout, LayoutError, ProcessPlan, Requested,
-                                    cluster_document, load_saved, resolve, save_layout,
+from kvstore.ops.cluster_layout import (CLUSTER_JSON, PROMETHEUS_TARGETS, Layout, LayoutError,
+                                    ProcessPlan, Requested, cluster_document, load_saved,
+                                    prometheus_targets, resolve, save_layout,
                                     write_atomically, write_config)
 from kvstore.placement.membership import ClusterSpec
 from kvstore.ops.probe import is_serving
@@ -233,6 +234,9 @@ def publish(layout: Layout, children: list[Child], data_dir: Path, existed: bool
         save_layout(layout, data_dir)
     pids = [c.process.pid for c in children]  # type: ignore[union-attr]
     document = cluster_document(layout, [c.plan for c in children], pids)
+    targets = data_dir / PROMETHEUS_TARGETS
+    targets.parent.mkdir(exist_ok=True)
+    write_atomically(targets, json.dumps(prometheus_targets(document), indent=2) + "\n")
     write_atomically(data_dir / CLUSTER_JSON, json.dumps(document, indent=2) + "\n")
     return document
 
