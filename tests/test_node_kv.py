@@ -71,7 +71,8 @@ def test_health_and_reflection_are_served(node: NodeProcess) -> None:
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         response = next(iter(reflection.ServerReflectionInfo(iter([request]), timeout=5)))
         names = {s.name for s in response.list_services_response.service}
-    assert {"kvstore.v1.KV", "kvstore.v1.Replica", "grpc.health.v1.Health"} <= names
+    assert {"kvstore.v1.KV", "kvstore.v1.Replica", "kvstore.v1.Admin",
+            "grpc.health.v1.Health"} <= names
 
 
 def test_metrics_count_requests_commits_and_size(node: NodeProcess) -> None:

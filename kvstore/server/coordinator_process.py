@@ -11,14 +11,19 @@ import asyncio
 import logging
 import time
 
+import grpc
+
+from kvclient.pb import admin_pb2
+
 from kvstore.server.cache import LruCache
 from kvstore.server.config import CoordinatorConfig
 from kvstore.leaderless.coordinator import Coordinator
 from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
-from kvstore.server.node import KV
+from kvstore.server.node import ADMIN, KV
 from kvstore.rpc.peers import LinkSettings, Peers
+from kvstore.rpc.admin_service import AdminService
 from kvstore.rpc.servicers import KVService, register
 from kvstore.rpc.validation import Limits
 
@@ -41,8 +46,20 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
         ) as coordinator:
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache)
-            async with serving(config.listen, config.max_message_bytes, (KV.full_name,),
-                               lambda server: register(server, kv, KV),
+            def coordinator_stats() -> admin_pb2.CoordinatorStats:
+                return admin_pb2.CoordinatorStats(
+                    cache_entries=cache.entries, cache_bytes=cache.bytes,
+                    cache_hits=cache.hits, cache_misses=cache.misses)
+
+            admin = AdminService(config.coordinator_id, "coordinator", config.listen, spec,
+                                 liveness.status, metrics, coordinator_stats=coordinator_stats)
+
+            def add_services(server: grpc.aio.Server) -> None:
+                register(server, kv, KV)
+                register(server, admin, ADMIN)
+
+            async with serving(config.listen, config.max_message_bytes,
+                               (KV.full_name, ADMIN.full_name), add_services,
                                config.shutdown_grace_seconds):
                 log.info("coordinator serving", extra={
                     "coordinator_id": config.coordinator_id, "listen": config.listen,

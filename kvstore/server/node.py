@@ -12,7 +12,7 @@ import logging
 
 import grpc
 
-from kvclient.pb import kv_pb2, replica_pb2
+from kvclient.pb import admin_pb2, kv_pb2, replica_pb2
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
@@ -25,6 +25,7 @@ from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import NodeMetrics
 from kvstore.rpc.peers import LinkSettings, Peers
 from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.admin_service import AdminService
 from kvstore.rpc.servicers import KVService, ReplicaService, register
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 KV = kv_pb2.DESCRIPTOR.services_by_name["KV"]
 REPLICA = replica_pb2.DESCRIPTOR.services_by_name["Replica"]
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 
 
 async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
@@ -105,12 +107,26 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         repair=anti_entropy.repair_partition if replicated else None,
                         partitions=spec.partitions)
 
+                    def node_stats() -> admin_pb2.NodeStats:
+                        pending = replica.hint_book.all_pending().values()
+                        return admin_pb2.NodeStats(
+                            keys=engine.count_keys(), db_bytes=engine.size_bytes(),
+                            map_size_bytes=config.map_size,
+                            map_used_ratio=engine.used_bytes() / config.map_size,
+                            hints_pending=sum(p.count for p in pending),
+                            hints_pending_bytes=sum(p.bytes for p in pending))
+
+                    admin = AdminService(config.node_id, "node", config.listen, spec,
+                                         liveness.status, metrics, node_stats=node_stats)
+
                     def add_services(server: grpc.aio.Server) -> None:
                         register(server, kv, KV)
                         register(server, replicas, REPLICA)
+                        register(server, admin, ADMIN)
 
                     async with serving(config.listen, config.max_message_bytes,
-                                       (KV.full_name, REPLICA.full_name), add_services,
+                                       (KV.full_name, REPLICA.full_name, ADMIN.full_name),
+                                       add_services,
                                        config.shutdown_grace_seconds):
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
