@@ -19,12 +19,14 @@ A SIGSTOP pause resets nothing.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from chaos.cluster import Server
-from kvstore.ops.cluster_status import scrape
 
 # Summary name -> Prometheus sample. Nodes have them all; coordinators only
 # read repairs.
@@ -64,6 +66,17 @@ class RunCounters:
         for totals in self.by_process.values():
             summed.update(totals)
         return {name: summed[name] for name in COUNTERS}
+
+
+def scrape(metrics: str, names: tuple[str, ...], timeout: float) -> dict[str, float]:
+    """The unlabelled samples `names` from http://METRICS/metrics; {} if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return {}
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name in names and not sample.labels}
 
 
 async def end_lifetime(counters: RunCounters, server: Server) -> None:

@@ -7,11 +7,13 @@ partition. Reads only the cluster's [cluster] table; no state of its own.
 
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from kvclient.pb import replica_pb2, replica_pb2_grpc
+from kvstore.ops.remote import RemoteError, fetch_status
 from kvstore.placement.membership import ClusterSpec, MembershipError
 from kvstore.rpc.channels import open_channel
 
@@ -20,30 +22,59 @@ class RepairError(RuntimeError):
     """The repair could not run; the message says why."""
 
 
-def repair_cluster(config_file: Path, node_ids: list[str], partition: int | None,
-                   timeout: float, say: Callable[[str], None]) -> int:
+@dataclass(frozen=True)
+class RepairTarget:
+    node_id: str
+    address: str
+    partitions: list[int]  # the partitions it replicates that are to be repaired
+
+
+def targets_from_config(config_file: Path) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """(members as (id, address), each partition's replicas) from a [cluster] table."""
     try:
         spec = ClusterSpec.from_table(tomllib.loads(config_file.read_text())["cluster"])
     except (OSError, KeyError, tomllib.TOMLDecodeError, MembershipError, ValueError) as exc:
         raise RepairError(f"cannot read the [cluster] table of {config_file}: {exc}") from exc
-    unknown = sorted(set(node_ids) - {m.node_id for m in spec.members})
+    return ([(m.node_id, m.address) for m in spec.members],
+            [spec.ring.preference_list(p, spec.replicas) for p in range(spec.partitions)])
+
+
+def targets_from_status(address: str, timeout: float
+                        ) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """The same, from a running process's `Admin.Status`."""
+    try:
+        status = fetch_status(address, timeout)
+    except RemoteError as exc:
+        raise RepairError(str(exc)) from exc
+    return ([(m.id, m.address) for m in status.members],
+            [list(p.replicas) for p in status.ring])
+
+
+def repair_targets(members: list[tuple[str, str]], ring: list[list[str]], node_ids: list[str],
+                   partition: int | None) -> list[RepairTarget]:
+    """Which node repairs which partitions: every node (or those named),
+    every partition it replicates (or the one named)."""
+    unknown = sorted(set(node_ids) - {node_id for node_id, _ in members})
     if unknown:
         raise RepairError(f"not members of the cluster: {', '.join(unknown)}")
-    if partition is not None and not 0 <= partition < spec.partitions:
-        raise RepairError(f"partition {partition} does not exist; use 0..{spec.partitions - 1}")
+    if partition is not None and not 0 <= partition < len(ring):
+        raise RepairError(f"partition {partition} does not exist; use 0..{len(ring) - 1}")
+    return [RepairTarget(node_id, address,
+                         [p for p, replicas in enumerate(ring)
+                          if node_id in replicas and partition in (None, p)])
+            for node_id, address in members if not node_ids or node_id in node_ids]
+
+
+def repair_cluster(targets: list[RepairTarget], timeout: float,
+                   say: Callable[[str], None]) -> int:
     total = 0
-    for member in spec.members:
-        if node_ids and member.node_id not in node_ids:
-            continue
-        held = [p for p in range(spec.partitions)
-                if member.node_id in spec.ring.preference_list(p, spec.replicas)
-                and (partition is None or p == partition)]
-        with open_channel(member.address) as channel:
+    for target in targets:
+        with open_channel(target.address) as channel:
             stub = replica_pb2_grpc.ReplicaStub(channel)
-            for done, p in enumerate(held, 1):
-                repaired = _repair(stub, member.node_id, p, timeout)
+            for done, p in enumerate(target.partitions, 1):
+                repaired = _repair(stub, target.node_id, p, timeout)
                 total += repaired
-                say(f"{member.node_id}: partition {p} ({done}/{len(held)}): "
+                say(f"{target.node_id}: partition {p} ({done}/{len(target.partitions)}): "
                     f"{repaired} key(s) repaired")
     return total
 

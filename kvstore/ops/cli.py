@@ -1,11 +1,13 @@
 """The `kvstore` command line: run a node, talk to a store, benchmark it."""
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from kvstore.ops import operator_commands
 from kvstore.server.config import ConfigError, load_coordinator_config, load_node_config, parse_size
 
 if TYPE_CHECKING:
@@ -18,8 +20,13 @@ DEFAULT_ADDRESS = "127.0.0.1:7101"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kvstore", message="kvstore %(version)s")
 def main() -> None:
     """kvstore: a sharded, replicated key-value store."""
+
+
+for _command in operator_commands.COMMANDS:
+    main.add_command(_command)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -180,21 +187,28 @@ def admin() -> None:
 
 
 @admin.command()
-@click.option("--config", "config_file", required=True,
+@operator_commands.address_option
+@click.option("--config", "config_file",
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A config file with the cluster's [cluster] table (e.g. data/cluster.toml).")
+              help="Instead of asking a process: a config file with the cluster's [cluster] "
+                   "table (e.g. data/cluster.toml).")
 @click.option("--node", "node_ids", multiple=True,
               help="Only this node (repeatable).  [default: all]")
 @click.option("--partition", type=int, help="Only this partition.  [default: every one]")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds for one partition's repair.")
-def repair(config_file: Path, node_ids: tuple[str, ...], partition: int | None,
-           timeout: float) -> None:
+def repair(address: str | None, config_file: Path | None, node_ids: tuple[str, ...],
+           partition: int | None, timeout: float) -> None:
     """Run Merkle anti-entropy now, partition by partition, showing progress."""
-    from kvstore.ops.admin import RepairError, repair_cluster
+    from kvstore.ops.admin import (RepairError, repair_cluster, repair_targets,
+                                   targets_from_config, targets_from_status)
+    from kvstore.ops.remote import resolve_address
 
     try:
-        total = repair_cluster(config_file, list(node_ids), partition, timeout, say=click.echo)
+        members, ring = (targets_from_config(config_file) if config_file is not None
+                         else targets_from_status(resolve_address(address), 10.0))
+        targets = repair_targets(members, ring, list(node_ids), partition)
+        total = repair_cluster(targets, timeout, say=click.echo)
     except RepairError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -236,15 +250,35 @@ def _run_client_call(call: Any) -> Any:
 @_address_option
 @_timeout_option
 @click.option("-r", help="Replicas that must answer: one, quorum, all or a number.")
-def get(key: str, addresses: tuple[str, ...], timeout: float, r: str | None) -> None:
-    """Print the value of KEY (exit 1 when absent)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: found, every sibling (hex, and text when it is "
+                   "UTF-8), the context (hex) and the timestamp.")
+@click.option("--hex", "as_hex", is_flag=True, help="Print each sibling as hex, one per line.")
+def get(key: str, addresses: tuple[str, ...], timeout: float, r: str | None, as_json: bool,
+        as_hex: bool) -> None:
+    """Print the value of KEY, one line per sibling (exit 1 when absent)."""
+    if as_json and as_hex:
+        raise click.UsageError("choose one of --json and --hex")
     with _client(addresses, timeout) as client:
         result = _run_client_call(lambda: client.get(key.encode(), r=_level(r)))
+    if as_json:
+        click.echo(json.dumps({
+            "key": key, "found": result.found,
+            "siblings": [{"hex": s.hex(), "text": _text_or_none(s)} for s in result.siblings],
+            "context": result.context.hex(), "timestamp": result.timestamp}))
+        sys.exit(0 if result.found else 1)
     if not result.found:
         click.echo("(not found)", err=True)
         sys.exit(1)
     for sibling in result.siblings:
-        sys.stdout.buffer.write(sibling + b"\n")
+        sys.stdout.buffer.write((sibling.hex().encode() if as_hex else sibling) + b"\n")
+
+
+def _text_or_none(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 Reads `DIR/cluster.json` (the running processes) and `DIR/cluster.toml` (the
 ring), then asks each process: is its pid alive, what does its health service
-say, and, for nodes, how many keys and bytes its metrics report. Every probe
+say, and what its `Admin.Status` answers (`kvstore.ops.remote`, as
+`kvstore status` asks it over the network): for nodes their keys, bytes and
+hints, and for every process which nodes its failure detector holds down. Every probe
 has a short deadline, so a hung process shows as unreachable instead of
 hanging the command. Read-only: it never signals or changes a process.
 """
@@ -10,20 +12,18 @@ hanging the command. Read-only: it never signals or changes a process.
 import json
 import os
 import tomllib
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
+from kvclient.pb import admin_pb2
 from kvstore.ops.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
+from kvstore.ops.remote import RemoteError, fetch_status, health, seen_down_by
 from kvstore.placement.membership import ClusterSpec
-from kvstore.rpc.channels import open_channel
 
 PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -94,89 +94,39 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc (not Linux): trust kill(0)
 
 
-def health_status(address: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str:
-    """The grpc.health.v1 status name, or "unreachable"."""
-    with open_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "unreachable"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-
-
-def scrape(metrics: str, names: tuple[str, ...],
-           timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, float]:
-    """The unlabelled samples `names` from http://METRICS/metrics; {} if unreachable."""
-    try:
-        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=timeout) as response:
-            text = response.read().decode()
-    except (OSError, ValueError):
-        return {}
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in names:
-            try:
-                values[name] = float(value)
-            except ValueError:
-                pass
-    return values
-
-
-_PEER_UP = 'kvstore_peer_up{node="'
-
-
-_HINTS = 'kvstore_hints_pending{node="'
-
-
-def scrape_peer_views(metrics: str,
-                      timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[dict[str, bool], int | None]:
-    """(peer id -> whether this process's failure detector holds it up, hints
-    it keeps for other nodes); ({}, None) if unreachable."""
-    try:
-        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=timeout) as response:
-            text = response.read().decode()
-    except (OSError, ValueError):
-        return {}, None
-    views: dict[str, bool] = {}
-    hints: int | None = None
-    for line in text.splitlines():
-        if line.startswith(_PEER_UP):
-            peer, _, value = line[len(_PEER_UP):].partition('"} ')
-            views[peer] = value.strip() not in ("0", "0.0")
-        elif line.startswith(_HINTS):
-            hints = (hints or 0) + int(float(line.rsplit(" ", 1)[1]))
-    return views, hints
-
-
-def _status(entry: dict[str, Any], owned: dict[str, Ownership]) -> ProcessStatus:
+def _status(entry: dict[str, Any], owned: dict[str, Ownership],
+            answer: admin_pb2.StatusResponse | RemoteError,
+            down_by: dict[str, list[str]]) -> ProcessStatus:
     is_node = entry["role"] == "node"
-    sample = scrape(entry["metrics"], ("kvstore_keys", "kvstore_db_bytes")) if is_node else {}
-    keys, db_bytes = sample.get("kvstore_keys"), sample.get("kvstore_db_bytes")
+    stats = None if isinstance(answer, RemoteError) or not is_node else answer.node
     return ProcessStatus(
         role=entry["role"], process_id=entry["id"], address=entry["address"], pid=entry["pid"],
-        alive=pid_alive(entry["pid"]), health=health_status(entry["address"]),
+        alive=pid_alive(entry["pid"]), health=health(entry["address"], PROBE_TIMEOUT_SECONDS),
         ownership=owned.get(entry["id"]) if is_node else None,
-        keys=None if keys is None else int(keys),
-        db_bytes=None if db_bytes is None else int(db_bytes),
+        keys=None if stats is None else stats.keys,
+        db_bytes=None if stats is None else stats.db_bytes,
+        seen_down_by=tuple(down_by.get(entry["id"], ())),
+        hints=None if stats is None else stats.hints_pending,
     )
 
 
 def collect(document: dict[str, Any], spec: ClusterSpec | None) -> list[ProcessStatus]:
-    """Probe every process (in parallel, each with a short deadline)."""
+    """Ask every process for its health and its `Admin.Status` (in parallel,
+    each with a short deadline)."""
     owned = ownership(spec) if spec is not None else {}
     entries = document["processes"]
+
+    def ask(entry: dict[str, Any]) -> admin_pb2.StatusResponse | RemoteError:
+        try:
+            return fetch_status(entry["address"], PROBE_TIMEOUT_SECONDS)
+        except RemoteError as exc:
+            return exc
+
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(entries)))) as pool:
-        rows = list(pool.map(lambda entry: _status(entry, owned), entries))
-        views = list(pool.map(lambda entry: scrape_peer_views(entry["metrics"]), entries))
-    down_by: dict[str, list[str]] = {}
-    for entry, (view, _) in zip(entries, views):
-        for peer, up in view.items():
-            if not up:
-                down_by.setdefault(peer, []).append(entry["id"])
-    return [replace(row, seen_down_by=tuple(down_by.get(row.process_id, ())), hints=hints)
-            for row, (_, hints) in zip(rows, views)]
+        answers = list(pool.map(ask, entries))
+        down_by = seen_down_by({e["id"]: a for e, a in zip(entries, answers)})
+        return list(pool.map(lambda pair: _status(pair[0], owned, pair[1], down_by),
+                             zip(entries, answers)))
 
 
 def human_bytes(count: int) -> str:
