@@ -54,11 +54,19 @@ def _lenient_deserializer(message_class: Any) -> Callable[[bytes], Any]:
     return deserialize
 
 
+_HANDLER_KINDS = {  # (client streams, server streams) -> handler factory
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
-    """Add `servicer`'s unary methods to `server` (as the generated
-    add_*_to_server does, with lenient request decoding)."""
+    """Add `servicer`'s methods to `server` (as the generated add_*_to_server
+    does, with lenient request decoding)."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        method.name: grpc.unary_unary_rpc_method_handler(
+        method.name: _HANDLER_KINDS[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),
             request_deserializer=_lenient_deserializer(
                 message_factory.GetMessageClass(method.input_type)
