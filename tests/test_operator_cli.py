@@ -184,6 +184,15 @@ def test_health_version_and_completion(cluster: ClusterUp, tmp_path: Path) -> No
 
 
 @pytest.mark.process
+@pytest.mark.timeout(60)
+def test_a_coordinator_has_no_snapshot_to_give(cluster: ClusterUp, tmp_path: Path) -> None:
+    run = kvstore("admin", "snapshot", "-a", cluster.address("c1"), "--out",
+                  str(tmp_path / "c1.snapshot"), cwd=tmp_path)
+    assert run.returncode == 2 and b"FAILED_PRECONDITION" in run.stderr
+    assert b"holds no data" in run.stderr and not (tmp_path / "c1.snapshot").exists()
+
+
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_status_reports_a_node_that_does_not_answer(cluster: ClusterUp, tmp_path: Path) -> None:
     # Last in the module: it kills n3 for good.

@@ -215,6 +215,45 @@ def repair(address: str | None, config_file: Path | None, node_ids: tuple[str, .
     click.echo(f"done: {total} key(s) repaired")
 
 
+@admin.command()
+@operator_commands.address_option
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The file to write the snapshot to.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True,
+              help="Seconds for the whole download.")
+def snapshot(address: str | None, out: Path, timeout: float) -> None:
+    """Copy a storage node's whole database to a file, over the network."""
+    from kvstore.ops.backup import BackupError
+    from kvstore.ops.backup import snapshot as take_snapshot
+    from kvstore.ops.cluster_status import human_bytes
+    from kvstore.ops.remote import resolve_address
+
+    target = resolve_address(address)
+    try:
+        node_id, size = take_snapshot(target, out, timeout)
+    except BackupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{node_id} ({target}): {human_bytes(size)} written to {out}")
+
+
+@admin.command()
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The stopped node's data dir (its --data-dir).")
+@click.option("--force", is_flag=True, help="Replace the database the data dir holds.")
+def restore(file: Path, data_dir: Path, force: bool) -> None:
+    """Rebuild a stopped node's data dir from a snapshot FILE (on its host)."""
+    from kvstore.ops.backup import BackupError
+    from kvstore.ops.backup import restore as restore_snapshot
+
+    try:
+        restore_snapshot(file, data_dir, force=force, say=click.echo)
+    except BackupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
 def _client(addresses: tuple[str, ...], timeout: float) -> "kvclient.Client":
     import kvclient
 

@@ -5,9 +5,16 @@ own figures). Served by nodes and coordinators alike; each passes what it
 has (`node_stats` or `coordinator_stats`).
 """
 
+import asyncio
+import hashlib
+import os
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+import grpc
 
 from kvclient.pb import admin_pb2, admin_pb2_grpc
 from kvstore.health.failure_detector import NodeStatus
@@ -20,9 +27,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(self, process_id: str, role: str, listen: str, spec: ClusterSpec,
                  peers: Callable[[], Mapping[str, NodeStatus]], metrics: RequestMetrics, *,
                  node_stats: Callable[[], admin_pb2.NodeStats] | None = None,
-                 coordinator_stats: Callable[[], admin_pb2.CoordinatorStats] | None = None
-                 ) -> None:
-        """`peers`: the failure detector's view of every other node."""
+                 coordinator_stats: Callable[[], admin_pb2.CoordinatorStats] | None = None,
+                 snapshot: tuple[Callable[[int], None], Path] | None = None) -> None:
+        """`peers`: the failure detector's view of every other node;
+        `snapshot`: a storage node's (copy the database to this fd, the
+        directory to stage the copy in: its data dir, sized for the data)."""
+        self._snapshot = snapshot
         self.metrics = metrics
         self._process_id = process_id
         self._role = role
@@ -59,3 +69,39 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if self._coordinator_stats is not None:
             response.coordinator.CopyFrom(self._coordinator_stats())
         return response
+
+    async def Snapshot(self, request: admin_pb2.SnapshotRequest,
+                       context: Any) -> AsyncIterator[admin_pb2.SnapshotChunk]:
+        """The database copy, staged in a temporary file (deleted after) and
+        streamed in chunks; the last chunk carries its SHA-256."""
+        started = time.perf_counter()
+        if self._snapshot is None:
+            self.metrics.observe_request("Admin.Snapshot", "FAILED_PRECONDITION", 0.0)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{self._process_id} is a {self._role} and holds no data; "
+                                "ask a storage node for its snapshot")
+        assert self._snapshot is not None
+        code = "OK"
+        try:
+            copy, staging = self._snapshot
+            with tempfile.TemporaryFile(dir=staging, prefix="snapshot-") as staged:
+                await asyncio.to_thread(copy, staged.fileno())
+                total = os.fstat(staged.fileno()).st_size
+                staged.seek(0)
+                digest = hashlib.sha256()
+                first = True
+                while chunk := await asyncio.to_thread(staged.read, SNAPSHOT_CHUNK_BYTES):
+                    digest.update(chunk)
+                    piece = admin_pb2.SnapshotChunk(data=chunk)
+                    if first:
+                        piece.node_id, piece.total_bytes, first = self._process_id, total, False
+                    yield piece
+                yield admin_pb2.SnapshotChunk(sha256=digest.digest())
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.observe_request("Admin.Snapshot", code, time.perf_counter() - started)
+
+
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024

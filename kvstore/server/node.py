@@ -117,7 +117,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                             hints_pending_bytes=sum(p.bytes for p in pending))
 
                     admin = AdminService(config.node_id, "node", config.listen, spec,
-                                         liveness.status, metrics, node_stats=node_stats)
+                                         liveness.status, metrics, node_stats=node_stats,
+                                         snapshot=(engine.copy_to, config.data_dir))
 
                     def add_services(server: grpc.aio.Server) -> None:
                         register(server, kv, KV)

@@ -349,8 +349,34 @@ class LmdbEngine:
         with self._env.begin() as txn:
             return int(txn.stat(self._request_ids)["entries"])
 
+    def copy_to(self, fd: int) -> None:
+        """Write a consistent, compacted copy of the whole database (data,
+        hints, request ids) to the file `fd`: LMDB's own copy, made in one
+        read transaction while commits go on. It is a data.mdb a node can
+        open (see `kvstore admin restore`). Blocks: call it off the loop."""
+        self._env.copyfd(fd, compact=True)
+
     def close(self) -> None:
         self._env.close()
+
+
+def count_keys_in_copy(path: Path) -> int:
+    """The keys of a database copy (a data.mdb file written by `copy_to`),
+    opened read-only where it lies; ValueError when it is not one."""
+    try:
+        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
+    except lmdb.Error as exc:
+        raise ValueError(f"{path} is not an LMDB database: {exc}") from exc
+    try:
+        with env.begin() as txn:
+            try:
+                data = env.open_db(b"data", txn=txn, create=False)
+            except lmdb.Error:
+                raise ValueError(f"{path} is an LMDB database but not a kvstore node's "
+                                 "(it has no data table)") from None
+            return int(txn.stat(data)["entries"])
+    finally:
+        env.close()
 
 
 def _partition_prefix(partition: int) -> bytes:

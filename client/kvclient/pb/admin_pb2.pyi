@@ -87,3 +87,19 @@ class StatusResponse(_message.Message):
     node: NodeStats
     coordinator: CoordinatorStats
     def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., partitions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., ring: _Optional[_Iterable[_Union[PartitionReplicas, _Mapping]]] = ..., node: _Optional[_Union[NodeStats, _Mapping]] = ..., coordinator: _Optional[_Union[CoordinatorStats, _Mapping]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("data", "node_id", "total_bytes", "sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    node_id: str
+    total_bytes: int
+    sha256: bytes
+    def __init__(self, data: _Optional[bytes] = ..., node_id: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...

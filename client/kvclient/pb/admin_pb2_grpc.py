@@ -39,6 +39,11 @@ class AdminStub:
                 request_serializer=kvclient_dot_pb_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kvclient_dot_pb_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/kvstore.v1.Admin/Snapshot',
+                request_serializer=kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -51,6 +56,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """A consistent, compacted copy of a storage node's LMDB database (data,
+        hints, request ids), streamed; `kvstore admin restore` makes a data dir
+        of it. Coordinators answer FAILED_PRECONDITION (they hold no data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +72,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=kvclient_dot_pb_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=kvclient_dot_pb_dot_admin__pb2.StatusResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +106,33 @@ class Admin:
             '/kvstore.v1.Admin/Status',
             kvclient_dot_pb_dot_admin__pb2.StatusRequest.SerializeToString,
             kvclient_dot_pb_dot_admin__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kvstore.v1.Admin/Snapshot',
+            kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.SerializeToString,
+            kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,74 @@
+"""`kvstore admin snapshot` and `admin restore`: a loaded node's data round
+trips through a file into a new data dir, and bad input is refused."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kvclient
+from tests.conftest import StartNode
+
+KEYS = 2000
+
+# Every test runs the kvstore command (a process).
+pytestmark = pytest.mark.process
+
+
+def kvstore(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvstore", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.timeout(180)
+def test_a_snapshot_of_a_loaded_node_restores_every_key_into_a_new_data_dir(
+        start: StartNode, tmp_path: Path) -> None:
+    node = start("n1")
+    values = {f"key-{i}".encode(): bytes([i % 251]) * (i % 300 + 1) for i in range(KEYS)}
+    with kvclient.Client([node.address], timeout=30) as client:
+        for start_at in range(0, KEYS, 200):
+            client.put_many({k: values[k] for k in list(values)[start_at:start_at + 200]})
+        client.delete(b"key-7")
+    out = tmp_path / "n1.snapshot"
+    taken = kvstore("admin", "snapshot", "--address", node.address, "--out", str(out))
+    assert taken.returncode == 0, taken.stderr
+    assert "n1 (" in taken.stdout and out.exists()
+    assert not list(tmp_path.glob("*.partial"))
+    node.stop()
+
+    restored_dir = tmp_path / "restored"
+    restored = kvstore("admin", "restore", str(out), "--data-dir", str(restored_dir))
+    assert restored.returncode == 0, restored.stderr
+    assert f"restored {KEYS} key(s)" in restored.stdout  # key-7 is a tombstone
+    again = start("n1", data_dir=restored_dir)
+    with kvclient.Client([again.address], timeout=30) as client:
+        for key in (b"key-0", b"key-1999", b"key-123"):
+            assert client.get(key).value == values[key]
+        assert not client.get(b"key-7").found
+        keys = list(values)
+        found = [result.found for start_at in range(0, KEYS, 500)
+                 for result in client.get_many(keys[start_at:start_at + 500])]
+    assert sum(found) == KEYS - 1
+
+    refused = kvstore("admin", "restore", str(out), "--data-dir", str(restored_dir))
+    assert refused.returncode == 2 and "already holds a database" in refused.stderr
+
+
+def test_restore_refuses_a_file_that_is_not_a_node_database(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a database" * 100)
+    run = kvstore("admin", "restore", str(junk), "--data-dir", str(tmp_path / "d"))
+    assert run.returncode == 2 and "is not an LMDB database" in run.stderr
+    assert not (tmp_path / "d" / "data.mdb").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_snapshot_from_a_process_that_is_not_there_leaves_no_file(tmp_path: Path) -> None:
+    from kvstore.ops.ports import free_port
+
+    out = tmp_path / "none.snapshot"
+    run = kvstore("admin", "snapshot", "--address", f"127.0.0.1:{free_port()}",
+                  "--out", str(out), "--timeout", "2")
+    assert run.returncode == 2 and "UNAVAILABLE" in run.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
