@@ -39,11 +39,15 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 
 @main.command()
-@click.option("--id", "node_id", help="Node id, unique in the cluster (e.g. n1).")
-@click.option("--listen", help="gRPC address HOST:PORT.  [default: 127.0.0.1:7101]")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the LMDB files live.")
-@click.option("--metrics-port", type=int, help="Prometheus /metrics HTTP port (0: none).")
-@click.option("--config", "config_file",
+@click.option("--id", "node_id", envvar="KVSTORE_ID", show_envvar=True,
+              help="Node id, unique in the cluster (e.g. n1).")
+@click.option("--listen", envvar="KVSTORE_LISTEN", show_envvar=True,
+              help="gRPC address HOST:PORT.  [default: 127.0.0.1:7101]")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KVSTORE_DATA_DIR",
+              show_envvar=True, help="Where the LMDB files live.")
+@click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
+              help="Prometheus /metrics HTTP port (0: none).")
+@click.option("--config", "config_file", envvar="KVSTORE_CONFIG", show_envvar=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML file with a [node] table; flags override it.")
 @click.option("--partitions", type=int, help="Partitions in the hash space (power of two).")
@@ -73,11 +77,14 @@ def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
 
 
 @main.command()
-@click.option("--id", "coordinator_id", help="Coordinator id (e.g. c1).")
-@click.option("--listen", help="gRPC address HOST:PORT.  [default: 127.0.0.1:7201]")
-@click.option("--metrics-port", type=int, help="Prometheus /metrics HTTP port (0: none).")
-@click.option("--config", "config_file", required=True,
-              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@click.option("--id", "coordinator_id", envvar="KVSTORE_ID", show_envvar=True,
+              help="Coordinator id (e.g. c1).")
+@click.option("--listen", envvar="KVSTORE_LISTEN", show_envvar=True,
+              help="gRPC address HOST:PORT.  [default: 127.0.0.1:7201]")
+@click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
+              help="Prometheus /metrics HTTP port (0: none).")
+@click.option("--config", "config_file", required=True, envvar="KVSTORE_CONFIG",
+              show_envvar=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML file with the [cluster] members (and optionally [coordinator]).")
 @click.option("--cache-bytes", callback=_size,
               help="Read cache size, e.g. 64MiB (0 disables).  [default: 64MiB]")
