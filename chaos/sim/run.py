@@ -22,11 +22,12 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
                             check_quorum_reads, check_superseded, divergent_keys)
 from chaos.history import Op, text
+from chaos.sim.bugs import planted
 from chaos.sim.durability import DurabilityOracle
 from chaos.sim.faults import FaultLog, FaultSettings, Nemesis
 from chaos.sim.loop import run_virtual
@@ -178,8 +179,6 @@ def _captured_logs(trace: Trace) -> Iterator[_TraceHandler]:
 def run_seed(seed: int, bug: str | None = None,
              scenario: Scenario | None = None) -> SimResult:
     """Play one seed (with a planted bug, if named) and judge it."""
-    from chaos.sim.bugs import planted  # the bugs module patches what this one runs
-
     scenario = scenario or scenario_for(seed)
     trace = Trace()
     started = time.perf_counter()
@@ -307,10 +306,6 @@ def _judge(scenario: Scenario, history: list[Op], states: dict[str, dict[str, DV
     return SimResult(scenario, None, problems, list(trace), history, len(history), acknowledged,
                      lost.checked_puts, quorum.checked, dict(fault_log.counts), converged_after,
                      virtual_seconds, 0.0, notes)
-
-
-def without_faults(scenario: Scenario) -> Scenario:
-    return replace(scenario, faults=replace(scenario.faults, kinds=()))
 
 
 def _unknown_horizon(scenario: Scenario) -> float:
