@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -18,6 +19,7 @@ import pytest
 import kvclient
 from kvclient import errors
 from kvclient.pb import kv_pb2, kv_pb2_grpc
+from kvstore.ops.ports import free_port
 from kvstore.ops.processes import NodeProcess
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 from kvstore.rpc.channels import open_aio_channel, open_channel
@@ -157,6 +159,37 @@ def test_operations_of_the_stream_are_counted_under_their_methods(node: NodeProc
     assert metric(node, 'kvstore_requests_total{code="OK",method="Ping"}') == 3.0
     assert metric(node, 'kvstore_requests_total{code="INVALID_ARGUMENT",method="Put"}') == 1.0
     assert metric(node, 'kvstore_requests_total{code="OK",method="Session"}') is None
+
+
+def _phantom_cluster(tmp_path: Path, node_id: str, port: int) -> Path:
+    """A [cluster] of three members of which only `node_id` (at `port`) will
+    ever run: the others' ports refuse connections."""
+    members = [ClusterMember(node_id, f"127.0.0.1:{port}"),
+               ClusterMember("n2", f"127.0.0.1:{free_port()}"),
+               ClusterMember("n3", f"127.0.0.1:{free_port()}")]
+    config = tmp_path / "cluster.toml"
+    config.write_text(ClusterSpec(tuple(members), replicas=3, partitions=16).to_toml())
+    return config
+
+
+def test_an_error_carries_the_same_details_over_the_stream_as_over_a_unary_call(
+        start: StartNode, tmp_path: Path) -> None:
+    port = free_port()
+    node = start("n1", port=port, extra=["--config", str(_phantom_cluster(tmp_path, "n1", port))])
+    poll(lambda: metric(node, 'kvstore_peer_up{node="n2"}') == 0.0
+         and metric(node, 'kvstore_peer_up{node="n3"}') == 0.0, 30, "n1 holds n2, n3 down")
+    caught: list[errors.KVError] = []
+    for stream in (True, False):
+        with kvclient.Client([node.address], stream=stream, max_attempts=1) as client:
+            with pytest.raises(errors.Unavailable) as failed:
+                client.put(b"k", b"v", w="all", sloppy=False)
+            caught.append(failed.value)
+    streamed, unary = caught
+    assert streamed.reason == unary.reason == "QUORUM_NOT_REACHED"
+    assert streamed.outcome == unary.outcome == "not_applied"
+    assert streamed.metadata == unary.metadata
+    assert streamed.details == unary.details
+    assert isinstance(unary.__cause__, grpc.RpcError) and streamed.__cause__ is None
 
 
 def _preferred_by(spec: ClusterSpec, node_id: str) -> bytes:
