@@ -202,6 +202,18 @@ class _Operation(NamedTuple):
     run: Callable[[Any, Any, float], Awaitable[Any]]
 
 
+def _unary(method: str, operation: Callable[[Any, Any, float], Awaitable[Response]],
+           ) -> Handler[Response]:
+    """The unary method `method` of an operation: its deadline from the call's."""
+
+    @rpc(method)
+    async def call(self: "KVService", request: Any, context: Any) -> Response:
+        return await operation(self, request, self._timeout(context))
+
+    call.__name__ = call.__qualname__ = method
+    return call
+
+
 class KVService(kv_pb2_grpc.KVServicer):
     """The public KV service: validate, coordinate the quorum, answer.
 
@@ -282,29 +294,12 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- the unary methods -------------------------------------------------------
 
-    @rpc("Get")
-    async def Get(self, request: kv_pb2.GetRequest, context: Any) -> kv_pb2.GetResponse:
-        return await self.get(request, self._timeout(context))
-
-    @rpc("Put")
-    async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
-        return await self.put(request, self._timeout(context))
-
-    @rpc("Delete")
-    async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
-        return await self.delete(request, self._timeout(context))
-
-    @rpc("GetMany")
-    async def GetMany(self, request: kv_pb2.GetManyRequest, context: Any) -> kv_pb2.GetManyResponse:
-        return await self.get_many(request, self._timeout(context))
-
-    @rpc("PutMany")
-    async def PutMany(self, request: kv_pb2.PutManyRequest, context: Any) -> kv_pb2.PutManyResponse:
-        return await self.put_many(request, self._timeout(context))
-
-    @rpc("Ping")
-    async def Ping(self, request: kv_pb2.PingRequest, context: Any) -> kv_pb2.PingResponse:
-        return await self.ping(request, self._timeout(context))
+    Get = _unary("Get", get)
+    Put = _unary("Put", put)
+    Delete = _unary("Delete", delete)
+    GetMany = _unary("GetMany", get_many)
+    PutMany = _unary("PutMany", put_many)
+    Ping = _unary("Ping", ping)
 
     # -- the stream ----------------------------------------------------------------
 
