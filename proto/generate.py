@@ -8,9 +8,11 @@ and fails when the committed files differ.
 """
 
 import argparse
+import importlib.resources
 import sys
 from pathlib import Path
 
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
@@ -21,11 +23,20 @@ def proto_files() -> list[Path]:
     return sorted(PROTO_ROOT.glob("kvclient/pb/*.proto"))
 
 
+def include_paths() -> list[Path]:
+    """Where protoc finds the imports: proto/, google/protobuf's well-known
+    types (bundled with grpcio-tools) and google/rpc/status.proto (shipped by
+    googleapis-common-protos, whose generated status_pb2 the client imports)."""
+    well_known = Path(str(importlib.resources.files("grpc_tools") / "_proto"))
+    google_rpc = Path(status_pb2.__file__).resolve().parent.parent.parent
+    return [PROTO_ROOT, well_known, google_rpc]
+
+
 def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
+        *(f"-I{path}" for path in include_paths()),
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",

@@ -4,7 +4,8 @@ of the suite into fast tests and `process` tests.
 A test that starts a process, opens a socket or runs a gRPC server is marked
 `process` (registered in pyproject.toml): by hand (`pytestmark` or
 `@pytest.mark.process`), or here for every test that uses the `start`
-fixture (and so `node`, `stub` and those built on them). `make test-fast`
+fixture (and so `node`, `stub` and those built on them) or `make_cluster`
+(tests/clusters.py). `make test-fast`
 runs the rest. Every test not marked is refused a process, a socket and a
 gRPC server while it runs, so a new process test fails until it is marked
 instead of slowing the fast set down. (gRPC channels are not refused:
@@ -23,13 +24,14 @@ import grpc.aio
 import pytest
 
 import tests.properties  # noqa: F401  (loads the quick profile under make test-fast)
+from tests.clusters import make_cluster  # noqa: F401  (the fixture, for every test module)
 from kvclient.pb import kv_pb2_grpc
 from kvstore.ops.processes import NodeProcess, start_node
 from kvstore.rpc.channels import open_channel
 
 StartNode = Callable[..., NodeProcess]
 
-PROCESS_FIXTURES = {"start"}
+PROCESS_FIXTURES = {"start", "make_cluster"}
 
 # What a test not marked `process` may not call: (owner, attribute, what it does).
 _REFUSED: list[tuple[Any, str, str]] = [

@@ -5,7 +5,9 @@ item errors.
 
 Every test runs twice: the blocking Client against a grpc sync server (its
 own threads serve while the test blocks), and the AsyncClient against a
-grpc.aio server on the test's event loop.
+grpc.aio server on the test's event loop. The fake has no KV.Session (it
+answers UNIMPLEMENTED, as an older node would), so the clients fall back to
+the unary calls these tests look at.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class FakeKV:
     always: Failure | None = None
     item_failures: dict[bytes, Failure] = field(default_factory=dict)
     clock: int = 0
+    sessions: int = 0  # KV.Session calls tried (answered UNIMPLEMENTED)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, method: str, code: grpc.StatusCode, message: str = "", times: int = 1) -> None:
@@ -124,6 +127,11 @@ class SyncKV(kv_pb2_grpc.KVServicer):
     def __init__(self, fake: FakeKV) -> None:
         self.fake = fake
 
+    def Session(self, requests: Any, context: grpc.ServicerContext) -> Any:
+        with self.fake.lock:
+            self.fake.sessions += 1
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
     Get, Put, Delete = _sync_handler("Get"), _sync_handler("Put"), _sync_handler("Delete")
     GetMany, PutMany = _sync_handler("GetMany"), _sync_handler("PutMany")
     Ping = _sync_handler("Ping")
@@ -132,6 +140,10 @@ class SyncKV(kv_pb2_grpc.KVServicer):
 class AioKV(kv_pb2_grpc.KVServicer):
     def __init__(self, fake: FakeKV) -> None:
         self.fake = fake
+
+    async def Session(self, requests: Any, context: Any) -> None:
+        self.fake.sessions += 1
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
 
     Get, Put, Delete = _aio_handler("Get"), _aio_handler("Put"), _aio_handler("Delete")
     GetMany, PutMany = _aio_handler("GetMany"), _aio_handler("PutMany")
@@ -381,6 +393,18 @@ async def test_successive_calls_go_round_robin(kv: Harness) -> None:
     for _ in range(6):
         await client.ping()
     assert [len(fake.requests["Ping"]) for fake, _ in servers] == [2, 2, 2]
+
+
+async def test_a_server_without_session_gets_unary_calls_from_then_on(kv: Harness) -> None:
+    servers = [await kv.server() for _ in range(2)]
+    client = kv.client([address for _, address in servers])
+    for _ in range(6):
+        assert await client.ping(b"p") == b"p"
+    assert [fake.sessions for fake, _ in servers] == [1, 1]  # tried once per address
+    assert [len(fake.requests["Ping"]) for fake, _ in servers] == [3, 3]
+    unary = kv.client([servers[0][1]], stream=False)
+    await unary.ping()
+    assert servers[0][0].sessions == 1
 
 
 # --- deadlines ---------------------------------------------------------------------

@@ -10,7 +10,9 @@ import grpc
 import pytest
 
 import kvclient
-from kvclient import errors, requests
+from google.rpc import error_details_pb2, status_pb2
+
+from kvclient import errors, framing, requests
 from kvclient.channels import channel_options
 from kvclient.config import ClientConfig, check_timeout, parse_addresses
 from kvclient.consistency import parse_consistency
@@ -211,6 +213,54 @@ def test_each_attempt_gets_what_is_left_of_the_call() -> None:
     assert attempts.time_left(0.5) == 1.5
     with pytest.raises(errors.DeadlineExceeded, match="2 s timeout ran out after 0 attempt"):
         attempts.time_left(2.0)
+
+
+def test_a_streamed_operations_typed_error_is_judged_as_its_call_would_be() -> None:
+    attempts = _attempts(AddressRotation(2))
+    assert attempts.after_failure(errors.Unavailable("stream broke"), now=0.0) >= 0
+    assert attempts.address == 1  # failed over, as after an UNAVAILABLE call
+    refused = errors.InvalidArgument("key is empty")
+    with pytest.raises(errors.InvalidArgument) as caught:
+        attempts.after_failure(refused, now=0.0)
+    assert caught.value is refused and caught.value.__cause__ is None
+
+
+# --- the KV.Session stream's pure parts ----------------------------------------
+
+
+@pytest.mark.parametrize(("seconds", "ms"), [(0.2, 200), (0.0001, 1), (1e-9, 1),
+                                              (0.2004, 201), (1e12, 2**32 - 1)])
+def test_an_operation_carries_its_deadline_in_whole_milliseconds_never_zero(
+        seconds: float, ms: int) -> None:
+    op = requests.session_operation("Get", requests.get_request(b"k", None), 7, seconds)
+    assert (op.id, op.timeout_ms, op.WhichOneof("kind"), op.get.key) == (7, ms, "get", b"k")
+
+
+def test_every_method_has_its_operation_kind() -> None:
+    kinds = kv_pb2.SessionOperation.DESCRIPTOR.oneofs_by_name["kind"].fields
+    assert sorted(requests.SESSION_KIND.values()) == sorted(f.name for f in kinds)
+
+
+def test_a_result_is_the_calls_response_or_raises_its_typed_error() -> None:
+    answer = kv_pb2.SessionResult(id=1, put=kv_pb2.PutResponse(context=b"c"))
+    assert requests.session_response("Put", answer).context == b"c"
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="1 did")
+    status.details.add().Pack(error_details_pb2.ErrorInfo(
+        reason="QUORUM_NOT_REACHED", metadata={"outcome": "unknown"}))
+    with pytest.raises(errors.Unavailable, match="1 did") as caught:
+        requests.session_response("Put", kv_pb2.SessionResult(id=1, error=status))
+    assert (caught.value.reason, caught.value.outcome) == ("QUORUM_NOT_REACHED", "unknown")
+    with pytest.raises(errors.Internal, match="Get operation with put"):
+        requests.session_response("Get", answer)
+
+
+def test_messages_are_packed_within_their_budget_and_a_large_item_goes_alone() -> None:
+    small = [kv_pb2.PingRequest(payload=b"x" * 89) for _ in range(10)]  # 91 bytes each
+    large = kv_pb2.PingRequest(payload=b"y" * 1000)
+    runs = list(framing.pack([*small[:5], large, *small[5:]], budget=350))
+    assert [len(run) for run in runs] == [3, 2, 1, 3, 2]
+    assert runs[2] == [large]
+    assert list(framing.pack([])) == []
 
 
 # --- results and the sibling rule ------------------------------------------

@@ -1,10 +1,18 @@
-"""The asyncio client: `kvclient.AsyncClient`.
+"""The asyncio client: `kvclient.AsyncClient` (the blocking `Client` runs it
+on a loop of its own).
 
-The same shell as `client.Client` on grpc.aio: it owns its channels (one per
-address, opened on first use so they belong to the running event loop, then
-reused) and the loop that sends an attempt, awaits the backoff and tries
-again. Requests, responses, retries and address rotation come from the same
-pure modules as the blocking client's.
+A thin shell on grpc.aio: it owns its channels (one per address, opened on
+first use so they belong to the running event loop, then reused), the
+KV.Session stream of each (`session.SessionLink`), and the loop that sends
+an attempt, awaits the backoff and tries again. Requests, responses,
+retries and address rotation come from the pure modules.
+
+Each attempt goes as an operation of the address's stream, unless that
+address answered the stream UNIMPLEMENTED (then, for the rest of the
+client's life, as the unary call) or the client was made with
+`stream=False`. Either way an attempt fails with a typed error or an
+RpcError that `retry.Attempts` judges alike, so a stream that breaks sends
+its operations to the next address exactly as failed unary calls would go.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from kvclient import requests
+from kvclient import errors, requests
 from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
@@ -28,13 +36,15 @@ from kvclient.pb import kv_pb2_grpc
 from kvclient.requests import BytesLike, PutItems, Rpc
 from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.retry import AddressRotation, Attempts
+from kvclient.session import SessionLink, SessionUnsupported
 
 
 class AsyncClient:
     """An asyncio client of a kvstore cluster; arguments and behaviour as `Client`.
 
     Use it from one event loop: its channels are opened in the loop of its
-    first call. `close()` is a coroutine; `async with` calls it.
+    first call. `close()` is a coroutine; `async with` calls it. Cancelling
+    a call cancels that call only (its operation on the server too).
     """
 
     def __init__(
@@ -47,6 +57,7 @@ class AsyncClient:
         backoff_cap: float = 1.0,
         resolver: Resolver | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream: bool = True,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -61,6 +72,8 @@ class AsyncClient:
         self._rng = random.Random()
         self._channels: list[grpc.aio.Channel | None] = [None] * len(self._config.addresses)
         self._stubs: list[kv_pb2_grpc.KVStub | None] = [None] * len(self._config.addresses)
+        self._links: list[SessionLink | None] = [None] * len(self._config.addresses)
+        self._stream = bool(stream)
         self._closed = False
 
     async def get(
@@ -131,11 +144,15 @@ class AsyncClient:
         return requests.ping_payload(response)
 
     async def close(self) -> None:
-        """Close every open channel; calls in flight are cancelled."""
+        """Close every stream and channel; calls in flight are cancelled."""
         self._closed = True
+        links = [link for link in self._links if link is not None]
         channels = [channel for channel in self._channels if channel is not None]
         self._channels = [None] * len(self._channels)
         self._stubs = [None] * len(self._stubs)
+        self._links = [None] * len(self._links)
+        for link in links:
+            await link.close()
         for channel in channels:
             await channel.close(grace=None)
 
@@ -168,14 +185,38 @@ class AsyncClient:
             rng=self._rng,
         )
         while True:
-            method = getattr(self._stub(attempts.address), rpc)
+            index = attempts.address
+            timeout_left = attempts.time_left(time.monotonic())
             try:
-                return await method(request, timeout=attempts.time_left(time.monotonic()))
-            except grpc.RpcError as error:
+                return await self._attempt(index, rpc, request, timeout_left, attempts)
+            except (grpc.RpcError, errors.KVError) as error:
                 delay = attempts.after_failure(error, time.monotonic())
             await asyncio.sleep(delay)
 
+    async def _attempt(self, index: int, rpc: Rpc, request: Message, timeout: float,
+                       attempts: Attempts) -> Any:
+        """One attempt at address `index`: over its stream, else unary."""
+        link = self._link(index)
+        if link is not None and link.supported:
+            try:
+                return await link.call(rpc, request, timeout)
+            except SessionUnsupported:
+                # Not a failed attempt: the same one, the way this server knows.
+                timeout = attempts.time_left(time.monotonic())
+        method = getattr(self._stub(index), rpc)
+        return await method(request, timeout=timeout)
+
+    def _link(self, index: int) -> SessionLink | None:
+        if not self._stream:
+            return None
+        link = self._links[index]
+        if link is None:
+            link = self._links[index] = SessionLink(self._stub(index))
+        return link
+
     def _stub(self, index: int) -> kv_pb2_grpc.KVStub:
+        if self._closed:
+            raise RuntimeError("this kvclient.AsyncClient is closed")
         stub = self._stubs[index]
         if stub is None:
             channel = open_aio_channel(

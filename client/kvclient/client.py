@@ -1,31 +1,35 @@
 """The blocking client: `kvclient.Client`.
 
-A thin shell. It owns its gRPC channels (one per address, opened at
-construction and reused) and the loop that sends an attempt, sleeps the
-backoff and tries again. What to send, what a response means, when to retry
-and where to go next are decided by `requests`, `retry` and `config`, shared
-with the asyncio client. Safe to use from several threads.
+A blocking face on `AsyncClient`: the client starts, on its first call, an
+asyncio event loop of its own in a daemon thread, and each method submits
+the asyncio client's coroutine to that loop and waits for its result.
+
+Why this design, rather than a blocking gRPC channel and a streaming call
+fed from a queue: the stream needs a reader, a writer, futures by
+operation id, per-operation deadlines and cancellation, and the fallback to
+unary calls; written once, on asyncio, both clients behave alike by
+construction. Thread safety comes from the loop: every piece of client
+state is touched only on its thread, and calls from many threads at once
+share the stream and go out together in its messages. The price is a
+hand-off between threads per call (tens of microseconds, against the
+hundreds a gRPC call costs).
 """
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Iterable, Sequence
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-import grpc
-from google.protobuf.message import Message
-
-from kvclient import requests
-from kvclient.channels import open_channel
-from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
+from kvclient.async_client import AsyncClient
+from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
-from kvclient.pb import kv_pb2_grpc
-from kvclient.requests import BytesLike, PutItems, Rpc
+from kvclient.requests import BytesLike, PutItems
 from kvclient.results import GetResult, Resolver, WriteResult
-from kvclient.retry import AddressRotation, Attempts
+
+Result = TypeVar("Result")
 
 
 class Client:
@@ -40,8 +44,13 @@ class Client:
     each carries a request id the server deduplicates on. `resolver` merges
     siblings into `GetResult.value` (default: the newest sibling).
 
+    Calls travel as operations of one KV.Session stream per address, those
+    made together sharing its messages; an address that has no Session
+    (UNIMPLEMENTED) gets the unary calls instead, for good. `stream=False`:
+    always the unary calls.
+
     Errors are the typed exceptions of `kvclient.errors`; arguments of the
-    wrong type raise TypeError.
+    wrong type raise TypeError. Safe to use from several threads.
     """
 
     def __init__(
@@ -54,8 +63,10 @@ class Client:
         backoff_cap: float = 1.0,
         resolver: Resolver | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream: bool = True,
     ) -> None:
-        self._config = ClientConfig.create(
+        # Checks the arguments now; opens nothing until the first call.
+        self._client = AsyncClient(
             addresses,
             timeout=timeout,
             max_attempts=max_attempts,
@@ -63,20 +74,17 @@ class Client:
             backoff_cap=backoff_cap,
             resolver=resolver,
             max_message_bytes=max_message_bytes,
+            stream=stream,
         )
-        self._rotation = AddressRotation(len(self._config.addresses))
-        self._rng = random.Random()
-        self._channels = [
-            open_channel(address, self._config.max_message_bytes)
-            for address in self._config.addresses
-        ]
-        self._stubs = [kv_pb2_grpc.KVStub(channel) for channel in self._channels]
+        self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
 
     def get(self, key: BytesLike, *, r: Level = None, timeout: float | None = None) -> GetResult:
         """The value(s) and causal context of `key`; `.value` is None when absent."""
-        response = self._invoke("Get", requests.get_request(key, r), timeout)
-        return requests.get_result(response, self._config.resolver)
+        return self._run(self._client.get, key, r=r, timeout=timeout)
 
     def put(
         self,
@@ -91,11 +99,8 @@ class Client:
         """Write `value`; pass the `context` of a get to replace what it read.
         `sloppy=False`: fail rather than let stand-in nodes hold hints for
         replicas that are down."""
-        request = requests.put_request(
-            key, value, context=context, w=w, request_id=requests.new_request_id(),
-            sloppy=sloppy,
-        )
-        return requests.put_result(self._invoke("Put", request, timeout))
+        return self._run(self._client.put, key, value, w=w, context=context, timeout=timeout,
+                         sloppy=sloppy)
 
     def delete(
         self,
@@ -107,42 +112,38 @@ class Client:
         sloppy: bool = True,
     ) -> WriteResult:
         """Delete `key` (a tombstone); pass the `context` of a get to replace what it read."""
-        request = requests.delete_request(
-            key, context=context, w=w, request_id=requests.new_request_id(), sloppy=sloppy
-        )
-        return requests.delete_result(self._invoke("Delete", request, timeout))
+        return self._run(self._client.delete, key, w=w, context=context, timeout=timeout,
+                         sloppy=sloppy)
 
     def get_many(
         self, keys: Iterable[BytesLike], *, r: Level = None, timeout: float | None = None
     ) -> list[GetResult]:
         """One GetResult per key, in order, in one round trip."""
-        request = requests.get_many_request(keys, r)
-        self._config.call_timeout(timeout)  # checked even when there is nothing to send
-        if not request.keys:
-            return []
-        response = self._invoke("GetMany", request, timeout)
-        return requests.get_many_results(request, response, self._config.resolver)
+        return self._run(self._client.get_many, keys, r=r, timeout=timeout)
 
     def put_many(
         self, items: PutItems, *, w: Level = None, timeout: float | None = None
     ) -> list[WriteResult]:
         """Write a dict key -> value, or (key, value[, context]) tuples; results in order."""
-        request = requests.put_many_request(items, w=w)
-        self._config.call_timeout(timeout)  # checked even when there is nothing to send
-        if not request.puts:
-            return []
-        return requests.put_many_results(request, self._invoke("PutMany", request, timeout))
+        return self._run(self._client.put_many, items, w=w, timeout=timeout)
 
     def ping(self, payload: BytesLike = b"", *, timeout: float | None = None) -> bytes:
         """Echo `payload` through one server, without touching storage."""
-        response = self._invoke("Ping", requests.ping_request(payload), timeout)
-        return requests.ping_payload(response)
+        return self._run(self._client.ping, payload, timeout=timeout)
 
     def close(self) -> None:
-        """Close every channel; calls in flight are cancelled."""
-        self._closed = True
-        for channel in self._channels:
-            channel.close()
+        """Close every stream and channel, and stop the loop's thread; calls
+        in flight are cancelled."""
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
     def __enter__(self) -> Client:
         return self
@@ -156,26 +157,26 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client({list(self._config.addresses)!r})"
+        return f"Client({self._addresses!r})"
 
-    def _invoke(self, rpc: Rpc, request: Message, timeout: float | None) -> Any:
-        """Send `request` until it succeeds or `Attempts` says the call is over.
+    def _run(self, method: Callable[..., Coroutine[Any, Any, Result]], *args: Any,
+             **kwargs: Any) -> Result:
+        """`method(*args, **kwargs)` run on the client's loop; its result or error."""
+        loop = self._running_loop()  # first: a closed client creates no coroutine
+        future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt while waiting: stop the call too
+            raise
 
-        The same request object, hence the same request ids, goes on every attempt.
-        """
-        if self._closed:
-            raise RuntimeError("this kvclient.Client is closed")
-        attempts = Attempts(
-            self._config.retry,
-            self._rotation,
-            now=time.monotonic(),
-            timeout=self._config.call_timeout(timeout),
-            rng=self._rng,
-        )
-        while True:
-            method = getattr(self._stubs[attempts.address], rpc)
-            try:
-                return method(request, timeout=attempts.time_left(time.monotonic()))
-            except grpc.RpcError as error:
-                delay = attempts.after_failure(error, time.monotonic())
-            time.sleep(delay)
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this kvclient.Client is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="kvclient", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop

@@ -8,10 +8,11 @@ shared by both clients and by the pure request/retry modules.
 Every exception carries `.code` (a `grpc.StatusCode`) and `.details` (the
 server's message, which says what to change); `str(e)` shows both. Where the
 server sent gRPC's rich error details (a `google.rpc.Status` in the trailing
-metadata), `.reason` names the case (e.g. `QUORUM_NOT_REACHED`), `.metadata`
-holds its fields, `.outcome` says what a failed write did (`"not_applied"`:
-nothing was applied; `"unknown"`: it may have been applied and may still
-appear) and `.retry_after` how long to wait before retrying (seconds).
+metadata, or in a KV.Session result), `.reason` names the case (e.g.
+`QUORUM_NOT_REACHED`), `.metadata` holds its fields, `.outcome` says what a
+failed write did (`"not_applied"`: nothing was applied; `"unknown"`: it may
+have been applied and may still appear) and `.retry_after` how long to wait
+before retrying (seconds).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "ERROR_BY_CODE",
     "error_for",
     "from_rpc_error",
+    "from_status",
     "status_of",
     "status_code_from_int",
 ]
@@ -244,9 +246,7 @@ def rich_details(
     """(reason, metadata, retry_after) from the `google.rpc.Status` a server
     put in a call's trailing metadata; (None, {}, None) when there is none or
     it cannot be read (the status code and message still stand)."""
-    reason: str | None = None
-    metadata: dict[str, str] = {}
-    retry_after: float | None = None
+    found: tuple[str | None, dict[str, str], float | None] = (None, {}, None)
     for key, value in trailing_metadata or ():
         if key != _DETAILS_KEY or not isinstance(value, bytes):
             continue
@@ -254,13 +254,32 @@ def rich_details(
             status = status_pb2.Status.FromString(value)
         except Exception:  # malformed details: ignore them, never fail the error
             continue
-        for detail in status.details:
-            info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                reason, metadata = info.reason or None, dict(info.metadata)
-            elif detail.Unpack(retry):
-                retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+        found = details_of(status)
+    return found
+
+
+def details_of(status: status_pb2.Status) -> tuple[str | None, dict[str, str], float | None]:
+    """(reason, metadata, retry_after) from a `google.rpc.Status`'s details:
+    its `ErrorInfo` and `RetryInfo`, where it has them."""
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    retry_after: float | None = None
+    for detail in status.details:
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason or None, dict(info.metadata)
+        elif detail.Unpack(retry):
+            retry_after = retry.retry_delay.ToTimedelta().total_seconds()
     return reason, metadata, retry_after
+
+
+def from_status(status: status_pb2.Status) -> KVError:
+    """The typed exception for a `google.rpc.Status`: that of a failed
+    operation of a KV.Session stream, which carries what a failed call
+    carries (code, message, details)."""
+    reason, metadata, retry_after = details_of(status)
+    return error_for(status_code_from_int(status.code), status.message, reason=reason,
+                     metadata=metadata, retry_after=retry_after)
 
 
 def status_code_from_int(number: int) -> grpc.StatusCode:

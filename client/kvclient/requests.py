@@ -2,22 +2,26 @@
 
 Owns what the client checks before sending (keys, values and contexts are
 bytes-like; batches are well formed), the client request ids that make
-writes safe to retry, and the reading of batch responses, including turning a
-failed item into its typed exception. Both clients call these functions and
+writes safe to retry, the reading of batch responses, including turning a
+failed item into its typed exception, and the wrapping of a request as an
+operation of a KV.Session stream and of its result back into the unary
+call's response. Both clients call these functions and
 add only the transport. Pure: no I/O; the random source of request ids is
 injectable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from kvclient import errors
 from kvclient.consistency import Level, parse_consistency
 from kvclient.pb import kv_pb2
 from kvclient.results import GetResult, Resolver, WriteResult, choose_value
+from google.protobuf.message import Message
 
 BytesLike = Union[bytes, bytearray, memoryview]
 # put_many takes a mapping key -> value, or (key, value) / (key, value, context) tuples.
@@ -28,6 +32,16 @@ RandomBytes = Callable[[int], bytes]
 Rpc = Literal["Get", "Put", "Delete", "GetMany", "PutMany", "Ping"]
 
 REQUEST_ID_BYTES = 16
+
+# The field of a SessionOperation that carries each method's request, and of
+# a SessionResult its response.
+SESSION_KIND: dict[Rpc, str] = {
+    "Get": "get", "Put": "put", "Delete": "delete", "GetMany": "get_many",
+    "PutMany": "put_many", "Ping": "ping",
+}
+
+# SessionOperation.timeout_ms is a uint32.
+_MAX_TIMEOUT_MS = 2**32 - 1
 
 # How much of a key an error message quotes.
 _KEY_PREVIEW_CHARS = 60
@@ -128,6 +142,29 @@ def _put_item(index: int, item: object) -> tuple[BytesLike, BytesLike, BytesLike
 
 def ping_request(payload: BytesLike) -> kv_pb2.PingRequest:
     return kv_pb2.PingRequest(payload=as_bytes(payload, "payload"))
+
+
+def session_operation(rpc: Rpc, request: Message, op_id: int,
+                      timeout: float) -> kv_pb2.SessionOperation:
+    """`request` as operation `op_id` of a stream, with `timeout` seconds to
+    run (rounded up to whole milliseconds: never 0, which would mean the
+    server's default)."""
+    timeout_ms = min(_MAX_TIMEOUT_MS, max(1, math.ceil(timeout * 1000)))
+    fields: dict[str, Any] = {SESSION_KIND[rpc]: request}
+    return kv_pb2.SessionOperation(id=op_id, timeout_ms=timeout_ms, **fields)
+
+
+def session_response(rpc: Rpc, result: kv_pb2.SessionResult) -> Message:
+    """The response the unary `rpc` would have returned, from a stream's
+    result; a failed operation raises its typed error, as the call would."""
+    outcome = result.WhichOneof("outcome")
+    if outcome == "error":
+        raise errors.from_status(result.error)
+    if outcome != SESSION_KIND[rpc]:
+        raise errors.Internal(f"the server answered a {rpc} operation with "
+                              f"{outcome or 'nothing'}")
+    response: Message = getattr(result, outcome)
+    return response
 
 
 def get_result(response: kv_pb2.GetResponse, resolver: Resolver | None) -> GetResult:

@@ -94,7 +94,8 @@ class Attempts:
     """The retry state of one logical call.
 
     The shell loops: send to `address` with `time_left(now)` as the attempt's
-    timeout; on an RpcError, sleep `after_failure(error, now)` seconds and go
+    timeout; on a failure (an RpcError of a unary call, or the typed error of
+    a stream's operation), sleep `after_failure(error, now)` seconds and go
     again. Both methods raise the typed exception when the call is over.
     """
 
@@ -123,13 +124,15 @@ class Attempts:
             raise self._deadline_error()
         return left
 
-    def after_failure(self, error: grpc.RpcError, now: float) -> float:
+    def after_failure(self, error: grpc.RpcError | errors.KVError, now: float) -> float:
         """The seconds to wait before the next attempt; raises when there is none."""
         self._failures += 1
-        code = errors.status_of(error)
-        typed = errors.from_rpc_error(error)
+        typed = error if isinstance(error, errors.KVError) else errors.from_rpc_error(error)
+        code = typed.code
         self._last = typed
         if code not in RETRYABLE_CODES or self._failures >= self._policy.max_attempts:
+            if typed is error:
+                raise typed
             raise typed from error
         delay = self._policy.backoff(self._failures - 1, self._rng)
         if now + delay >= self._deadline:

@@ -6,7 +6,9 @@ second, p50/p99/p999 latency, and the server processes' CPU seconds per
 operation (from /proc, so only for processes on this machine). With --echo, a
 phase of KV.Ping calls carrying the same payload size runs first: the gRPC
 transport's ceiling on this machine, in the same run, so every result can be
-given as a ratio to it.
+given as a ratio to it. The client takes its default path, the KV.Session
+stream (the calls of the tasks coalesce into its messages); --unary sends
+unary calls instead, to compare the two.
 """
 
 import asyncio
@@ -40,6 +42,7 @@ class BenchOptions:
     seed: int = 1
     r: str | int | None = None  # consistency of gets (None: the server's default, quorum)
     w: str | int | None = None  # consistency of puts
+    unary: bool = False  # unary calls, not the client's default KV.Session stream
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,8 @@ async def _preload(client: AsyncClient, options: BenchOptions) -> None:
 async def run_bench(options: BenchOptions) -> list[PhaseResult]:
     results = []
     payload = os.urandom(options.value_size)
-    async with AsyncClient(list(options.addresses), timeout=10) as client:
+    async with AsyncClient(list(options.addresses), timeout=10,
+                           stream=not options.unary) as client:
         if options.echo:
             async def echo(rng: random.Random) -> None:
                 await client.ping(payload)
@@ -167,7 +171,8 @@ def format_results(results: Sequence[PhaseResult], options: BenchOptions) -> str
     lines = [
         f"closed loop: concurrency {options.concurrency}, {options.duration:g}s per phase, "
         f"{options.keys} keys, {options.value_size}-byte values, r={options.r or 'default'}, "
-        f"w={options.w or 'default'}, {len(options.server_pids)} server process(es)",
+        f"w={options.w or 'default'}, {len(options.server_pids)} server process(es), "
+        f"{'unary calls' if options.unary else 'KV.Session stream'}",
         f"{'phase':<14}{'ops':>9}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
         f"{'srv CPU ms/op':>15}{'cli CPU ms/op':>15}{'vs echo':>9}{'errors':>8}",
     ]

@@ -377,6 +377,8 @@ def delete(key: str, addresses: tuple[str, ...], timeout: float, w: str | None) 
                    "and count every process's CPU.")
 @click.option("--via", type=click.Choice(["coordinators", "nodes"]), default="coordinators",
               show_default=True, help="With --cluster-file: which processes the client talks to.")
+@click.option("--unary", is_flag=True,
+              help="Send unary calls instead of the client's default, the KV.Session stream.")
 def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: str,
           r: str | None, w: str | None, cluster_file: Path | None, via: str,
           **settings: Any) -> None:

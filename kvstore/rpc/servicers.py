@@ -1,13 +1,17 @@
 """gRPC servicers of a storage node: translate protobuf to calls on
 `LocalReplica` and back, and errors to statuses. No logic of their own.
+
+Every KV operation has one implementation, called by its unary method and
+by the KV.Session stream (`kvstore.rpc.session`) alike, and counted in the
+metrics under its method's name either way.
 """
 
 import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -16,8 +20,11 @@ from kvstore.rpc import validation
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 
-from kvstore.errors import DataLoss, FailedPrecondition, InvalidArgument, KVStoreError
+from kvstore.errors import (
+    DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError,
+)
 from kvstore import causal_context
 from kvstore.causality import versions
 from kvstore.server.cache import LruCache
@@ -25,7 +32,8 @@ from kvstore.leaderless.coordinator import Coordinator
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.server.metrics import RequestMetrics
 from kvstore.leaderless.replica import LocalReplica
-from kvstore.rpc.status import status_details, status_of
+from kvstore.rpc.session import STOPPING, SessionStream
+from kvstore.rpc.status import rich_status, status_details, status_of
 from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
@@ -81,42 +89,54 @@ def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor)
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
+async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response]) -> Response:
+    """`work`'s response, its time and outcome counted under `method`."""
+    start = time.perf_counter()
+
+    def observe(code: str) -> None:
+        # Before the status goes out: a client that has its answer must
+        # find the request counted when it scrapes.
+        metrics.observe_request(method, code, time.perf_counter() - start)
+
+    try:
+        response = await work
+    except KVStoreError as exc:
+        observe(status_of(exc).name)
+        raise
+    except asyncio.CancelledError:
+        observe("CANCELLED")
+        raise
+    except Exception:
+        observe("INTERNAL")
+        log.exception("unexpected error in %s", method)
+        raise
+    observe("OK")
+    return response
+
+
+def _internal_message(error: BaseException) -> str:
+    return f"internal error ({type(error).__name__}: {error}); see the node's log"
+
+
 def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
     """Time the call, count it by status, and turn errors into statuses."""
 
     def decorate(handler: Handler[Response]) -> Handler[Response]:
+        async def checked(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+            if type(request) is MalformedRequest:
+                raise InvalidArgument(
+                    f"request is not a valid {request.type_name} message: {request.error}"
+                )
+            return await handler(self, request, context)
+
         @functools.wraps(handler)
         async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
-            start = time.perf_counter()
-
-            def observe(code: str) -> None:
-                # Before the status goes out: a client that has its answer
-                # must find the request counted when it scrapes.
-                self.metrics.observe_request(method, code, time.perf_counter() - start)
-
             try:
-                if type(request) is MalformedRequest:
-                    raise InvalidArgument(
-                        f"request is not a valid {request.type_name} message: {request.error}"
-                    )
-                response = await handler(self, request, context)
+                return await counted(self.metrics, method, checked(self, request, context))
             except KVStoreError as exc:
-                status = status_of(exc)
-                observe(status.name)
-                await context.abort(status, str(exc), trailing_metadata=status_details(exc))
-            except asyncio.CancelledError:
-                observe("CANCELLED")
-                raise
+                await context.abort(status_of(exc), str(exc), trailing_metadata=status_details(exc))
             except Exception as exc:
-                observe("INTERNAL")
-                log.exception("unexpected error in %s", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"internal error ({type(exc).__name__}: {exc}); see the node's log",
-                )
-            else:
-                observe("OK")
-                return response
+                await context.abort(grpc.StatusCode.INTERNAL, _internal_message(exc))
             raise AssertionError("unreachable: abort raises")
 
         return run
@@ -163,11 +183,35 @@ def _batch_items(item: Any, outcomes: list[Any], respond: Callable[[Any], Any]) 
     ]
 
 
+# How long past an operation's deadline the stream's backstop waits.
+_BACKSTOP_GRACE_SECONDS = 0.05
+
+
 class _Absent:
     """Cached answer for a key no replica holds (so misses are cached too)."""
 
 
 _ABSENT = _Absent()
+
+
+class _Operation(NamedTuple):
+    """A kind of SessionOperation: the method it is counted under, and its
+    implementation (service, request, timeout in seconds) -> response."""
+
+    method: str
+    run: Callable[[Any, Any, float], Awaitable[Any]]
+
+
+def _unary(method: str, operation: Callable[[Any, Any, float], Awaitable[Response]],
+           ) -> Handler[Response]:
+    """The unary method `method` of an operation: its deadline from the call's."""
+
+    @rpc(method)
+    async def call(self: "KVService", request: Any, context: Any) -> Response:
+        return await operation(self, request, self._timeout(context))
+
+    call.__name__ = call.__qualname__ = method
+    return call
 
 
 class KVService(kv_pb2_grpc.KVServicer):
@@ -177,63 +221,65 @@ class KVService(kv_pb2_grpc.KVServicer):
     it; every write through this service updates its key there
     (read-your-writes), and entries older than the cache's ttl are never
     served. Strong reads (r=N) always go to the replicas.
+
+    Each operation is written once (`get`, `put`, ...: request and timeout
+    in, response out, errors raised); the unary methods and `Session` both
+    call it.
     """
 
     def __init__(self, coordinator: Coordinator, limits: validation.Limits,
                  metrics: RequestMetrics, *, request_timeout: float,
-                 cache: LruCache | None = None) -> None:
+                 cache: LruCache | None = None, session_max_in_flight: int = 1024) -> None:
         self.coordinator = coordinator
         self.limits = limits
         self.metrics = metrics
         self.replicas = coordinator.spec.replicas
         self.request_timeout = request_timeout
         self.cache = cache
+        self.session_max_in_flight = session_max_in_flight
+        self._sessions: set[SessionStream] = set()
+        self._stopping = False
 
-    @rpc("Get")
-    async def Get(self, request: kv_pb2.GetRequest, context: Any) -> kv_pb2.GetResponse:
+    # -- the operations ----------------------------------------------------------
+
+    async def get(self, request: kv_pb2.GetRequest, timeout: float) -> kv_pb2.GetResponse:
         validation.check_key(request.key, self.limits)
         r = validation.replica_count(request.r, self.replicas, "r")
-        return _get_response(await self._read(request.key, r, self._timeout(context)))
+        return _get_response(await self._read(request.key, r, timeout))
 
-    @rpc("Put")
-    async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
+    async def put(self, request: kv_pb2.PutRequest, timeout: float) -> kv_pb2.PutResponse:
         self._check_put(request, "")
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, request.value, False, request.context, w,
-                                  request.request_id, self._timeout(context),
-                                  sloppy=not request.strict_quorum)
+                                  request.request_id, timeout, sloppy=not request.strict_quorum)
         return _put_response(state)
 
-    @rpc("Delete")
-    async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
+    async def delete(self, request: kv_pb2.DeleteRequest, timeout: float) -> kv_pb2.DeleteResponse:
         validation.check_key(request.key, self.limits)
         validation.check_write_extras(request.context, request.request_id)
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, b"", True, request.context, w,
-                                  request.request_id, self._timeout(context),
-                                  sloppy=not request.strict_quorum)
+                                  request.request_id, timeout, sloppy=not request.strict_quorum)
         return kv_pb2.DeleteResponse(context=causal_context.encode(versions.join(state)))
 
-    @rpc("GetMany")
-    async def GetMany(self, request: kv_pb2.GetManyRequest, context: Any) -> kv_pb2.GetManyResponse:
+    async def get_many(self, request: kv_pb2.GetManyRequest,
+                       timeout: float) -> kv_pb2.GetManyResponse:
         validation.check_batch(request.keys, self.limits, "keys")
         for index, key in enumerate(request.keys):
             validation.check_key(key, self.limits, f"keys[{index}]")
         r = validation.replica_count(request.r, self.replicas, "r")
-        timeout = self._timeout(context)
         states = await asyncio.gather(
             *(self._read(key, r, timeout) for key in request.keys), return_exceptions=True
         )
         return kv_pb2.GetManyResponse(
             items=_batch_items(kv_pb2.GetManyResponse.Item, states, _get_response))
 
-    @rpc("PutMany")
-    async def PutMany(self, request: kv_pb2.PutManyRequest, context: Any) -> kv_pb2.PutManyResponse:
+    async def put_many(self, request: kv_pb2.PutManyRequest,
+                       timeout: float) -> kv_pb2.PutManyResponse:
         validation.check_batch(request.puts, self.limits, "puts")
         for index, put in enumerate(request.puts):
             self._check_put(put, f"puts[{index}].")
         w = validation.replica_count(request.w, self.replicas, "w")
-        timeout = self._timeout(context)
         states = await asyncio.gather(
             *(self._write(put.key, put.value, False, put.context, w, put.request_id, timeout,
                           sloppy=not put.strict_quorum)
@@ -243,9 +289,80 @@ class KVService(kv_pb2_grpc.KVServicer):
         return kv_pb2.PutManyResponse(
             items=_batch_items(kv_pb2.PutManyResponse.Item, states, _put_response))
 
-    @rpc("Ping")
-    async def Ping(self, request: kv_pb2.PingRequest, context: Any) -> kv_pb2.PingResponse:
+    async def ping(self, request: kv_pb2.PingRequest, timeout: float) -> kv_pb2.PingResponse:
         return kv_pb2.PingResponse(payload=request.payload)
+
+    # -- the unary methods -------------------------------------------------------
+
+    Get = _unary("Get", get)
+    Put = _unary("Put", put)
+    Delete = _unary("Delete", delete)
+    GetMany = _unary("GetMany", get_many)
+    PutMany = _unary("PutMany", put_many)
+    Ping = _unary("Ping", ping)
+
+    # -- the stream ----------------------------------------------------------------
+
+    async def Session(self, requests: AsyncIterator[Any],
+                      context: grpc.aio.ServicerContext) -> None:
+        """Many operations over one stream (see `kvstore.rpc.session`)."""
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
+        stream = SessionStream(self._perform, max_in_flight=self.session_max_in_flight)
+        self._sessions.add(stream)
+        try:
+            await stream.serve(requests, context)
+        finally:
+            self._sessions.discard(stream)
+
+    def stop_sessions(self) -> None:
+        """The server is stopping: every stream reads no more, answers what it
+        started and ends UNAVAILABLE; new streams are refused."""
+        self._stopping = True
+        for stream in self._sessions:
+            stream.stop()
+
+    _OPERATIONS: dict[str, _Operation] = {
+        "get": _Operation("Get", get),
+        "put": _Operation("Put", put),
+        "delete": _Operation("Delete", delete),
+        "get_many": _Operation("GetMany", get_many),
+        "put_many": _Operation("PutMany", put_many),
+        "ping": _Operation("Ping", ping),
+    }
+
+    async def _perform(self, operation: kv_pb2.SessionOperation) -> kv_pb2.SessionResult:
+        """One operation of a stream, as its unary method would run it; every
+        error becomes the result's status."""
+        kind = operation.WhichOneof("kind")
+        if kind is None:
+            return kv_pb2.SessionResult(error=status_pb2.Status(
+                code=grpc.StatusCode.UNIMPLEMENTED.value[0],
+                message="the operation sets no kind this server knows (get, put, delete, "
+                        "get_many, put_many, ping); send it as its unary call"))
+        known = self._OPERATIONS[kind]
+        timeout = self.request_timeout
+        if operation.timeout_ms:
+            timeout = min(timeout, operation.timeout_ms / 1000)
+        try:
+            # A backstop, for work with no deadline of its own (a one-replica
+            # write waits for its commit only): the operations' own timers,
+            # which say how far they got, go first, as they do before gRPC
+            # cancels a unary call at its deadline.
+            async with asyncio.timeout(timeout + _BACKSTOP_GRACE_SECONDS):
+                response = await counted(self.metrics, known.method,
+                                         known.run(self, getattr(operation, kind), timeout))
+        except KVStoreError as exc:
+            return kv_pb2.SessionResult(error=rich_status(exc))
+        except TimeoutError:
+            # As gRPC ends a unary call at its deadline: no details (a write
+            # stopped there may or may not have been applied).
+            return kv_pb2.SessionResult(error=rich_status(DeadlineExceeded(
+                f"the operation's deadline ({timeout * 1000:.0f} ms) passed before it completed")))
+        except Exception as exc:
+            return kv_pb2.SessionResult(error=status_pb2.Status(
+                code=grpc.StatusCode.INTERNAL.value[0], message=_internal_message(exc)))
+        return kv_pb2.SessionResult(**{kind: response})
 
     def _timeout(self, context: Any) -> float:
         remaining = context.time_remaining()

@@ -41,14 +41,22 @@ def error_of(code: int | grpc.StatusCode, message: str) -> errors.KVStoreError:
     return _ERROR_OF_STATUS.get(code, errors.Unavailable)(message)
 
 
+def rich_status(error: errors.KVStoreError) -> status_pb2.Status:
+    """The `google.rpc.Status` of `error`: its code and message, and an
+    `ErrorInfo` (its reason and fields) when it has a reason. A failed call
+    carries it in its trailing metadata (`status_details`); a failed
+    operation of a KV.Session stream carries it in its result."""
+    status = status_pb2.Status(code=status_of(error).value[0], message=str(error))
+    if error.reason is not None:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    return status
+
+
 def status_details(error: errors.KVStoreError) -> tuple[tuple[str, bytes], ...]:
-    """Trailing metadata carrying a `google.rpc.Status` with an `ErrorInfo`
-    (the error's reason and fields) for an error that has a reason; empty
-    otherwise. gRPC's rich error model: grpcio-status reads it back."""
+    """Trailing metadata carrying the `rich_status` of an error that has a
+    reason; empty otherwise. gRPC's rich error model: grpcio-status reads it
+    back."""
     if error.reason is None:
         return ()
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN,
-                                       metadata=error.metadata)
-    status = status_pb2.Status(code=status_of(error).value[0], message=str(error))
-    status.details.add().Pack(info)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return (("grpc-status-details-bin", rich_status(error).SerializeToString()),)

@@ -44,6 +44,9 @@ class NodeConfig:
     shutdown_grace_seconds: float = 10.0
     request_timeout_seconds: float = 5.0  # a client request without a deadline gets this
     replica_timeout_seconds: float = 2.0  # one call to another replica
+    # Operations of one KV.Session stream running at once; past it the node
+    # reads no more of that stream until one completes (back-pressure).
+    session_max_in_flight: int = 1024
     # Hinted handoff: hints this node keeps for one node that is down, at most
     # (beyond either bound, it refuses more: back-pressure), and how fast it
     # hands them over when that node is back.
@@ -62,7 +65,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
-                               self.request_timeout_seconds, self.replica_timeout_seconds)
+                               self.request_timeout_seconds, self.replica_timeout_seconds,
+                               self.session_max_in_flight)
         if self.max_hints_per_target < 0 or self.max_hint_bytes_per_target < 0:
             raise ConfigError("max_hints_per_target and max_hint_bytes_per_target must be >= 0")
         if not 0 < self.hint_replay_rate_per_second <= 1_000_000:
@@ -128,10 +132,12 @@ class CoordinatorConfig:
     shutdown_grace_seconds: float = 10.0
     request_timeout_seconds: float = 5.0
     replica_timeout_seconds: float = 2.0
+    session_max_in_flight: int = 1024  # as NodeConfig's
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
-                               self.request_timeout_seconds, self.replica_timeout_seconds)
+                               self.request_timeout_seconds, self.replica_timeout_seconds,
+                               self.session_max_in_flight)
         if self.cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be at least 0, got {self.cache_bytes}")
         if not 0 <= self.cache_ttl_ms <= 3_600_000:
@@ -149,7 +155,8 @@ def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 
 
 def _check_server_settings(process_id: str, listen: str, metrics_port: int,
-                           request_timeout: float, replica_timeout: float) -> None:
+                           request_timeout: float, replica_timeout: float,
+                           session_max_in_flight: int) -> None:
     if not process_id or len(process_id) > 64 or not process_id.isprintable():
         raise ConfigError("id must be 1..64 printable characters")
     parse_address(listen, "listen")
@@ -159,6 +166,9 @@ def _check_server_settings(process_id: str, listen: str, metrics_port: int,
         raise ConfigError(f"request_timeout_seconds must be in (0, 3600], got {request_timeout}")
     if not 0 < replica_timeout <= 3600:
         raise ConfigError(f"replica_timeout_seconds must be in (0, 3600], got {replica_timeout}")
+    if not 1 <= session_max_in_flight <= 1_000_000:
+        raise ConfigError(
+            f"session_max_in_flight must be 1..1000000, got {session_max_in_flight}")
 
 
 def parse_address(address: str, setting: str) -> tuple[str, int]:

@@ -45,7 +45,9 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
             spec, peers, on_repair=metrics.observe_read_repairs, is_up=liveness.is_up,
         ) as coordinator:
             kv = KVService(coordinator, limits, metrics,
-                           request_timeout=config.request_timeout_seconds, cache=cache)
+                           request_timeout=config.request_timeout_seconds, cache=cache,
+                           session_max_in_flight=config.session_max_in_flight)
+
             def coordinator_stats() -> admin_pb2.CoordinatorStats:
                 return admin_pb2.CoordinatorStats(
                     cache_entries=cache.entries, cache_bytes=cache.bytes,
@@ -60,7 +62,7 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
 
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
-                               config.shutdown_grace_seconds):
+                               config.shutdown_grace_seconds, on_stopping=kv.stop_sessions):
                 log.info("coordinator serving", extra={
                     "coordinator_id": config.coordinator_id, "listen": config.listen,
                     "metrics_port": config.metrics_port, "members": len(spec.members),

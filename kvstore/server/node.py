@@ -101,7 +101,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     is_up=liveness.is_up,
                 ) as coordinator:
                     kv = KVService(coordinator, limits, metrics,
-                                   request_timeout=config.request_timeout_seconds)
+                                   request_timeout=config.request_timeout_seconds,
+                                   session_max_in_flight=config.session_max_in_flight)
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
@@ -128,7 +129,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     async with serving(config.listen, config.max_message_bytes,
                                        (KV.full_name, REPLICA.full_name, ADMIN.full_name),
                                        add_services,
-                                       config.shutdown_grace_seconds):
+                                       config.shutdown_grace_seconds,
+                                       on_stopping=kv.stop_sessions):
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
                             "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),

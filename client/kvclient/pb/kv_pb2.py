@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kvclient/pb/kv.proto\x12\nkvstore.v1\"\x94\x01\n\x0b\x43onsistency\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1d.kvstore.v1.Consistency.LevelH\x00\x12\x0f\n\x05\x63ount\x18\x02 \x01(\rH\x00\"<\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x07\n\x03ONE\x10\x01\x12\n\n\x06QUORUM\x10\x02\x12\x07\n\x03\x41LL\x10\x03\x42\x06\n\x04kind\"\'\n\x03\x44ot\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\"H\n\rCausalContext\x12\'\n\x0eversion_vector\x18\x01 \x03(\x0b\x32\x0f.kvstore.v1.Dot\x12\x0e\n\x06issued\x18\x02 \x01(\x08\"\xa4\x01\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.kvstore.v1.ItemStatus.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\"\n\x01r\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"R\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x10\n\x08siblings\x18\x02 \x03(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\x88\x01\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\"\n\x01w\x18\x04 \x01(\x0b\x32\x17.kvstore.v1.Consistency\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\x12\x15\n\rstrict_quorum\x18\x06 \x01(\x08\"1\n\x0bPutResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\"|\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\"\n\x01w\x18\x03 \x01(\x0b\x32\x17.kvstore.v1.Consistency\x12\x12\n\nrequest_id\x18\x04 \x01(\x0c\x12\x15\n\rstrict_quorum\x18\x05 \x01(\x08\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"B\n\x0eGetManyRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\"\n\x01r\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"\x9b\x01\n\x0fGetManyResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .kvstore.v1.GetManyResponse.Item\x1aW\n\x04Item\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.GetResponse\"Z\n\x0ePutManyRequest\x12$\n\x04puts\x18\x01 \x03(\x0b\x32\x16.kvstore.v1.PutRequest\x12\"\n\x01w\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"\x9b\x01\n\x0fPutManyResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .kvstore.v1.PutManyResponse.Item\x1aW\n\x04Item\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.PutResponse\"\x1e\n\x0bPingRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1f\n\x0cPingResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x32\xf8\x02\n\x02KV\x12\x36\n\x03Get\x12\x16.kvstore.v1.GetRequest\x1a\x17.kvstore.v1.GetResponse\x12\x36\n\x03Put\x12\x16.kvstore.v1.PutRequest\x1a\x17.kvstore.v1.PutResponse\x12?\n\x06\x44\x65lete\x12\x19.kvstore.v1.DeleteRequest\x1a\x1a.kvstore.v1.DeleteResponse\x12\x42\n\x07GetMany\x12\x1a.kvstore.v1.GetManyRequest\x1a\x1b.kvstore.v1.GetManyResponse\x12\x42\n\x07PutMany\x12\x1a.kvstore.v1.PutManyRequest\x1a\x1b.kvstore.v1.PutManyResponse\x12\x39\n\x04Ping\x12\x17.kvstore.v1.PingRequest\x1a\x18.kvstore.v1.PingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kvclient/pb/kv.proto\x12\nkvstore.v1\x1a\x17google/rpc/status.proto\"\x94\x01\n\x0b\x43onsistency\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1d.kvstore.v1.Consistency.LevelH\x00\x12\x0f\n\x05\x63ount\x18\x02 \x01(\rH\x00\"<\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x07\n\x03ONE\x10\x01\x12\n\n\x06QUORUM\x10\x02\x12\x07\n\x03\x41LL\x10\x03\x42\x06\n\x04kind\"\'\n\x03\x44ot\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ounter\x18\x02 \x01(\x04\"H\n\rCausalContext\x12\'\n\x0eversion_vector\x18\x01 \x03(\x0b\x32\x0f.kvstore.v1.Dot\x12\x0e\n\x06issued\x18\x02 \x01(\x08\"\xa4\x01\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.kvstore.v1.ItemStatus.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\"\n\x01r\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"R\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x10\n\x08siblings\x18\x02 \x03(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\x11\n\ttimestamp\x18\x04 \x01(\x04\"\x88\x01\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\x12\"\n\x01w\x18\x04 \x01(\x0b\x32\x17.kvstore.v1.Consistency\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\x12\x15\n\rstrict_quorum\x18\x06 \x01(\x08\"1\n\x0bPutResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\"|\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12\"\n\x01w\x18\x03 \x01(\x0b\x32\x17.kvstore.v1.Consistency\x12\x12\n\nrequest_id\x18\x04 \x01(\x0c\x12\x15\n\rstrict_quorum\x18\x05 \x01(\x08\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"B\n\x0eGetManyRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\"\n\x01r\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"\x9b\x01\n\x0fGetManyResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .kvstore.v1.GetManyResponse.Item\x1aW\n\x04Item\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.GetResponse\"Z\n\x0ePutManyRequest\x12$\n\x04puts\x18\x01 \x03(\x0b\x32\x16.kvstore.v1.PutRequest\x12\"\n\x01w\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.Consistency\"\x9b\x01\n\x0fPutManyResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .kvstore.v1.PutManyResponse.Item\x1aW\n\x04Item\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.PutResponse\"\x1e\n\x0bPingRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1f\n\x0cPingResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\xbe\x02\n\x10SessionOperation\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\x12%\n\x03get\x18\x03 \x01(\x0b\x32\x16.kvstore.v1.GetRequestH\x00\x12%\n\x03put\x18\x04 \x01(\x0b\x32\x16.kvstore.v1.PutRequestH\x00\x12+\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x19.kvstore.v1.DeleteRequestH\x00\x12.\n\x08get_many\x18\x06 \x01(\x0b\x32\x1a.kvstore.v1.GetManyRequestH\x00\x12.\n\x08put_many\x18\x07 \x01(\x0b\x32\x1a.kvstore.v1.PutManyRequestH\x00\x12\'\n\x04ping\x18\x08 \x01(\x0b\x32\x17.kvstore.v1.PingRequestH\x00\x42\x06\n\x04kind\"R\n\x0eSessionRequest\x12\x30\n\noperations\x18\x01 \x03(\x0b\x32\x1c.kvstore.v1.SessionOperation\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x03(\x04\"\xd5\x02\n\rSessionResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12&\n\x03get\x18\x03 \x01(\x0b\x32\x17.kvstore.v1.GetResponseH\x00\x12&\n\x03put\x18\x04 \x01(\x0b\x32\x17.kvstore.v1.PutResponseH\x00\x12,\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x1a.kvstore.v1.DeleteResponseH\x00\x12/\n\x08get_many\x18\x06 \x01(\x0b\x32\x1b.kvstore.v1.GetManyResponseH\x00\x12/\n\x08put_many\x18\x07 \x01(\x0b\x32\x1b.kvstore.v1.PutManyResponseH\x00\x12(\n\x04ping\x18\x08 \x01(\x0b\x32\x18.kvstore.v1.PingResponseH\x00\x42\t\n\x07outcome\"=\n\x0fSessionResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.SessionResult2\xc0\x03\n\x02KV\x12\x36\n\x03Get\x12\x16.kvstore.v1.GetRequest\x1a\x17.kvstore.v1.GetResponse\x12\x36\n\x03Put\x12\x16.kvstore.v1.PutRequest\x1a\x17.kvstore.v1.PutResponse\x12?\n\x06\x44\x65lete\x12\x19.kvstore.v1.DeleteRequest\x1a\x1a.kvstore.v1.DeleteResponse\x12\x42\n\x07GetMany\x12\x1a.kvstore.v1.GetManyRequest\x1a\x1b.kvstore.v1.GetManyResponse\x12\x42\n\x07PutMany\x12\x1a.kvstore.v1.PutManyRequest\x1a\x1b.kvstore.v1.PutManyResponse\x12\x39\n\x04Ping\x12\x17.kvstore.v1.PingRequest\x1a\x18.kvstore.v1.PingResponse\x12\x46\n\x07Session\x12\x1a.kvstore.v1.SessionRequest\x1a\x1b.kvstore.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,46 +34,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEMSTATUS_METADATAENTRY']._loaded_options = None
   _globals['_ITEMSTATUS_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CONSISTENCY']._serialized_start=37
-  _globals['_CONSISTENCY']._serialized_end=185
-  _globals['_CONSISTENCY_LEVEL']._serialized_start=117
-  _globals['_CONSISTENCY_LEVEL']._serialized_end=177
-  _globals['_DOT']._serialized_start=187
-  _globals['_DOT']._serialized_end=226
-  _globals['_CAUSALCONTEXT']._serialized_start=228
-  _globals['_CAUSALCONTEXT']._serialized_end=300
-  _globals['_ITEMSTATUS']._serialized_start=303
-  _globals['_ITEMSTATUS']._serialized_end=467
-  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_start=420
-  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_end=467
-  _globals['_GETREQUEST']._serialized_start=469
-  _globals['_GETREQUEST']._serialized_end=530
-  _globals['_GETRESPONSE']._serialized_start=532
-  _globals['_GETRESPONSE']._serialized_end=614
-  _globals['_PUTREQUEST']._serialized_start=617
-  _globals['_PUTREQUEST']._serialized_end=753
-  _globals['_PUTRESPONSE']._serialized_start=755
-  _globals['_PUTRESPONSE']._serialized_end=804
-  _globals['_DELETEREQUEST']._serialized_start=806
-  _globals['_DELETEREQUEST']._serialized_end=930
-  _globals['_DELETERESPONSE']._serialized_start=932
-  _globals['_DELETERESPONSE']._serialized_end=965
-  _globals['_GETMANYREQUEST']._serialized_start=967
-  _globals['_GETMANYREQUEST']._serialized_end=1033
-  _globals['_GETMANYRESPONSE']._serialized_start=1036
-  _globals['_GETMANYRESPONSE']._serialized_end=1191
-  _globals['_GETMANYRESPONSE_ITEM']._serialized_start=1104
-  _globals['_GETMANYRESPONSE_ITEM']._serialized_end=1191
-  _globals['_PUTMANYREQUEST']._serialized_start=1193
-  _globals['_PUTMANYREQUEST']._serialized_end=1283
-  _globals['_PUTMANYRESPONSE']._serialized_start=1286
-  _globals['_PUTMANYRESPONSE']._serialized_end=1441
-  _globals['_PUTMANYRESPONSE_ITEM']._serialized_start=1354
-  _globals['_PUTMANYRESPONSE_ITEM']._serialized_end=1441
-  _globals['_PINGREQUEST']._serialized_start=1443
-  _globals['_PINGREQUEST']._serialized_end=1473
-  _globals['_PINGRESPONSE']._serialized_start=1475
-  _globals['_PINGRESPONSE']._serialized_end=1506
-  _globals['_KV']._serialized_start=1509
-  _globals['_KV']._serialized_end=1885
+  _globals['_CONSISTENCY']._serialized_start=62
+  _globals['_CONSISTENCY']._serialized_end=210
+  _globals['_CONSISTENCY_LEVEL']._serialized_start=142
+  _globals['_CONSISTENCY_LEVEL']._serialized_end=202
+  _globals['_DOT']._serialized_start=212
+  _globals['_DOT']._serialized_end=251
+  _globals['_CAUSALCONTEXT']._serialized_start=253
+  _globals['_CAUSALCONTEXT']._serialized_end=325
+  _globals['_ITEMSTATUS']._serialized_start=328
+  _globals['_ITEMSTATUS']._serialized_end=492
+  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_start=445
+  _globals['_ITEMSTATUS_METADATAENTRY']._serialized_end=492
+  _globals['_GETREQUEST']._serialized_start=494
+  _globals['_GETREQUEST']._serialized_end=555
+  _globals['_GETRESPONSE']._serialized_start=557
+  _globals['_GETRESPONSE']._serialized_end=639
+  _globals['_PUTREQUEST']._serialized_start=642
+  _globals['_PUTREQUEST']._serialized_end=778
+  _globals['_PUTRESPONSE']._serialized_start=780
+  _globals['_PUTRESPONSE']._serialized_end=829
+  _globals['_DELETEREQUEST']._serialized_start=831
+  _globals['_DELETEREQUEST']._serialized_end=955
+  _globals['_DELETERESPONSE']._serialized_start=957
+  _globals['_DELETERESPONSE']._serialized_end=990
+  _globals['_GETMANYREQUEST']._serialized_start=992
+  _globals['_GETMANYREQUEST']._serialized_end=1058
+  _globals['_GETMANYRESPONSE']._serialized_start=1061
+  _globals['_GETMANYRESPONSE']._serialized_end=1216
+  _globals['_GETMANYRESPONSE_ITEM']._serialized_start=1129
+  _globals['_GETMANYRESPONSE_ITEM']._serialized_end=1216
+  _globals['_PUTMANYREQUEST']._serialized_start=1218
+  _globals['_PUTMANYREQUEST']._serialized_end=1308
+  _globals['_PUTMANYRESPONSE']._serialized_start=1311
+  _globals['_PUTMANYRESPONSE']._serialized_end=1466
+  _globals['_PUTMANYRESPONSE_ITEM']._serialized_start=1379
+  _globals['_PUTMANYRESPONSE_ITEM']._serialized_end=1466
+  _globals['_PINGREQUEST']._serialized_start=1468
+  _globals['_PINGREQUEST']._serialized_end=1498
+  _globals['_PINGRESPONSE']._serialized_start=1500
+  _globals['_PINGRESPONSE']._serialized_end=1531
+  _globals['_SESSIONOPERATION']._serialized_start=1534
+  _globals['_SESSIONOPERATION']._serialized_end=1852
+  _globals['_SESSIONREQUEST']._serialized_start=1854
+  _globals['_SESSIONREQUEST']._serialized_end=1936
+  _globals['_SESSIONRESULT']._serialized_start=1939
+  _globals['_SESSIONRESULT']._serialized_end=2280
+  _globals['_SESSIONRESPONSE']._serialized_start=2282
+  _globals['_SESSIONRESPONSE']._serialized_end=2343
+  _globals['_KV']._serialized_start=2346
+  _globals['_KV']._serialized_end=2794
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,11 @@ class KVStub:
                 request_serializer=kvclient_dot_pb_dot_kv__pb2.PingRequest.SerializeToString,
                 response_deserializer=kvclient_dot_pb_dot_kv__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/kvstore.v1.KV/Session',
+                request_serializer=kvclient_dot_pb_dot_kv__pb2.SessionRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_kv__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -115,6 +120,27 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Many operations over one long-lived stream, each message carrying as
+        many as are ready. The server runs each operation as the unary call of
+        its kind would (same checks, cache and metrics), answers each as it
+        completes, and puts the answers that complete together in one message.
+        It runs at most session_max_in_flight operations of a stream at once
+        and reads no further until one completes (gRPC flow control then holds
+        the client back). When the stream ends, the operations still running
+        are cancelled. The server ends the stream OK once the client has closed
+        its side and every operation is answered; UNAVAILABLE when it is
+        stopping (after answering the operations it had read: those it had not
+        are not applied, and are safe to send elsewhere); INVALID_ARGUMENT for a
+        message that is not a SessionRequest or an id already in flight. It
+        sends its headers at once, before any result: a client waits for them
+        before its first message, to tell a server without Session (which ends
+        the call at once, UNIMPLEMENTED) from one with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +173,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=kvclient_dot_pb_dot_kv__pb2.PingRequest.FromString,
                     response_serializer=kvclient_dot_pb_dot_kv__pb2.PingResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=kvclient_dot_pb_dot_kv__pb2.SessionRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_kv__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +346,33 @@ class KV:
             '/kvstore.v1.KV/Ping',
             kvclient_dot_pb_dot_kv__pb2.PingRequest.SerializeToString,
             kvclient_dot_pb_dot_kv__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kvstore.v1.KV/Session',
+            kvclient_dot_pb_dot_kv__pb2.SessionRequest.SerializeToString,
+            kvclient_dot_pb_dot_kv__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
