@@ -149,6 +149,13 @@ class Cluster:
         self.in_flight = [m for m in self.in_flight if m not in taken]
         return taken
 
+    def exchange(self, rounds: int, drop: MessageFilter | None = None) -> None:
+        """`rounds` times: every node handles its Readies, then every message
+        in flight is delivered (or dropped, as `drop` says)."""
+        for _ in range(rounds):
+            self.process_all()
+            self.deliver(drop=drop)
+
     def stabilize(self, nodes: Iterable[str] | None = None, limit: int = 1000) -> None:
         """Process Readies and deliver messages (among `nodes`, all by default)
         until nothing moves."""

@@ -72,7 +72,8 @@ class Raft:
         # With lease reads, a member that (re)starts may have acknowledged a
         # leader's round just before it went down: it keeps the lease it
         # promised for an election timeout before it votes.
-        self._restart_lease = config.read_mode is ReadMode.LEASE
+        # (A member that never had a term never acknowledged anyone.)
+        self._restart_lease = config.read_mode is ReadMode.LEASE and state.term > 0
         self.messages: list[Message] = []  # may leave at once
         self.messages_after_persist: list[Message] = []  # to others, once persisted
         self.self_messages: list[Message] = []  # to this node, stepped once persisted
