@@ -35,7 +35,7 @@ class Cluster:
     def __init__(self, size: int = 3, *, seed: int = 0, ids: Iterable[str] | None = None,
                  **settings: object) -> None:
         self.ids = tuple(ids) if ids is not None else tuple(str(n) for n in range(1, size + 1))
-        self.config = Config(id=self.ids[0], voters=self.ids, **settings)  # type: ignore[arg-type]
+        self.config = Config(id=self.ids[0], voters=self.ids, **settings)
         self.storage = {node: MemoryLogStorage() for node in self.ids}
         self.seed = seed
         self.nodes: dict[str, RawNode] = {}
@@ -52,7 +52,7 @@ class Cluster:
 
     def start(self, node: str, **settings: object) -> None:
         """(Re)start `node` from what its storage holds."""
-        config = replace(self.config, id=node, **settings)  # type: ignore[arg-type]
+        config = replace(self.config, id=node, **settings)
         rng = random.Random(f"{self.seed}-{node}")
         self.nodes[node] = RawNode(config, self.storage[node], rng)
         snapshot = self.storage[node].snapshot()
@@ -64,9 +64,6 @@ class Cluster:
         flight) and start it again."""
         self.in_flight = [m for m in self.in_flight if m.to != node and m.sender != node]
         self.start(node, **settings)
-
-    def status(self, node: str) -> "object":
-        return self.nodes[node].status()
 
     def role(self, node: str) -> Role:
         return self.nodes[node].status().role

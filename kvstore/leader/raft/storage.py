@@ -4,10 +4,11 @@ and the simulation (`MemoryLogStorage`).
 
 The core only reads storage; the application writes it, from each `Ready`
 (hard state, entries, snapshot) before calling `advance`, and compacts it
-when it takes a snapshot. The log on storage is a snapshot (possibly empty:
-index 0) followed by the entries `first_index()..last_index()`; the
-snapshot's (index, term) stands for the entry just before the first, so
-`term(first_index() - 1)` is always known.
+after it takes a snapshot. The log on storage is the entries
+`first_index()..last_index()`; the entries before were compacted away,
+behind the latest snapshot (which may be newer than the last entry
+compacted, when the application keeps a few entries for slow followers).
+The term of the last entry compacted stays known: `term(first_index() - 1)`.
 
 The core asks only within those bounds (it checks them itself), so an
 implementation need not raise for out-of-range questions. Pure: no I/O.
