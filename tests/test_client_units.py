@@ -163,6 +163,27 @@ def _attempts(rotation: AddressRotation, *, max_attempts: int = 5, timeout: floa
     return Attempts(policy, rotation, now=0.0, timeout=timeout, rng=random.Random(1))
 
 
+def _refused(outcome: str) -> errors.Unavailable:
+    return errors.Unavailable("w=2 not reached", metadata={"outcome": outcome})
+
+
+def test_a_refusal_after_an_attempt_that_may_have_applied_leaves_the_outcome_unknown() -> None:
+    attempts = _attempts(AddressRotation(2), max_attempts=2)
+    attempts.after_failure(_refused("unknown"), now=0.0)
+    with pytest.raises(errors.Unavailable) as last:
+        attempts.after_failure(_refused("not_applied"), now=0.0)
+    assert last.value.outcome == "unknown"
+    assert "an earlier attempt may have applied the write" in str(last.value)
+
+
+def test_refusals_on_every_attempt_mean_nothing_was_applied() -> None:
+    attempts = _attempts(AddressRotation(2), max_attempts=2)
+    attempts.after_failure(_refused("not_applied"), now=0.0)
+    with pytest.raises(errors.Unavailable) as last:
+        attempts.after_failure(_refused("not_applied"), now=0.0)
+    assert last.value.outcome == "not_applied"
+
+
 def test_unavailable_fails_over_to_the_next_address_in_order() -> None:
     rotation = AddressRotation(3)
     rotation.first()  # another call took address 0

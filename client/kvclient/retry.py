@@ -28,6 +28,8 @@ from kvclient import errors
 # would fail the same way again.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
+NOT_APPLIED, UNKNOWN = "not_applied", "unknown"  # a failed write's outcome (errors.KVError)
+
 # Beyond this exponent base * 2**attempt is past any sane cap; clamping it
 # keeps the float arithmetic from overflowing on absurd attempt counts.
 _MAX_EXPONENT = 62
@@ -115,6 +117,9 @@ class Attempts:
         self._deadline = now + timeout
         self._failures = 0
         self._last: errors.KVError | None = None
+        # An attempt failed without saying it applied nothing (a write's
+        # outcome "not_applied"), so it may have applied it.
+        self._maybe_applied = False
         self.address = rotation.first()
 
     def time_left(self, now: float) -> float:
@@ -129,6 +134,13 @@ class Attempts:
         self._failures += 1
         typed = error if isinstance(error, errors.KVError) else errors.from_rpc_error(error)
         code = typed.code
+        if typed.outcome == NOT_APPLIED and self._maybe_applied:
+            # This attempt applied nothing, but an earlier one may have (its
+            # write may still be running): the call's outcome is unknown.
+            typed.metadata["outcome"] = UNKNOWN
+            typed.details += "; an earlier attempt may have applied the write"
+        elif typed.outcome != NOT_APPLIED:
+            self._maybe_applied = True
         self._last = typed
         if code not in RETRYABLE_CODES or self._failures >= self._policy.max_attempts:
             if typed is error:
