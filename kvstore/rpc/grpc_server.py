@@ -47,10 +47,13 @@ def metrics_endpoint(listen: str, port: int, registry: CollectorRegistry) -> Any
 async def serving(
     listen: str, max_message_bytes: int, services: Sequence[str],
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
+    end_streams: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and reflection; stopped gracefully on exit: health
-    NOT_SERVING, no new calls, in-flight calls get `grace_seconds` to finish."""
+    NOT_SERVING, `end_streams()` (long-lived streams end once they have
+    answered what they read), no new calls, in-flight calls get
+    `grace_seconds` to finish."""
     try:
         server, port = open_server(listen, max_message_bytes)
     except RuntimeError as exc:
@@ -70,6 +73,7 @@ async def serving(
     finally:
         log.info("stopping", extra={"grace_seconds": grace_seconds})
         await health.enter_graceful_shutdown()
+        end_streams()
         await server.stop(grace_seconds)
 
 
