@@ -1,6 +1,7 @@
 """A peer link over a real gRPC connection on loopback, to a scripted
-replica: what goes in one message (an event-loop turn's operations, bounded
-in bytes), answers matched by id in any order, a deadline per operation, a
+replica: what goes in one message (an event-loop turn's operations, and
+those that queued while a message awaited its answers, bounded in bytes),
+answers matched by id in any order, a deadline per operation, a
 broken stream failing only what it carried, the fallback to `Batch` for a
 peer without the stream, and heartbeats over the stream."""
 
@@ -150,6 +151,22 @@ async def test_operations_queued_in_one_turn_go_in_one_message() -> None:
         assert await asyncio.gather(*futures) == [b"k%d" % i for i in range(30)]
     assert [len(message.ops) for message in replica.messages] == [30]
     assert len({op.id for op in replica.messages[0].ops}) == 30  # an id each
+
+
+async def test_operations_wait_while_a_message_awaits_answers_then_go_together() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings(call_timeout=0.5)) as link:
+        held = link.submit(read(b"held"), state)
+        await until(lambda: len(replica.messages) == 1)
+        later = []
+        for i in range(5):  # each in a turn of its own
+            later.append(link.submit(read(b"k%d" % i), state))
+            await asyncio.sleep(0)
+        with pytest.raises(DeadlineExceeded):
+            await held  # its message is done: the others may go
+        assert await asyncio.gather(*later) == [b"k%d" % i for i in range(5)]
+    assert [len(message.ops) for message in replica.messages] == [1, 5]
 
 
 async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alone_does() -> None:

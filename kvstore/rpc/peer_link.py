@@ -4,12 +4,14 @@ heartbeat for it, batched over one long-lived `Replica.Stream`.
 `submit` queues an operation (serialized once, with an id unique on the
 link) and returns a Future of its answer. One sender task per link takes the
 queue into messages: woken by the first operation of an event-loop turn, it
-finds the others of that turn queued, so they go in one message, and while
-a message is being written (gRPC's flow control) the next ones queue up for
-the following message: batches grow with load, with no timer. A message
-holds at most `max_batch` operations and `max_batch_bytes` bytes; an
-operation larger than that goes alone, so a value at the size limit always
-goes through.
+finds the others of that turn queued, so they go in one message. While
+`max_messages_in_flight` messages await answers, the next ones queue up for
+the following message, as they did behind a unary `Batch` call: an idle
+link sends at once, a busy one sends fewer, fuller messages, with no timer
+(per-message cost, not storage, is the ceiling; sending each operation as
+it comes would cost a message per client request). A message holds at most
+`max_batch` operations and `max_batch_bytes` bytes; an operation larger
+than that goes alone, so a value at the size limit always goes through.
 
 Answers come back by id, in any order. Each operation has its own deadline
 (the link's `call_timeout`, or the one given), kept by one timer per link:
@@ -59,6 +61,9 @@ class LinkSettings:
     call_timeout: float = 2.0  # seconds for one operation's answer, from when it was queued
     max_batch: int = 256  # operations in one message at most
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # and their bytes, unless one alone is more
+    # Messages sent and not answered in full, per stream, before the next
+    # waits: what makes batches grow with load (see the module docstring).
+    max_messages_in_flight: int = 1
     max_message_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -73,7 +78,8 @@ class _Pending:
     then it lets go of its bytes and its Future (the deadline queue may hold
     it a while longer)."""
 
-    __slots__ = ("id", "encoded", "future", "convert", "deadline", "stream", "any_answer")
+    __slots__ = ("id", "encoded", "future", "convert", "deadline", "stream", "message",
+                 "any_answer")
 
     def __init__(self, op_id: int, encoded: bytes, future: "asyncio.Future[Any]",
                  convert: Callable[[replica_pb2.ReplicaResult], Any], deadline: float,
@@ -84,6 +90,7 @@ class _Pending:
         self.convert = convert
         self.deadline = deadline
         self.stream: _Stream | None = None  # the stream that carries it, once sent
+        self.message: _Message | None = None  # the message it went in, until answered
         self.any_answer = any_answer  # a ping: an answer with an error status still answers
 
     def live(self) -> bool:
@@ -112,6 +119,25 @@ class _Pending:
         self.future = None
         self.encoded = b""
         self.stream = None
+        if self.message is not None:
+            self.message.answered_one()
+            self.message = None
+
+
+class _Message:
+    """A message sent on a stream, until each of its operations is answered,
+    failed or timed out; then the link may send another in its place."""
+
+    __slots__ = ("unanswered", "done")
+
+    def __init__(self, unanswered: int, done: Callable[[], None]) -> None:
+        self.unanswered = unanswered
+        self.done = done
+
+    def answered_one(self) -> None:
+        self.unanswered -= 1
+        if self.unanswered == 0:
+            self.done()
 
 
 def _size(pending: _Pending) -> int:
@@ -156,6 +182,7 @@ class PeerLink:
         self._unary = False  # the peer does not serve Replica.Stream
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._messages_in_flight = 0
         self._stopped = False
         # Deadlines by timeout: each queue is in deadline order, since its
         # operations were queued in order with the same timeout.
@@ -224,6 +251,9 @@ class PeerLink:
                     await self._wake.wait()
                 elif self._unary:
                     await self._send_unary()
+                elif self._messages_in_flight >= self._settings.max_messages_in_flight:
+                    self._wake.clear()
+                    await self._wake.wait()
                 else:
                     await self._send_on_stream()
         except asyncio.CancelledError:
@@ -237,8 +267,11 @@ class PeerLink:
         if not batch:
             return
         stream = self._stream if self._stream is not None else self._open_stream()
+        message = _Message(len(batch), self._message_answered)
+        self._messages_in_flight += 1
         for pending in batch:
             pending.stream = stream
+            pending.message = message
             stream.in_flight[pending.id] = pending
         try:
             await stream.call.write(encode_batch([pending.encoded for pending in batch]))
@@ -247,6 +280,10 @@ class PeerLink:
             # batch too) and may switch the link to Batch: wait for it.
             assert stream.receiver is not None
             await asyncio.wait((stream.receiver,))
+
+    def _message_answered(self) -> None:
+        self._messages_in_flight -= 1
+        self._wake.set()
 
     def _open_stream(self) -> _Stream:
         stream = _Stream(self._open())
@@ -315,10 +352,12 @@ class PeerLink:
         if self._stream is stream:
             self._stream = None
         self._unary = True
+        self._messages_in_flight = 0  # those messages are sent again, as Batch calls
         carried = sorted(stream.in_flight.values(), key=lambda pending: pending.id)
         stream.in_flight.clear()
         for pending in reversed(carried):
             pending.stream = None
+            pending.message = None
             if pending.live():
                 self._queue.appendleft(pending)
         self._wake.set()
