@@ -49,9 +49,10 @@ def replica_state(node: NodeProcess, key: bytes) -> versions.DVVSet | None:
     return versions.decode(result.state) if result.found else None
 
 
-async def _write_all(address: str, items: dict[bytes, bytes], w: int) -> None:
+async def _write_all(address: str, items: dict[bytes, bytes], w: int,
+                     in_flight: int = 32) -> None:
     async with kvclient.AsyncClient([address], timeout=10) as client:
-        semaphore = asyncio.Semaphore(32)
+        semaphore = asyncio.Semaphore(in_flight)
 
         async def put(key: bytes, value: bytes) -> None:
             async with semaphore:
@@ -499,3 +500,37 @@ def test_strict_quorum_a_read_at_r_plus_w_over_n_sees_every_acknowledged_write( 
         assert caught.value.outcome == "not_applied"
         assert caught.value.reason == "QUORUM_NOT_REACHED"
         assert client.get(key, r=1).value == b"v"  # the origin applied nothing
+
+
+def _stream_messages(cluster: Cluster) -> tuple[float, float]:
+    """Replica.Stream messages and Replica.Batch calls the nodes served."""
+    return (_total(cluster, 'kvstore_requests_total{code="OK",method="Replica.Stream"}', ""),
+            _total(cluster, 'kvstore_requests_total{code="OK",method="Replica.Batch"}', ""))
+
+
+def test_replica_operations_go_over_streams_and_half_megabyte_values_all_go_through(
+        make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    coordinator = cluster.coordinators[0].address
+    # 64 writes of 500 KB in flight: 32 MB that bounds by count alone would
+    # pack into messages over the 4 MiB limit.
+    items = {b"big-%02d" % i: os.urandom(512_000) for i in range(64)}
+    asyncio.run(_write_all(coordinator, items, w=2, in_flight=64))
+    with kvclient.Client([coordinator], timeout=30) as client:
+        assert all(client.get(key, r=2).value == value for key, value in items.items())
+    streamed, batched = _stream_messages(cluster)
+    assert streamed > 0 and batched == 0  # the nodes' heartbeats and replication: streams
+
+
+def test_a_node_with_peer_streams_open_stops_without_waiting_out_its_grace(
+        make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster()
+    coordinator = cluster.coordinators[0].address
+    asyncio.run(_write_all(coordinator, {b"key-%d" % i: b"v" for i in range(200)}, w=3))
+    started = time.monotonic()
+    assert cluster.nodes["n2"].stop() == 0
+    took = time.monotonic() - started
+    assert took < 5, f"stopping took {took:.1f}s (the grace period is 10 s)"
+    with kvclient.Client([coordinator], timeout=10) as client:
+        client.put(b"after", b"v", w=2)  # its streams failed over: stand-ins, other origins
+        assert client.get(b"after", r=2).value == b"v"

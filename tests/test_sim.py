@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 CAUGHT_BY = {
     "ack-before-quorum": (1, "under-replicated"),
     "hint-dropped-early": (3, "under-replicated"),
-    "purge-with-replica-down": (7, "came back"),
+    "purge-with-replica-down": (11, "came back"),
     "read-without-merge": (4, "stale quorum read"),
 }
 BUG_SEED_BOUND = 60

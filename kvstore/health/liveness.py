@@ -1,9 +1,12 @@
 """Which peers are up: heartbeats over the replica links, judged by a phi
 accrual failure detector (`kvstore.health.failure_detector`).
 
-Every `interval` seconds each peer gets an empty `Replica.Batch` call on the
-same channel data uses, with a short deadline, from a loop of its own (so a
-hung peer delays no one else's heartbeats); an answer is a heartbeat. The
+Every `interval` seconds each peer gets a ping on the same stream the
+replica operations use (`kvstore.rpc.peer_link`), with a short deadline,
+from a loop of its own (so a hung peer delays no one else's heartbeats); an
+answer is a heartbeat. A peer that stops reading its stream (stuck, or
+beyond its bound of operations in flight) stops answering pings too, and is
+convicted like one that is gone. The
 coordinator asks `is_up` to route around peers the detector has convicted,
 and a peer that answers again is up at once. Transitions are logged and
 counted; every peer's state and phi are metrics. The loop is owned by this

@@ -5,25 +5,36 @@ What a read or a write does, and in which order, is decided by the pure
 machines `kvstore.leaderless.read_request.ReadRequest` and
 `kvstore.leaderless.write_request.WriteRequest`; this module only carries
 their actions out on the replicas (through `PeerOps`), feeds the outcomes
-back, and owns the deadline. Work that outlives a request (read repair,
-replication past W) is owned by the coordinator's task group and awaited on
-close.
+back, and owns the deadline.
+
+No task per replica and operation: an action's outcome is an asyncio Future
+(the gRPC transport returns its own, settled when the answer arrives), and
+a done-callback feeds it to the machine. A transport that returns
+coroutines instead (the simulation's) has each run as a task of this
+coordinator's group, its outcome in a Future too. Work that outlives a
+request (read repair, replication past W) is waited for on close, whether
+it is the transport's Futures or this group's tasks.
 """
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
 
 from kvstore.background import Background
 from kvstore.causality.versions import DVVSet
-from kvstore.errors import KVStoreError
+from kvstore.errors import KVStoreError, Unavailable
 from kvstore.leaderless import read_request as read
 from kvstore.leaderless import write_request as write
 from kvstore.leaderless.peer_ops import PeerOps
 from kvstore.placement.membership import ClusterSpec
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Coordinator(Background):
@@ -39,6 +50,30 @@ class Coordinator(Background):
         self._self_id = self_id
         self._is_up = is_up
         self._on_repair = on_repair
+        self._outstanding: set[asyncio.Future[Any]] = set()  # the transport's, not yet done
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        # The transport's Futures are no tasks of ours: wait for them before
+        # the group closes (their callbacks may start more, or tasks).
+        while self._outstanding:
+            await asyncio.wait(tuple(self._outstanding))
+        await super().__aexit__(exc_type, exc, tb)
+
+    def _then(self, work: Awaitable[T], callback: Callable[["asyncio.Future[T]"], None]) -> None:
+        """Call `callback` with the outcome of `work` (a PeerOps call) once
+        it is known: at once if it already is (a local read)."""
+        if isinstance(work, asyncio.Future):
+            future: asyncio.Future[T] = work
+            if not future.done():
+                self._outstanding.add(future)
+                future.add_done_callback(self._outstanding.discard)
+        else:
+            future = self._future_of(work)
+        if future.done():
+            callback(future)
+        else:
+            future.add_done_callback(callback)
 
     # -- reads -----------------------------------------------------------------
 
@@ -47,9 +82,8 @@ class Coordinator(Background):
         request = read.ReadRequest(self.spec.preference_list(key), r, self_id=self._self_id,
                                    is_up=self._is_up, lww=self.spec.last_write_wins)
         answer: asyncio.Future[DVVSet | None] = asyncio.get_running_loop().create_future()
-        local = self._carry_out_read(key, request, request.start(), answer)
-        for node_id in local:  # no network hop: answers at once, no task needed
-            await self._ask(key, request, node_id, answer)
+        # A local read answers at once: with r=1 on a replica, no timer is needed.
+        self._carry_out_read(key, request, request.start(), answer)
         if not answer.done():
             try:
                 async with asyncio.timeout(max(timeout, 0)):
@@ -60,45 +94,41 @@ class Coordinator(Background):
 
     def _carry_out_read(self, key: bytes, request: read.ReadRequest,
                         actions: list[read.ReadAction],
-                        answer: "asyncio.Future[DVVSet | None]") -> list[str]:
-        """Start the actions; the asks of this node itself are returned, for
-        the caller to await in place."""
-        local = []
+                        answer: "asyncio.Future[DVVSet | None]") -> None:
         for action in actions:
             match action:
-                case read.Ask(node_id) if node_id == self._self_id:
-                    local.append(node_id)
                 case read.Ask(node_id):
-                    self._tasks.create_task(self._ask(key, request, node_id, answer))
+                    self._then(self._ops.read(node_id, key),
+                               functools.partial(self._asked, key, request, node_id, answer))
                 case read.Repair(targets, state):
-                    self._tasks.create_task(self._merge_into(key, state, targets))
+                    for node_id in targets:
+                        self._then(self._ops.merge(node_id, key, state),
+                                   functools.partial(self._repaired, key, node_id))
                 case read.Answer(state):
                     answer.set_result(state)
                 case read.Fail(error):
                     answer.set_exception(error)
-        return local
 
-    async def _ask(self, key: bytes, request: read.ReadRequest, node_id: str,
-                   answer: "asyncio.Future[DVVSet | None]") -> None:
-        try:
-            state = await self._ops.read(node_id, key)
-        except KVStoreError as exc:
-            actions = request.failure(node_id, exc)
+    def _asked(self, key: bytes, request: read.ReadRequest, node_id: str,
+               answer: "asyncio.Future[DVVSet | None]",
+               outcome: "asyncio.Future[DVVSet | None]") -> None:
+        if outcome.cancelled():  # the coordinator is going down
+            return
+        error = _failure(outcome, "read")
+        if error is None:
+            actions = request.reply(node_id, outcome.result())
         else:
-            actions = request.reply(node_id, state)
-        for local in self._carry_out_read(key, request, actions, answer):
-            self._tasks.create_task(self._ask(key, request, local, answer))
+            actions = request.failure(node_id, error)
+        self._carry_out_read(key, request, actions, answer)
 
-    async def _merge_into(self, key: bytes, merged: DVVSet, targets: tuple[str, ...]) -> None:
-        results = await asyncio.gather(
-            *(self._ops.merge(node_id, key, merged) for node_id in targets), return_exceptions=True
-        )
-        repaired = sum(1 for result in results if not isinstance(result, BaseException))
-        if self._on_repair is not None and repaired:
-            self._on_repair(repaired)
-        for node_id, result in zip(targets, results):
-            if isinstance(result, BaseException):
-                log.info("read repair of %r on %s failed: %s", key[:64], node_id, result)
+    def _repaired(self, key: bytes, node_id: str, outcome: "asyncio.Future[None]") -> None:
+        if outcome.cancelled():
+            return
+        error = _failure(outcome, "read repair")
+        if error is not None:
+            log.info("read repair of %r on %s failed: %s", key[:64], node_id, error)
+        elif self._on_repair is not None:
+            self._on_repair(1)
 
     # -- writes ----------------------------------------------------------------
 
@@ -127,8 +157,8 @@ class Coordinator(Background):
         origin = self._carry_out_write(operation, request, request.start(), answer)
         try:
             async with asyncio.timeout_at(deadline):
-                # The origin is applied here, not in a task: the other replicas
-                # follow only once it has produced the state.
+                # The origin is applied here, not in a callback: the other
+                # replicas follow only once it has produced the state.
                 while origin is not None:
                     origin = await self._apply(operation, request, origin, answer, deadline)
                 if not answer.done():
@@ -163,39 +193,56 @@ class Coordinator(Background):
                 case write.Apply(node_id):
                     origin = node_id
                 case write.Replicate(node_id, state):
-                    self._tasks.create_task(self._replicate(operation, request, node_id, state,
-                                                            answer))
+                    self._then(self._ops.merge(node_id, operation.key, state,
+                                               operation.request_id),
+                               functools.partial(self._replicated, operation, request, node_id,
+                                                 answer))
                 case write.Hint(owner, via, state):
-                    self._tasks.create_task(self._hint(operation, request, owner, via, state,
-                                                       answer))
+                    self._then(self._ops.merge(via, operation.key, state, operation.request_id,
+                                               hint_for=owner),
+                               functools.partial(self._hinted, operation, request, owner, via,
+                                                 answer))
                 case write.Answer(state):
                     answer.set_result(state)
                 case write.Fail(error):
                     answer.set_exception(error)
         return origin
 
-    async def _replicate(self, operation: "_WriteOperation", request: write.WriteRequest,
-                         node_id: str, state: DVVSet, answer: "asyncio.Future[DVVSet]") -> None:
-        try:
-            await self._ops.merge(node_id, operation.key, state, operation.request_id)
-        except KVStoreError as exc:
-            actions = request.replicate_failed(node_id, exc)
-        else:
+    def _replicated(self, operation: "_WriteOperation", request: write.WriteRequest,
+                    node_id: str, answer: "asyncio.Future[DVVSet]",
+                    outcome: "asyncio.Future[None]") -> None:
+        if outcome.cancelled():
+            return
+        error = _failure(outcome, "replication")
+        if error is None:
             actions = request.replicated(node_id)
+        else:
+            actions = request.replicate_failed(node_id, error)
         self._carry_out_write(operation, request, actions, answer)
 
-    async def _hint(self, operation: "_WriteOperation", request: write.WriteRequest,
-                    owner: str, via: str, state: DVVSet,
-                    answer: "asyncio.Future[DVVSet]") -> None:
-        try:
-            await self._ops.merge(via, operation.key, state, operation.request_id,
-                                  hint_for=owner)
-        except KVStoreError as exc:
-            log.info("stand-in %s for %s failed: %s", via, owner, exc)
-            actions = request.hint_failed(owner, via, exc)
-        else:
+    def _hinted(self, operation: "_WriteOperation", request: write.WriteRequest,
+                owner: str, via: str, answer: "asyncio.Future[DVVSet]",
+                outcome: "asyncio.Future[None]") -> None:
+        if outcome.cancelled():
+            return
+        error = _failure(outcome, "hint")
+        if error is None:
             actions = request.hinted(owner, via)
+        else:
+            log.info("stand-in %s for %s failed: %s", via, owner, error)
+            actions = request.hint_failed(owner, via, error)
         self._carry_out_write(operation, request, actions, answer)
+
+
+def _failure(outcome: "asyncio.Future[Any]", what: str) -> KVStoreError | None:
+    """The KVStoreError a replica's operation failed with, if it did. Any
+    other error is a bug: logged, and counted as that replica failing (for
+    an apply, one whose outcome is unknown)."""
+    error = outcome.exception()
+    if error is None or isinstance(error, KVStoreError):
+        return error
+    log.error("%s failed unexpectedly", what, exc_info=error)
+    return Unavailable(f"internal error in the {what} ({type(error).__name__}: {error})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,9 @@ async def serving(
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and reflection; stopped gracefully on exit: health
-    NOT_SERVING, `on_stopping()` (which tells long-lived streams to wind
-    up: they would otherwise hold the stop for all its grace), no new calls,
+    NOT_SERVING, `on_stopping()` (which tells long-lived streams, client
+    sessions and peer streams, to wind up once they answered what they read:
+    they would otherwise hold the stop for all its grace), no new calls,
     in-flight calls get `grace_seconds` to finish."""
     try:
         server, port = open_server(listen, max_message_bytes)

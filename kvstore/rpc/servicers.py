@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, NamedTuple, TypeVar
 
 import grpc
@@ -22,8 +22,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
+from kvstore.background import Background
 from kvstore.errors import (
-    DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError,
+    DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, KVStoreError, Unavailable,
 )
 from kvstore import causal_context
 from kvstore.causality import versions
@@ -32,6 +33,8 @@ from kvstore.leaderless.coordinator import Coordinator
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.server.metrics import RequestMetrics
 from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.replica_stream import METHOD as STREAM_METHOD
+from kvstore.rpc.replica_stream import Started, StreamSession, StreamSettings
 from kvstore.rpc.session import STOPPING, SessionStream
 from kvstore.rpc.status import rich_status, status_details, status_of
 from kvstore.causality.versions import DVVSet
@@ -70,6 +73,12 @@ _HANDLER_KINDS = {  # (client streams, server streams) -> handler factory
 }
 
 
+def _serialize(response: Any) -> bytes:
+    # A streaming handler may write a message it put together itself (see
+    # kvstore.rpc.batches): bytes go out as they are.
+    return response if type(response) is bytes else response.SerializeToString()
+
+
 def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
     """Add `servicer`'s methods to `server` (as the generated add_*_to_server
     does, with lenient request decoding)."""
@@ -79,7 +88,7 @@ def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor)
             request_deserializer=_lenient_deserializer(
                 message_factory.GetMessageClass(method.input_type)
             ),
-            response_serializer=lambda response: response.SerializeToString(),
+            response_serializer=_serialize,
         )
         for method in service.methods
     }
@@ -402,52 +411,95 @@ class KVService(kv_pb2_grpc.KVServicer):
             self.cache.put(key, state, sum(len(s.value) + 64 for s in state.siblings))
 
 
-class ReplicaService(replica_pb2_grpc.ReplicaServicer):
-    """The internal replica service: batches of reads, applies and merges."""
+class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
+    """The internal replica service: batches of reads, applies and merges,
+    one call each (`Batch`) or many over a long-lived stream (`Stream`),
+    through the same per-operation code.
+
+    `async with ReplicaService(...) as replicas:` around the server: it owns
+    the writes streams have started, and leaving waits for them.
+    `end_streams()`, before the server stops, has every stream answer what
+    it read and end, so the server's grace period is not spent waiting for
+    streams that would never end by themselves.
+    """
 
     def __init__(self, replica: LocalReplica, limits: validation.Limits,
                  metrics: RequestMetrics, trees: PartitionTrees | None = None,
                  repair: Callable[[int], Awaitable[int]] | None = None,
-                 partitions: int = 1) -> None:
+                 partitions: int = 1, streams: StreamSettings = StreamSettings()) -> None:
+        Background.__init__(self)
         self.replica = replica
         self.limits = limits
         self.metrics = metrics
         self.trees = trees if trees is not None else PartitionTrees()
         self.repair = repair
         self.partitions = partitions
+        self._stream_settings = streams
+        self._sessions: set[StreamSession] = set()
 
     @rpc("Replica.Batch")
     async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
                     context: Any) -> replica_pb2.ReplicaBatchResponse:
+        # Reads are answered at once; writes run together so they share
+        # group commits.
         results: list[replica_pb2.ReplicaResult | None] = []
-        writes: list[tuple[int, Awaitable[replica_pb2.ReplicaResult]]] = []
+        writes: list[tuple[int, Coroutine[Any, Any, replica_pb2.ReplicaResult]]] = []
         for op in request.ops:
-            # Reads are answered at once; writes run together so they share
-            # group commits.
-            try:
-                kind = op.WhichOneof("op")
-                if kind == "read":
-                    results.append(self._read(op.read))
-                    continue
-                if kind in ("tree_hashes", "bucket", "roots"):
-                    results.append(self._tree(op))
-                    continue
-                if kind == "hints_held":
-                    results.append(self._hints_held(op.hints_held.partition))
-                    continue
-                writes.append((len(results), self._write(kind, op)))
+            started = self._start_op(op)
+            if isinstance(started, replica_pb2.ReplicaResult):
+                results.append(started)
+            else:
+                writes.append((len(results), started))
                 results.append(None)
-            except KVStoreError as exc:
-                results.append(replica_pb2.ReplicaResult(status=_item_status(exc)))
         if writes:
-            outcomes = await asyncio.gather(*(w for _, w in writes), return_exceptions=True)
+            outcomes = await asyncio.gather(*(w for _, w in writes))
             for (index, _), outcome in zip(writes, outcomes):
-                results[index] = (
-                    replica_pb2.ReplicaResult(status=_item_status(outcome))
-                    if isinstance(outcome, BaseException) else outcome
-                )
+                results[index] = outcome
         # Every None was replaced by its write's outcome above.
         return replica_pb2.ReplicaBatchResponse(results=results)  # type: ignore[arg-type]
+
+    async def Stream(self, requests: AsyncIterator[Any], context: Any) -> None:
+        """Counted per message read (`Replica.Stream`), once all its
+        operations are answered; not per stream, which lives for as long as
+        the two processes do."""
+        if self._stopping.is_set():
+            stopping = Unavailable("this node is stopping; use another replica")
+            await context.abort(status_of(stopping), str(stopping))
+        session = StreamSession(self._start_op, self._tasks.create_task, self._stream_settings,
+                                self.metrics.observe_request)
+        self._sessions.add(session)
+        try:
+            refusal = await session.serve(_well_formed(requests), context)
+        finally:
+            self._sessions.discard(session)
+        if refusal is not None:
+            self.metrics.observe_request(STREAM_METHOD, status_of(refusal).name, 0.0)
+            await context.abort(status_of(refusal), str(refusal),
+                                trailing_metadata=status_details(refusal))
+
+    def end_streams(self) -> None:
+        """Refuse new streams; have every open one answer what it read and end."""
+        self._stopping.set()
+        for session in self._sessions:
+            session.stop()
+
+    def _start_op(self, op: replica_pb2.ReplicaOp) -> Started:
+        """Validate and start one operation: its result at once (reads, tree
+        questions, pings, refusals), or a coroutine returning it (writes),
+        which never raises: a failure is the result's status."""
+        try:
+            kind = op.WhichOneof("op")
+            if kind == "read":
+                return self._read(op.read)
+            if kind in ("tree_hashes", "bucket", "roots"):
+                return self._tree(op)
+            if kind == "hints_held":
+                return self._hints_held(op.hints_held.partition)
+            if kind == "ping":
+                return replica_pb2.ReplicaResult()
+            return _settled(self._write(kind, op))
+        except KVStoreError as exc:
+            return replica_pb2.ReplicaResult(status=_item_status(exc))
 
     def _tree(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
         """Anti-entropy's questions about this replica's Merkle trees."""
@@ -487,7 +539,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.ReplicaResult(found=True, state=record.value)
 
     def _write(self, kind: str | None,
-               op: replica_pb2.ReplicaOp) -> Awaitable[replica_pb2.ReplicaResult]:
+               op: replica_pb2.ReplicaOp) -> Coroutine[Any, Any, replica_pb2.ReplicaResult]:
         if kind == "apply":
             apply = op.apply
             validation.check_key(apply.key, self.limits)
@@ -534,3 +586,18 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                      request_id: bytes) -> replica_pb2.ReplicaResult:
         await self.replica.merge(key, incoming, request_id)
         return replica_pb2.ReplicaResult(found=True)
+
+
+async def _settled(write: Awaitable[replica_pb2.ReplicaResult]) -> replica_pb2.ReplicaResult:
+    try:
+        return await write
+    except Exception as exc:
+        return replica_pb2.ReplicaResult(status=_item_status(exc))
+
+
+async def _well_formed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if type(request) is MalformedRequest:
+            raise InvalidArgument(
+                f"stream message is not a valid {request.type_name} message: {request.error}")
+        yield request

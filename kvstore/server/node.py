@@ -1,10 +1,12 @@
 """A storage node process: its LMDB store, its replica of the cluster's
 keys, and a coordinator for the requests it receives.
 
-Shutdown order matters for durability: the gRPC server stops accepting and
-lets in-flight calls finish (their writes reach the group committer), the
-coordinator finishes its background replication and repair, the peer links
-close, the store commits every queued write, and only then is LMDB closed.
+Shutdown order matters for durability: the gRPC server stops accepting,
+has the peers' replica streams answer what they sent and end, and lets
+in-flight calls finish (their writes reach the group committer); the replica
+service waits for the writes its streams started, the coordinator finishes
+its background replication and repair, the peer links close, the store
+commits every queued write, and only then is LMDB closed.
 """
 
 import asyncio
@@ -126,11 +128,15 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         register(server, replicas, REPLICA)
                         register(server, admin, ADMIN)
 
-                    async with serving(config.listen, config.max_message_bytes,
-                                       (KV.full_name, REPLICA.full_name, ADMIN.full_name),
-                                       add_services,
-                                       config.shutdown_grace_seconds,
-                                       on_stopping=kv.stop_sessions):
+                    def stop_streams() -> None:
+                        kv.stop_sessions()
+                        replicas.end_streams()
+
+                    async with replicas, serving(
+                        config.listen, config.max_message_bytes,
+                        (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
+                        config.shutdown_grace_seconds, on_stopping=stop_streams,
+                    ):
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
                             "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),

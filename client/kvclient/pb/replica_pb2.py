@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kvclient.pb import kv_pb2 as kvclient_dot_pb_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\x1a\x14kvclient/pb/kv.proto\"\x1a\n\x0bReplicaRead\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"b\n\x0cReplicaApply\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\"P\n\x0cReplicaMerge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x0c\x12\x10\n\x08hint_for\x18\x04 \x01(\t\"F\n\x11ReplicaTreeHashes\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05level\x18\x02 \x01(\r\x12\x0f\n\x07indices\x18\x03 \x03(\r\"2\n\rReplicaBucket\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"\"\n\rReplicaRepair\x12\x11\n\tpartition\x18\x01 \x01(\r\"\"\n\x0cReplicaRoots\x12\x12\n\npartitions\x18\x01 \x03(\r\"+\n\x0cReplicaPurge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"%\n\x10ReplicaHintsHeld\x12\x11\n\tpartition\x18\x01 \x01(\r\"\xaa\x03\n\tReplicaOp\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x17.kvstore.v1.ReplicaReadH\x00\x12)\n\x05\x61pply\x18\x02 \x01(\x0b\x32\x18.kvstore.v1.ReplicaApplyH\x00\x12)\n\x05merge\x18\x03 \x01(\x0b\x32\x18.kvstore.v1.ReplicaMergeH\x00\x12\x34\n\x0btree_hashes\x18\x04 \x01(\x0b\x32\x1d.kvstore.v1.ReplicaTreeHashesH\x00\x12+\n\x06\x62ucket\x18\x05 \x01(\x0b\x32\x19.kvstore.v1.ReplicaBucketH\x00\x12+\n\x06repair\x18\x06 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRepairH\x00\x12)\n\x05roots\x18\x07 \x01(\x0b\x32\x18.kvstore.v1.ReplicaRootsH\x00\x12)\n\x05purge\x18\x08 \x01(\x0b\x32\x18.kvstore.v1.ReplicaPurgeH\x00\x12\x32\n\nhints_held\x18\t \x01(\x0b\x32\x1c.kvstore.v1.ReplicaHintsHeldH\x00\x42\x04\n\x02op\"(\n\tKeyDigest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xae\x01\n\rReplicaResult\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12&\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x15.kvstore.v1.KeyDigest\x12\x10\n\x08repaired\x18\x06 \x01(\r\x12\r\n\x05hints\x18\x07 \x01(\r\"9\n\x13ReplicaBatchRequest\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.kvstore.v1.ReplicaOp\"B\n\x14ReplicaBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.ReplicaResult2U\n\x07Replica\x12J\n\x05\x42\x61tch\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\x1a\x14kvclient/pb/kv.proto\"\x1a\n\x0bReplicaRead\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"b\n\x0cReplicaApply\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\"P\n\x0cReplicaMerge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x0c\x12\x10\n\x08hint_for\x18\x04 \x01(\t\"F\n\x11ReplicaTreeHashes\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05level\x18\x02 \x01(\r\x12\x0f\n\x07indices\x18\x03 \x03(\r\"2\n\rReplicaBucket\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"\"\n\rReplicaRepair\x12\x11\n\tpartition\x18\x01 \x01(\r\"\"\n\x0cReplicaRoots\x12\x12\n\npartitions\x18\x01 \x03(\r\"+\n\x0cReplicaPurge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"%\n\x10ReplicaHintsHeld\x12\x11\n\tpartition\x18\x01 \x01(\r\"\r\n\x0bReplicaPing\"\xdf\x03\n\tReplicaOp\x12\n\n\x02id\x18\n \x01(\x04\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x17.kvstore.v1.ReplicaReadH\x00\x12)\n\x05\x61pply\x18\x02 \x01(\x0b\x32\x18.kvstore.v1.ReplicaApplyH\x00\x12)\n\x05merge\x18\x03 \x01(\x0b\x32\x18.kvstore.v1.ReplicaMergeH\x00\x12\x34\n\x0btree_hashes\x18\x04 \x01(\x0b\x32\x1d.kvstore.v1.ReplicaTreeHashesH\x00\x12+\n\x06\x62ucket\x18\x05 \x01(\x0b\x32\x19.kvstore.v1.ReplicaBucketH\x00\x12+\n\x06repair\x18\x06 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRepairH\x00\x12)\n\x05roots\x18\x07 \x01(\x0b\x32\x18.kvstore.v1.ReplicaRootsH\x00\x12)\n\x05purge\x18\x08 \x01(\x0b\x32\x18.kvstore.v1.ReplicaPurgeH\x00\x12\x32\n\nhints_held\x18\t \x01(\x0b\x32\x1c.kvstore.v1.ReplicaHintsHeldH\x00\x12\'\n\x04ping\x18\x0b \x01(\x0b\x32\x17.kvstore.v1.ReplicaPingH\x00\x42\x04\n\x02op\"(\n\tKeyDigest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xba\x01\n\rReplicaResult\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12&\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x15.kvstore.v1.KeyDigest\x12\x10\n\x08repaired\x18\x06 \x01(\r\x12\r\n\x05hints\x18\x07 \x01(\r\x12\n\n\x02id\x18\x08 \x01(\x04\"9\n\x13ReplicaBatchRequest\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.kvstore.v1.ReplicaOp\"B\n\x14ReplicaBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.ReplicaResult2\xa6\x01\n\x07Replica\x12J\n\x05\x42\x61tch\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse\x12O\n\x06Stream\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,16 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICAPURGE']._serialized_end=512
   _globals['_REPLICAHINTSHELD']._serialized_start=514
   _globals['_REPLICAHINTSHELD']._serialized_end=551
-  _globals['_REPLICAOP']._serialized_start=554
-  _globals['_REPLICAOP']._serialized_end=980
-  _globals['_KEYDIGEST']._serialized_start=982
-  _globals['_KEYDIGEST']._serialized_end=1022
-  _globals['_REPLICARESULT']._serialized_start=1025
-  _globals['_REPLICARESULT']._serialized_end=1199
-  _globals['_REPLICABATCHREQUEST']._serialized_start=1201
-  _globals['_REPLICABATCHREQUEST']._serialized_end=1258
-  _globals['_REPLICABATCHRESPONSE']._serialized_start=1260
-  _globals['_REPLICABATCHRESPONSE']._serialized_end=1326
-  _globals['_REPLICA']._serialized_start=1328
-  _globals['_REPLICA']._serialized_end=1413
+  _globals['_REPLICAPING']._serialized_start=553
+  _globals['_REPLICAPING']._serialized_end=566
+  _globals['_REPLICAOP']._serialized_start=569
+  _globals['_REPLICAOP']._serialized_end=1048
+  _globals['_KEYDIGEST']._serialized_start=1050
+  _globals['_KEYDIGEST']._serialized_end=1090
+  _globals['_REPLICARESULT']._serialized_start=1093
+  _globals['_REPLICARESULT']._serialized_end=1279
+  _globals['_REPLICABATCHREQUEST']._serialized_start=1281
+  _globals['_REPLICABATCHREQUEST']._serialized_end=1338
+  _globals['_REPLICABATCHRESPONSE']._serialized_start=1340
+  _globals['_REPLICABATCHRESPONSE']._serialized_end=1406
+  _globals['_REPLICA']._serialized_start=1409
+  _globals['_REPLICA']._serialized_end=1575
 # @@protoc_insertion_point(module_scope)

@@ -83,8 +83,13 @@ class ReplicaHintsHeld(_message.Message):
     partition: int
     def __init__(self, partition: _Optional[int] = ...) -> None: ...
 
+class ReplicaPing(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held")
+    __slots__ = ("id", "read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held", "ping")
+    ID_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
     MERGE_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +99,8 @@ class ReplicaOp(_message.Message):
     ROOTS_FIELD_NUMBER: _ClassVar[int]
     PURGE_FIELD_NUMBER: _ClassVar[int]
     HINTS_HELD_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    id: int
     read: ReplicaRead
     apply: ReplicaApply
     merge: ReplicaMerge
@@ -103,7 +110,8 @@ class ReplicaOp(_message.Message):
     roots: ReplicaRoots
     purge: ReplicaPurge
     hints_held: ReplicaHintsHeld
-    def __init__(self, read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ...) -> None: ...
+    ping: ReplicaPing
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ..., ping: _Optional[_Union[ReplicaPing, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
@@ -114,7 +122,7 @@ class KeyDigest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaResult(_message.Message):
-    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired", "hints")
+    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired", "hints", "id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +130,7 @@ class ReplicaResult(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.ItemStatus
     found: bool
     state: bytes
@@ -129,7 +138,8 @@ class ReplicaResult(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[KeyDigest]
     repaired: int
     hints: int
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ...) -> None: ...
+    id: int
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)

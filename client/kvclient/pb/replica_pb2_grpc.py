@@ -39,6 +39,11 @@ class ReplicaStub:
                 request_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
                 response_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/kvstore.v1.Replica/Stream',
+                request_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -52,11 +57,29 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """The long-lived stream one process keeps to another: every message
+        carries many operations, each answered as it completes (reads at once,
+        writes once committed), the answers completed together coalesced into
+        one message. The replica bounds the operations in flight per stream and
+        stops reading beyond it (flow control then pushes back). It ends the
+        stream, with OK, when it stops; operations sent but not answered then
+        may or may not have run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Batch': grpc.unary_unary_rpc_method_handler(
                     servicer.Batch,
+                    request_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
                     request_deserializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.FromString,
                     response_serializer=kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.SerializeToString,
             ),
@@ -86,6 +109,33 @@ class Replica:
             request,
             target,
             '/kvstore.v1.Replica/Batch',
+            kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
+            kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kvstore.v1.Replica/Stream',
             kvclient_dot_pb_dot_replica__pb2.ReplicaBatchRequest.SerializeToString,
             kvclient_dot_pb_dot_replica__pb2.ReplicaBatchResponse.FromString,
             options,

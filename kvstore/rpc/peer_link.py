@@ -1,0 +1,404 @@
+"""One link from this process to one node: every replica operation and
+heartbeat for it, batched over one long-lived `Replica.Stream`.
+
+`submit` queues an operation (serialized once, with an id unique on the
+link) and returns a Future of its answer. One sender task per link takes the
+queue into messages: woken by the first operation of an event-loop turn, it
+finds the others of that turn queued, so they go in one message. While
+`max_messages_in_flight` messages await answers, the next ones queue up for
+the following message, as they did behind a unary `Batch` call: an idle
+link sends at once, a busy one sends fewer, fuller messages, with no timer
+(per-message cost, not storage, is the ceiling; sending each operation as
+it comes would cost a message per client request). A message holds at most
+`max_batch` operations and `max_batch_bytes` bytes; an operation larger
+than that goes alone, so a value at the size limit always goes through.
+
+Answers come back by id, in any order. Each operation has its own deadline
+(the link's `call_timeout`, or the one given), kept by one timer per link:
+a slow answer fails only the operations that waited too long, never the
+stream.
+
+The stream is opened by the first operation and kept open. When it breaks,
+the operations it carried that are unanswered fail with Unavailable (they
+may or may not have run: an apply whose answer was lost may have been
+applied); those not sent yet stay queued, and the next message opens a new
+stream on the same channel, whose reconnect backoff paces the attempts. A
+peer that answers the stream UNIMPLEMENTED (an older node, during a rolling
+upgrade) ran nothing of it: what it carried is sent again, as unary
+`Replica.Batch` calls, one at a time, for as long as the peer stays up (a
+peer that goes away may come back upgraded, so the stream is tried again).
+
+The sender and each stream's receiver are tasks of the owner's task group;
+`stop()` ends them, failing what is still queued or in flight.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from kvclient.pb import replica_pb2
+from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
+from kvstore.rpc.batches import encode_batch, framed_size, take_batch
+from kvstore.rpc.channels import open_aio_channel
+from kvstore.rpc.replica_stream import DEFAULT_MAX_BATCH_BYTES
+from kvstore.rpc.status import error_of
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_STREAM = "/kvstore.v1.Replica/Stream"
+_BATCH = "/kvstore.v1.Replica/Batch"
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    call_timeout: float = 2.0  # seconds for one operation's answer, from when it was queued
+    max_batch: int = 256  # operations in one message at most
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # and their bytes, unless one alone is more
+    # Messages sent and not answered in full, per stream, before the next
+    # waits: what makes batches grow with load (see the module docstring).
+    max_messages_in_flight: int = 1
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_batch_bytes <= self.max_message_bytes // 2:
+            raise ValueError(f"max_batch_bytes must be in (0, max_message_bytes / 2], got "
+                             f"{self.max_batch_bytes} with max_message_bytes "
+                             f"{self.max_message_bytes}")
+
+
+class _Pending:
+    """One operation from `submit` until it is answered, failed or timed out;
+    then it lets go of its bytes and its Future (the deadline queue may hold
+    it a while longer)."""
+
+    __slots__ = ("id", "encoded", "future", "convert", "deadline", "stream", "message",
+                 "any_answer")
+
+    def __init__(self, op_id: int, encoded: bytes, future: "asyncio.Future[Any]",
+                 convert: Callable[[replica_pb2.ReplicaResult], Any], deadline: float,
+                 any_answer: bool) -> None:
+        self.id = op_id
+        self.encoded = encoded
+        self.future: asyncio.Future[Any] | None = future
+        self.convert = convert
+        self.deadline = deadline
+        self.stream: _Stream | None = None  # the stream that carries it, once sent
+        self.message: _Message | None = None  # the message it went in, until answered
+        self.any_answer = any_answer  # a ping: an answer with an error status still answers
+
+    def live(self) -> bool:
+        return self.future is not None and not self.future.done()
+
+    def settle(self, result: replica_pb2.ReplicaResult, where: str) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            if result.status.code and not self.any_answer:
+                future.set_exception(error_of(result.status.code,
+                                              f"{where}: {result.status.message}"))
+            else:
+                try:
+                    future.set_result(self.convert(result))
+                except KVStoreError as exc:  # e.g. a state that does not decode
+                    future.set_exception(exc)
+        self._release()
+
+    def fail(self, error: KVStoreError) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_exception(error)
+        self._release()
+
+    def _release(self) -> None:
+        self.future = None
+        self.encoded = b""
+        self.stream = None
+        if self.message is not None:
+            self.message.answered_one()
+            self.message = None
+
+
+class _Message:
+    """A message sent on a stream, until each of its operations is answered,
+    failed or timed out; then the link may send another in its place."""
+
+    __slots__ = ("unanswered", "done")
+
+    def __init__(self, unanswered: int, done: Callable[[], None]) -> None:
+        self.unanswered = unanswered
+        self.done = done
+
+    def answered_one(self) -> None:
+        self.unanswered -= 1
+        if self.unanswered == 0:
+            self.done()
+
+
+def _size(pending: _Pending) -> int:
+    return framed_size(pending.encoded)
+
+
+def _live(pending: _Pending) -> bool:
+    return pending.live()
+
+
+class _Stream:
+    """One `Replica.Stream` call and the operations it carries, by id."""
+
+    __slots__ = ("call", "in_flight", "receiver")
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.in_flight: dict[int, _Pending] = {}
+        self.receiver: asyncio.Task[None] | None = None
+
+
+class PeerLink:
+    def __init__(self, node_id: str, address: str, settings: LinkSettings,
+                 tasks: asyncio.TaskGroup) -> None:
+        self.node_id = node_id
+        self.address = address
+        self._where = f"replica {node_id} at {address}"
+        self._settings = settings
+        self._tasks = tasks
+        # Its options include a reconnect backoff of at most a second: a
+        # replica that restarts is reachable again soon.
+        self._channel = open_aio_channel(address, settings.max_message_bytes)
+        # Requests go out as the bytes `encode_batch` put together.
+        deserialize = replica_pb2.ReplicaBatchResponse.FromString
+        self._open: grpc.aio.StreamStreamMultiCallable[bytes, Any] = (
+            self._channel.stream_stream(_STREAM, response_deserializer=deserialize))
+        self._batch: grpc.aio.UnaryUnaryMultiCallable[bytes, Any] = (
+            self._channel.unary_unary(_BATCH, response_deserializer=deserialize))
+        self._queue: deque[_Pending] = deque()
+        self._next_id = 1
+        self._stream: _Stream | None = None
+        self._unary = False  # the peer does not serve Replica.Stream
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._messages_in_flight = 0
+        self._stopped = False
+        # Deadlines by timeout: each queue is in deadline order, since its
+        # operations were queued in order with the same timeout.
+        self._deadlines: dict[float, deque[_Pending]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def streaming(self) -> bool:
+        """False once the peer answered the stream UNIMPLEMENTED (until it goes away)."""
+        return not self._unary
+
+    def submit(self, op: replica_pb2.ReplicaOp, convert: Callable[[replica_pb2.ReplicaResult], T],
+               timeout: float | None = None, *, any_answer: bool = False) -> "asyncio.Future[T]":
+        """Queue `op`; a Future of `convert(result)`, or of the KVStoreError
+        the replica answered (unless `any_answer`), or DeadlineExceeded when
+        no answer came within `timeout` (default: the link's call_timeout),
+        or Unavailable when the stream carrying it broke."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._stopped:
+            future.set_exception(Unavailable(f"{self._where}: the link is closed"))
+            return future
+        op.id = self._next_id
+        self._next_id += 1
+        timeout = self._settings.call_timeout if timeout is None else timeout
+        pending = _Pending(op.id, op.SerializeToString(), future, convert,
+                           loop.time() + timeout, any_answer)
+        self._queue.append(pending)
+        self._watch_deadline(pending, timeout, loop)
+        if self._sender is None:
+            self._sender = self._tasks.create_task(self._send())
+        self._wake.set()
+        return future
+
+    def ping(self, timeout: float) -> "asyncio.Future[None]":
+        """A heartbeat on the link's stream: answered at once by a replica
+        that reads its stream, so a stuck stream is a silent peer. Any
+        answer counts (an older node answers a ping over Batch with an
+        error: it still answered)."""
+        return self.submit(replica_pb2.ReplicaOp(ping=replica_pb2.ReplicaPing()),
+                           lambda result: None, timeout, any_answer=True)
+
+    def stop(self) -> None:
+        """Fail what is queued or in flight, and end the link's tasks."""
+        self._stopped = True
+        error = Unavailable(f"{self._where}: the link is closed")
+        for pending in self._queue:
+            pending.fail(error)
+        self._queue.clear()
+        if self._stream is not None:
+            self._stream.call.cancel()  # its receiver fails what it carried
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake.set()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- sending ------------------------------------------------------------
+
+    async def _send(self) -> None:
+        try:
+            while not self._stopped:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                elif self._unary:
+                    await self._send_unary()
+                elif self._messages_in_flight >= self._settings.max_messages_in_flight:
+                    self._wake.clear()
+                    await self._wake.wait()
+                else:
+                    await self._send_on_stream()
+        except asyncio.CancelledError:
+            if not self._stopped:
+                raise
+            # A write cut short by stop(): the stream was cancelled under it.
+
+    async def _send_on_stream(self) -> None:
+        settings = self._settings
+        batch = take_batch(self._queue, settings.max_batch, settings.max_batch_bytes, _size, _live)
+        if not batch:
+            return
+        stream = self._stream if self._stream is not None else self._open_stream()
+        message = _Message(len(batch), self._message_answered)
+        self._messages_in_flight += 1
+        for pending in batch:
+            pending.stream = stream
+            pending.message = message
+            stream.in_flight[pending.id] = pending
+        try:
+            await stream.call.write(encode_batch([pending.encoded for pending in batch]))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # The stream is over; its receiver settles what it carried (this
+            # batch too) and may switch the link to Batch: wait for it.
+            assert stream.receiver is not None
+            await asyncio.wait((stream.receiver,))
+
+    def _message_answered(self) -> None:
+        self._messages_in_flight -= 1
+        self._wake.set()
+
+    def _open_stream(self) -> _Stream:
+        stream = _Stream(self._open())
+        stream.receiver = self._tasks.create_task(self._receive(stream))
+        self._stream = stream
+        return stream
+
+    async def _send_unary(self) -> None:
+        settings = self._settings
+        batch = take_batch(self._queue, settings.max_batch, settings.max_batch_bytes, _size, _live)
+        if not batch:
+            return
+        try:
+            response = await self._batch(encode_batch([pending.encoded for pending in batch]),
+                                         timeout=settings.call_timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._unary = False  # it went away: it may come back upgraded
+            error = self._error(exc)
+            for pending in batch:
+                pending.fail(error)
+            return
+        if len(response.results) != len(batch):
+            error = Unavailable(f"{self._where} answered {len(response.results)} results "
+                                f"for {len(batch)} operations")
+            for pending in batch:
+                pending.fail(error)
+            return
+        for pending, result in zip(batch, response.results):
+            pending.settle(result, self._where)
+
+    # -- receiving ----------------------------------------------------------
+
+    async def _receive(self, stream: _Stream) -> None:
+        try:
+            async for response in stream.call:
+                for result in response.results:
+                    pending = stream.in_flight.pop(result.id, None)
+                    if pending is not None:
+                        pending.settle(result, self._where)
+            error: KVStoreError = Unavailable(f"{self._where} ended the replica stream "
+                                              "(it is stopping)")
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._fall_back(stream)
+                return
+            error = self._error(exc)
+        except asyncio.CancelledError:
+            error = Unavailable(f"{self._where}: the link is closed")
+            if not self._stopped:
+                self._end(stream, error)
+                raise
+        self._end(stream, error)
+
+    def _end(self, stream: _Stream, error: KVStoreError) -> None:
+        if self._stream is stream:
+            self._stream = None
+        for pending in stream.in_flight.values():
+            pending.fail(error)
+        stream.in_flight.clear()
+
+    def _fall_back(self, stream: _Stream) -> None:
+        """The peer has no Replica.Stream: nothing it carried ran; send it
+        again, first, over Batch."""
+        log.info("%s does not serve Replica.Stream; using Replica.Batch", self._where)
+        if self._stream is stream:
+            self._stream = None
+        self._unary = True
+        self._messages_in_flight = 0  # those messages are sent again, as Batch calls
+        carried = sorted(stream.in_flight.values(), key=lambda pending: pending.id)
+        stream.in_flight.clear()
+        for pending in reversed(carried):
+            pending.stream = None
+            pending.message = None
+            if pending.live():
+                self._queue.appendleft(pending)
+        self._wake.set()
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> KVStoreError:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(
+                f"{self._where} did not answer within {self._settings.call_timeout}s")
+        return Unavailable(f"{self._where}: {exc.code().name}: {exc.details()}")
+
+    # -- deadlines ----------------------------------------------------------
+
+    def _watch_deadline(self, pending: _Pending, timeout: float,
+                        loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._deadlines.get(timeout)
+        if queue is None:
+            queue = self._deadlines[timeout] = deque()
+        while queue and queue[0].future is None:  # answered already: forget it
+            queue.popleft()
+        queue.append(pending)
+        if self._timer is None or pending.deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(pending.deadline, self._expire)
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._timer = None
+        following: float | None = None
+        for timeout, queue in self._deadlines.items():
+            while queue and (queue[0].future is None or queue[0].deadline <= now):
+                pending = queue.popleft()
+                if pending.future is not None:
+                    self._time_out(pending, timeout)
+            if queue and (following is None or queue[0].deadline < following):
+                following = queue[0].deadline
+        if following is not None and not self._stopped:
+            self._timer = loop.call_at(following, self._expire)
+
+    def _time_out(self, pending: _Pending, timeout: float) -> None:
+        if pending.stream is not None:
+            pending.stream.in_flight.pop(pending.id, None)
+        pending.fail(DeadlineExceeded(f"{self._where} did not answer within {timeout}s"))

@@ -1,0 +1,277 @@
+"""A peer link over a real gRPC connection on loopback, to a scripted
+replica: what goes in one message (an event-loop turn's operations, and
+those that queued while a message awaited its answers, bounded in bytes),
+answers matched by id in any order, a deadline per operation, a
+broken stream failing only what it carried, the fallback to `Batch` for a
+peer without the stream, and heartbeats over the stream."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from kvclient.pb import replica_pb2
+from kvstore.errors import DeadlineExceeded, Unavailable
+from kvstore.rpc.channels import open_server
+from kvstore.rpc.peer_link import LinkSettings, PeerLink
+from kvstore.rpc.peers import Peers
+
+pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
+
+SERVICE = "kvstore.v1.Replica"
+INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+class ScriptedReplica:
+    """Answers a read with its key as the state, a ping with nothing, and an
+    operation of a kind it does not know (as an older node does) with
+    INVALID_ARGUMENT. Reads of keys in `held` are never answered; with
+    `reverse`, a message's answers go out last first, one message each;
+    `break_stream()` aborts the stream open now; `stuck` answers nothing."""
+
+    def __init__(self, *, stream: bool = True, reverse: bool = False) -> None:
+        self.serves_stream = stream
+        self.reverse = reverse
+        self.held: set[bytes] = set()
+        self.stuck = False
+        self.streams = 0
+        self.messages: list[replica_pb2.ReplicaBatchRequest] = []
+        self.message_bytes: list[int] = []
+        self.batch_calls = 0
+        self._break = asyncio.Event()
+
+    def break_stream(self) -> None:
+        self._break.set()
+
+    def answer(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult | None:
+        kind = op.WhichOneof("op")
+        if self.stuck or (kind == "read" and op.read.key in self.held):
+            return None
+        if kind == "read":  # an empty key: not found
+            return replica_pb2.ReplicaResult(id=op.id, found=bool(op.read.key),
+                                             state=op.read.key)
+        if kind in ("ping", "merge"):
+            return replica_pb2.ReplicaResult(id=op.id, found=True)
+        return replica_pb2.ReplicaResult(id=op.id, status=replica_pb2.kv__pb2.ItemStatus(
+            code=INVALID, message="a replica operation must set one of its kinds"))
+
+    def _record(self, request: replica_pb2.ReplicaBatchRequest) -> None:
+        self.messages.append(request)
+        self.message_bytes.append(request.ByteSize())
+
+    async def Stream(self, requests: AsyncIterator[Any], context: Any) -> None:
+        self.streams += 1
+        self._break.clear()
+
+        async def serve() -> None:
+            async for request in requests:
+                self._record(request)
+                answers = [a for a in map(self.answer, request.ops) if a is not None]
+                if self.reverse:
+                    for answer in reversed(answers):
+                        await context.write(replica_pb2.ReplicaBatchResponse(results=[answer]))
+                elif answers:
+                    await context.write(replica_pb2.ReplicaBatchResponse(results=answers))
+
+        serving = asyncio.ensure_future(serve())
+        broken = asyncio.ensure_future(self._break.wait())
+        try:
+            await asyncio.wait((serving, broken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            serving.cancel()
+            broken.cancel()
+        if self._break.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+
+    async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
+                    context: Any) -> replica_pb2.ReplicaBatchResponse:
+        self.batch_calls += 1
+        self._record(request)
+        results = [self.answer(op) for op in request.ops]
+        if any(result is None for result in results):
+            await asyncio.Event().wait()  # held: the call times out
+        for result in results:
+            assert result is not None
+            result.id = 0  # Batch answers in order, without ids
+        return replica_pb2.ReplicaBatchResponse(results=results)
+
+
+async def serve(replica: ScriptedReplica) -> tuple[grpc.aio.Server, str]:
+    server, port = open_server("127.0.0.1:0", 64 * 1024 * 1024)
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Batch": grpc.unary_unary_rpc_method_handler(
+            replica.Batch, request_deserializer=replica_pb2.ReplicaBatchRequest.FromString,
+            response_serializer=replica_pb2.ReplicaBatchResponse.SerializeToString),
+    }
+    if replica.serves_stream:
+        handlers["Stream"] = grpc.stream_stream_rpc_method_handler(
+            replica.Stream, request_deserializer=replica_pb2.ReplicaBatchRequest.FromString,
+            response_serializer=replica_pb2.ReplicaBatchResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+class Linked:
+    """A link to a scripted replica, inside a task group the test owns."""
+
+    def __init__(self, replica: ScriptedReplica, settings: LinkSettings) -> None:
+        self.replica = replica
+        self._settings = settings
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> PeerLink:
+        self._server, address = await serve(self.replica)
+        await self._tasks.__aenter__()
+        self.link = PeerLink("n2", address, self._settings, self._tasks)
+        return self.link
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.link.stop()
+        await self._tasks.__aexit__(*exc_info)
+        await self.link.close()
+        await self._server.stop(0)
+
+
+def read(key: bytes) -> replica_pb2.ReplicaOp:
+    return replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
+
+
+def state(result: replica_pb2.ReplicaResult) -> bytes:
+    return result.state
+
+
+async def test_operations_queued_in_one_turn_go_in_one_message() -> None:
+    replica = ScriptedReplica()
+    async with Linked(replica, LinkSettings()) as link:
+        futures = [link.submit(read(b"k%d" % i), state) for i in range(30)]
+        assert all(isinstance(future, asyncio.Future) for future in futures)
+        assert await asyncio.gather(*futures) == [b"k%d" % i for i in range(30)]
+    assert [len(message.ops) for message in replica.messages] == [30]
+    assert len({op.id for op in replica.messages[0].ops}) == 30  # an id each
+
+
+async def test_operations_wait_while_a_message_awaits_answers_then_go_together() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings(call_timeout=0.5)) as link:
+        held = link.submit(read(b"held"), state)
+        await until(lambda: len(replica.messages) == 1)
+        later = []
+        for i in range(5):  # each in a turn of its own
+            later.append(link.submit(read(b"k%d" % i), state))
+            await asyncio.sleep(0)
+        with pytest.raises(DeadlineExceeded):
+            await held  # its message is done: the others may go
+        assert await asyncio.gather(*later) == [b"k%d" % i for i in range(5)]
+    assert [len(message.ops) for message in replica.messages] == [1, 5]
+
+
+async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alone_does() -> None:
+    replica = ScriptedReplica()
+    bound = 64 * 1024
+    sizes = [10_000] * 9 + [100_000] + [10_000] * 5 + [1 << 20] + [30_000] * 4
+    async with Linked(replica, LinkSettings(max_batch_bytes=bound)) as link:
+        futures = [link.submit(replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
+            key=b"k%d" % i, state=b"x" * size)), state) for i, size in enumerate(sizes)]
+        await asyncio.gather(*futures)  # every one went through, the 1 MiB one too
+    assert sum(len(message.ops) for message in replica.messages) == len(sizes)
+    for message, size in zip(replica.messages, replica.message_bytes):
+        assert size <= bound or len(message.ops) == 1, (size, len(message.ops))
+    assert len(replica.messages) < len(sizes)  # still batched
+
+
+async def test_answers_out_of_order_reach_their_own_operations() -> None:
+    replica = ScriptedReplica(reverse=True)
+    async with Linked(replica, LinkSettings()) as link:
+        keys = [b"key-%d" % i for i in range(20)]
+        assert await asyncio.gather(*(link.submit(read(key), state) for key in keys)) == keys
+
+
+async def test_a_broken_stream_fails_only_its_operations_in_flight() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings()) as link:
+        answered, held = link.submit(read(b"a"), state), link.submit(read(b"held"), state)
+        assert await answered == b"a"
+        replica.break_stream()
+        with pytest.raises(Unavailable, match="UNAVAILABLE"):
+            await held
+        assert await link.submit(read(b"after"), state) == b"after"  # on a new stream
+        assert answered.result() == b"a"
+    assert replica.streams == 2
+
+
+async def test_each_operation_has_its_own_deadline_and_the_stream_outlives_it() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings(call_timeout=0.3)) as link:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        held = link.submit(read(b"held"), state)
+        assert await link.submit(read(b"quick"), state) == b"quick"
+        with pytest.raises(DeadlineExceeded, match="did not answer within 0.3s"):
+            await held
+        assert loop.time() - started >= 0.3
+        assert await link.submit(read(b"later"), state) == b"later"
+        with pytest.raises(DeadlineExceeded, match="within 0.1s"):
+            await link.submit(read(b"held"), state, timeout=0.1)  # its own timeout
+    assert replica.streams == 1
+
+
+async def test_a_peer_without_the_stream_is_served_over_batch() -> None:
+    replica = ScriptedReplica(stream=False)
+    async with Linked(replica, LinkSettings()) as link:
+        keys = [b"key-%d" % i for i in range(10)]
+        assert await asyncio.gather(*(link.submit(read(key), state) for key in keys)) == keys
+        assert not link.streaming
+        # An older node does not know the ping, and says so: that is an answer.
+        await link.ping(1.0)
+        assert await link.submit(read(b"later"), state) == b"later"
+    assert replica.batch_calls >= 2
+    assert sorted(op.read.key for message in replica.messages for op in message.ops
+                  if op.HasField("read")) == sorted([*keys, b"later"])  # each sent once
+
+
+async def test_heartbeats_go_over_the_stream_and_a_stuck_stream_fails_them() -> None:
+    replica = ScriptedReplica()
+    server, address = await serve(replica)
+    try:
+        async with Peers({"n2": address}, None, LinkSettings()) as peers:
+            ping = peers.pingers(0.3)["n2"]
+            await ping()
+            assert replica.streams == 1 and replica.batch_calls == 0
+            assert [op.WhichOneof("op") for op in replica.messages[0].ops] == ["ping"]
+            replica.stuck = True
+            with pytest.raises(DeadlineExceeded):
+                await ping()
+            replica.stuck = False
+            await ping()  # answered again, on the same stream
+            assert replica.streams == 1
+    finally:
+        await server.stop(0)
+
+
+async def test_peers_answer_with_futures_and_leaving_fails_what_is_in_flight() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    server, address = await serve(replica)
+    try:
+        async with Peers({"n2": address}, None, LinkSettings()) as peers:
+            absent = peers.read("n2", b"")
+            assert isinstance(absent, asyncio.Future)
+            assert await absent is None
+            held = peers.read("n2", b"held")
+            await until(lambda: len(replica.messages) == 2)
+        with pytest.raises(Unavailable, match="the link is closed"):
+            await held
+    finally:
+        await server.stop(0)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
