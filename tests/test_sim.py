@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 # search below still has to find each within BUG_SEED_BOUND seeds.
 CAUGHT_BY = {
     "ack-before-quorum": (1, "under-replicated"),
-    "hint-dropped-early": (3, "under-replicated"),
+    "hint-dropped-early": (1, "under-replicated"),
     "purge-with-replica-down": (11, "came back"),
     "read-without-merge": (4, "stale quorum read"),
 }

@@ -11,6 +11,13 @@ paused process waits, as do the messages a paused process sends, until it
 resumes. A call whose answer does not come back within its timeout fails
 with DeadlineExceeded; the callee may still have done the work.
 
+Client calls are never duplicated: a duplicate of a client's request is a
+retry the client does not know it made, and a client that sees one
+attempt refused ("nothing was applied") while another applied the write
+would record a false history (seed 9524 did; kvclient itself now reports
+such a call's outcome as unknown). The store's own calls between nodes are
+duplicated, which every replica operation must survive.
+
 Hosts are the running processes (`Host`); the network knows which one is
 running under each name now. An answer for an incarnation that has since
 crashed is dropped with it. Nothing here reads a clock: delays are timers on
@@ -106,11 +113,12 @@ class Network:
     # -- calls --------------------------------------------------------------------
 
     async def call(self, src: Host, dst: str, work: Callable[[Any], Awaitable[T]],
-                   timeout: float, what: str) -> T:
+                   timeout: float, what: str, *, duplicable: bool = True) -> T:
         """Run `work` on the host named `dst` and return its result (or raise
         its KVStoreError); DeadlineExceeded when no answer arrives in time.
         `work` is given the host (typed Any: each caller knows which kind
-        of host its destination is)."""
+        of host its destination is). Not `duplicable`: the request is
+        never delivered twice (a client's call: see the module docstring)."""
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
         def deliver() -> None:
@@ -125,7 +133,7 @@ class Network:
                 return
             host.spawn(self._serve(host, src, work, answer))
 
-        self._send(src.name, dst, deliver)
+        self._send(src.name, dst, deliver, duplicable=duplicable)
         try:
             async with asyncio.timeout(timeout):
                 return await answer
@@ -141,11 +149,13 @@ class Network:
             outcome = exc
         self._send(host.name, caller.name, lambda: _settle(caller, answer, outcome))
 
-    def _send(self, src: str, dst: str, deliver: Callable[[], None]) -> None:
+    def _send(self, src: str, dst: str, deliver: Callable[[], None], *,
+              duplicable: bool = True) -> None:
         sender = self._hosts.get(src)
         if sender is not None and sender.paused:
             # A paused process sends nothing until it resumes.
-            self._held.setdefault(src, []).append(lambda: self._send(src, dst, deliver))
+            self._held.setdefault(src, []).append(
+                lambda: self._send(src, dst, deliver, duplicable=duplicable))
             return
         self.sent += 1
         rng, settings = self._rng, self.settings
@@ -154,7 +164,7 @@ class Network:
             return
         loop = asyncio.get_running_loop()
         loop.call_later(self._delay(), deliver)
-        if rng.random() < settings.duplicate_probability:
+        if rng.random() < settings.duplicate_probability and duplicable:
             self.duplicated += 1
             loop.call_later(self._delay(), deliver)
 

@@ -157,7 +157,8 @@ class SimClient:
 
     async def _request(self, what: str, work: Callable[[NodeProcess], Awaitable[T]]) -> T:
         node = self._rng.choice(self._nodes)
-        return await self._network.call(self, node, work, self._settings.client_timeout, what)
+        return await self._network.call(self, node, work, self._settings.client_timeout, what,
+                                        duplicable=False)
 
     def _record(self, op: Op) -> None:
         self._history.append(op)
