@@ -156,8 +156,10 @@ async def test_operations_queued_in_one_turn_go_in_one_message() -> None:
 async def test_operations_wait_while_a_message_awaits_answers_then_go_together() -> None:
     replica = ScriptedReplica()
     replica.held.add(b"held")
-    async with Linked(replica, LinkSettings(call_timeout=0.5)) as link:
-        held = link.submit(read(b"held"), state)
+    # The held operation's own deadline is short, the others' long: on a
+    # loaded machine the others must not expire while they wait their turn.
+    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+        held = link.submit(read(b"held"), state, timeout=0.3)
         await until(lambda: len(replica.messages) == 1)
         later = []
         for i in range(5):  # each in a turn of its own
@@ -193,7 +195,8 @@ async def test_answers_out_of_order_reach_their_own_operations() -> None:
 async def test_a_broken_stream_fails_only_its_operations_in_flight() -> None:
     replica = ScriptedReplica()
     replica.held.add(b"held")
-    async with Linked(replica, LinkSettings()) as link:
+    # Deadlines far away: what fails `held` must be the break, however slow the machine.
+    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
         answered, held = link.submit(read(b"a"), state), link.submit(read(b"held"), state)
         assert await answered == b"a"
         replica.break_stream()
