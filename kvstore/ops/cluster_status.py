@@ -22,7 +22,8 @@ from rich.table import Table
 
 from kvclient.pb import admin_pb2
 from kvstore.ops.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
-from kvstore.ops.remote import RemoteError, fetch_status, health, seen_down_by
+from kvstore.ops.probe import health_status as health
+from kvstore.ops.remote import RemoteError, fetch_status, seen_down_by
 from kvstore.placement.membership import ClusterSpec
 
 PROBE_TIMEOUT_SECONDS = 1.0

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kvstore.ops.probe import health_status as health
 from kvstore.ops.remote import (ADDRESS_ENV, DEFAULT_ADDRESS, RemoteError, as_dict, endpoints,
-                                fetch_status, health, member_statuses, resolve_address,
+                                fetch_status, member_statuses, resolve_address,
                                 ring_rows, seen_down_by)
 
 if TYPE_CHECKING:  # rich is imported only when a table is printed

@@ -9,14 +9,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kvstore.rpc.channels import open_channel
 
 
-def is_serving(address: str, timeout: float = 1.0) -> bool:
+def health_status(address: str, timeout: float) -> str:
+    """The grpc.health.v1 status name of the process at `address`, or "unreachable"."""
     with open_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+            return "unreachable"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def is_serving(address: str, timeout: float = 1.0) -> bool:
+    return health_status(address, timeout) == "SERVING"
 
 
 def wait_serving(address: str, deadline_seconds: float,

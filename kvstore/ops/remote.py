@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvclient.pb import admin_pb2, admin_pb2_grpc
 from kvstore.ops.cluster_layout import CLUSTER_JSON
@@ -58,17 +57,6 @@ def fetch_status(address: str, timeout: float) -> admin_pb2.StatusResponse:
                     f"{address} serves no Admin service (an older kvstore?)") from None
             raise RemoteError(f"{address}: {code.name}: {exc.details()}") from None
     return answer
-
-
-def health(address: str, timeout: float) -> str:
-    """The grpc.health.v1 status name of the process at `address`, or "unreachable"."""
-    with open_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "unreachable"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def as_dict(message: Message) -> dict[str, Any]:
