@@ -124,6 +124,8 @@ def stop_all(processes: Sequence[ServerProcess], timeout: float = STOP_TIMEOUT_S
         pause(min(delay, left))  # polling back-off between looks, not synchronisation
         delay = min(delay * 2, 0.1)
         running = [p for p in running if p.exit_code() is None]
+    # Look once more: one may have exited between the last look and cut_short().
+    running = [p for p in running if p.exit_code() is None]
     for process in running:
         process.kill()
     return running
