@@ -29,6 +29,10 @@ from kvclient.consistency import Level
 from kvclient.requests import BytesLike, PutItems
 from kvclient.results import GetResult, Resolver, WriteResult
 
+# How long close() lets grpc's own tasks for the closed calls end before it
+# cancels them (they end within a loop turn or two once the channel closes).
+CLOSE_TASKS_SECONDS = 1.0
+
 Result = TypeVar("Result")
 
 
@@ -140,10 +144,24 @@ class Client:
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        asyncio.run_coroutine_threadsafe(self._close_on_loop(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+    async def _close_on_loop(self) -> None:
+        """Close the asyncio client, then let the tasks grpc still runs for
+        the closed calls end (a task destroyed with the loop while pending
+        is reported on stderr, as asyncio.run avoids by cancelling them)."""
+        await self._client.close()
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        if not others:
+            return
+        _, pending = await asyncio.wait(others, timeout=CLOSE_TASKS_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def __enter__(self) -> Client:
         return self
