@@ -62,5 +62,11 @@ else
 	$(BIN)/python -m chaos.sim --seeds $(SEEDS) --first $(FIRST) $(if $(BUG),--bug $(BUG))
 endif
 
+# Builds deploy/Dockerfile with podman and runs the image and the compose
+# cluster (needs root and Debian's podman, runc and debootstrap; see the script).
+.PHONY: container-check
+container-check:
+	deploy/container-check
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
