@@ -49,6 +49,12 @@ def test_hadolint_passes_the_dockerfile() -> None:
 
 
 @pytest.mark.process
+def test_shellcheck_passes_the_shell_scripts() -> None:
+    run = tool("shellcheck", "deploy/container-check", ".ci/run")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.process
 def test_yamllint_passes_every_yaml_file_of_deploy() -> None:
     run = tool("yamllint", "-c", "deploy/.yamllint", "--strict", "deploy/")
     assert run.returncode == 0, run.stdout + run.stderr
