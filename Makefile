@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The protobuf/gRPC code generator, pinned apart from the project (proto/tools.txt).
+PROTOC_VENV  := $(VENV)/protoc
+PROTOC_STAMP := $(PROTOC_VENV)/.installed-stamp
 DATA   ?= data
 
 .PHONY: run test test-fast lint proto bench clean venv
@@ -20,10 +23,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+$(PROTOC_STAMP): proto/tools.txt
+	$(PYTHON) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install --quiet -r proto/tools.txt
+	@touch $(PROTOC_STAMP)
+
 run: $(STAMP)
 	$(BIN)/kvstore cluster up --nodes 3 --coordinators 1 --data-dir $(DATA)
 
-test: $(STAMP)
+test: $(STAMP) $(PROTOC_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every test not marked `process`: no process, socket or gRPC server (see
@@ -36,8 +44,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-proto: $(STAMP)
-	$(BIN)/python proto/generate.py
+proto: $(PROTOC_STAMP)
+	$(PROTOC_VENV)/bin/python proto/generate.py
 
 bench: $(STAMP)
 	$(BIN)/kvstore bench --echo $(BENCH_ARGS)

@@ -1,10 +1,12 @@
 """Generate the Python protobuf/gRPC modules from proto/ (run by `make proto`).
 
-    python proto/generate.py [--out DIR]
+    .venv/protoc/bin/python proto/generate.py [--out DIR]
 
 Writes kvclient/pb/*_pb2.py, *_pb2.pyi and *_pb2_grpc.py under DIR (default:
-client/). tests/test_generated_code.py regenerates into a scratch directory
-and fails when the committed files differ.
+client/). Runs in the generator's own venv (proto/tools.txt), whose
+grpcio-tools decides the oldest grpcio and protobuf the written code accepts.
+tests/test_generated_code.py regenerates into a scratch directory and fails
+when the committed files differ.
 """
 
 import argparse

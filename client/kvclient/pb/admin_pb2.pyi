@@ -22,7 +22,7 @@ class MemberStatus(_message.Message):
     up: bool
     phi: float
     self: bool
-    def __init__(self_, id: _Optional[str] = ..., address: _Optional[str] = ..., up: _Optional[bool] = ..., phi: _Optional[float] = ..., self: _Optional[bool] = ...) -> None: ...
+    def __init__(self_, id: _Optional[str] = ..., address: _Optional[str] = ..., up: bool = ..., phi: _Optional[float] = ..., self: bool = ...) -> None: ...
 
 class PartitionReplicas(_message.Message):
     __slots__ = ("partition", "replicas")

@@ -40,7 +40,7 @@ class CausalContext(_message.Message):
     ISSUED_FIELD_NUMBER: _ClassVar[int]
     version_vector: _containers.RepeatedCompositeFieldContainer[Dot]
     issued: bool
-    def __init__(self, version_vector: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ..., issued: _Optional[bool] = ...) -> None: ...
+    def __init__(self, version_vector: _Optional[_Iterable[_Union[Dot, _Mapping]]] = ..., issued: bool = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message", "reason", "metadata")
@@ -79,7 +79,7 @@ class GetResponse(_message.Message):
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     context: bytes
     timestamp: int
-    def __init__(self, found: _Optional[bool] = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    def __init__(self, found: bool = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("key", "value", "context", "w", "request_id", "strict_quorum")
@@ -95,7 +95,7 @@ class PutRequest(_message.Message):
     w: Consistency
     request_id: bytes
     strict_quorum: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: _Optional[bool] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("context", "timestamp")
@@ -117,7 +117,7 @@ class DeleteRequest(_message.Message):
     w: Consistency
     request_id: bytes
     strict_quorum: bool
-    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: _Optional[bool] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("context",)

@@ -5,7 +5,7 @@ import warnings
 
 from kvclient.pb import kv_pb2 as kvclient_dot_pb_dot_kv__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class KVStub:
+class KVStub(object):
     """The public KV service. Errors are gRPC statuses with a message saying what
     to change: INVALID_ARGUMENT (bad key, value, option), RESOURCE_EXHAUSTED
     (store full), DATA_LOSS (a stored record failed its checksum), UNAVAILABLE
@@ -75,7 +75,7 @@ class KVStub:
                 _registered_method=True)
 
 
-class KVServicer:
+class KVServicer(object):
     """The public KV service. Errors are gRPC statuses with a message saying what
     to change: INVALID_ARGUMENT (bad key, value, option), RESOURCE_EXHAUSTED
     (store full), DATA_LOSS (a stored record failed its checksum), UNAVAILABLE
@@ -187,7 +187,7 @@ def add_KVServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class KV:
+class KV(object):
     """The public KV service. Errors are gRPC statuses with a message saying what
     to change: INVALID_ARGUMENT (bad key, value, option), RESOURCE_EXHAUSTED
     (store full), DATA_LOSS (a stored record failed its checksum), UNAVAILABLE

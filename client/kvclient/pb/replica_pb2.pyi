@@ -25,7 +25,7 @@ class ReplicaApply(_message.Message):
     tombstone: bool
     context: bytes
     request_id: bytes
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., context: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: bool = ..., context: _Optional[bytes] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaMerge(_message.Message):
     __slots__ = ("key", "state", "request_id", "hint_for")
@@ -139,7 +139,7 @@ class ReplicaResult(_message.Message):
     repaired: int
     hints: int
     id: int
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: _Optional[bool] = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: bool = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)

@@ -5,7 +5,7 @@ import warnings
 
 from kvclient.pb import replica_pb2 as kvclient_dot_pb_dot_replica__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class ReplicaStub:
+class ReplicaStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -46,7 +46,7 @@ class ReplicaStub:
                 _registered_method=True)
 
 
-class ReplicaServicer:
+class ReplicaServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Batch(self, request, context):
@@ -91,7 +91,7 @@ def add_ReplicaServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Replica:
+class Replica(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
