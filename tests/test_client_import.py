@@ -28,7 +28,7 @@ import kvclient
 from kvclient import errors
 client = kvclient.Client(["127.0.0.1:1", "127.0.0.1:2"], timeout=1.0)
 try:
-    client.get("not bytes")
+    client.put(b"k", b"v", context="not bytes")
 except TypeError:
     pass
 client.close()

@@ -342,21 +342,34 @@ def test_results_are_frozen() -> None:
 
 
 @pytest.mark.parametrize("call", [
-    lambda c: c.get("text"),
-    lambda c: c.put(b"k", "text"),
+    lambda c: c.get(1),
+    lambda c: c.put(b"k", 2.5),
     lambda c: c.put(1, b"v"),
-    lambda c: c.put(b"k", b"v", context="ctx"),
+    lambda c: c.put(b"k", b"v", context="ctx"),  # a context is opaque bytes, never text
     lambda c: c.delete(None),
-    lambda c: c.get_many([b"a", "b"]),
+    lambda c: c.get_many([b"a", None]),
     lambda c: c.get_many(b"ab"),
-    lambda c: c.put_many({"k": b"v"}),
+    lambda c: c.get_many("ab"),
+    lambda c: c.put_many({1: b"v"}),
     lambda c: c.put_many([(b"k",)]),
     lambda c: c.put_many([b"kv"]),
-    lambda c: c.ping("hello"),
+    lambda c: c.ping(7),
 ])
-def test_non_bytes_arguments_raise_type_error(call) -> None:  # type: ignore[no-untyped-def]
+def test_arguments_of_other_types_raise_type_error(call) -> None:  # type: ignore[no-untyped-def]
     with kvclient.Client(NOWHERE) as client, pytest.raises(TypeError, match="bytes|tuple|iterable"):
         call(client)
+
+
+def test_str_keys_values_and_payloads_are_sent_as_utf8() -> None:
+    request = requests.put_request("clé", "välue ✓", context=None, w=None, request_id=b"i" * 16)
+    assert (request.key, request.value) == ("clé".encode(), "välue ✓".encode())
+    assert requests.get_request("clé", r=None).key == "clé".encode()
+    assert requests.get_many_request(["a", b"b"], r=None).keys == [b"a", b"b"]
+    from_dict = requests.put_many_request({"x": "1"}, w=None)
+    assert [(p.key, p.value) for p in from_dict.puts] == [(b"x", b"1")]
+    assert requests.ping_request("hi").payload == b"hi"
+    with pytest.raises(ValueError, match="key is a str that UTF-8 cannot encode"):
+        requests.get_request("\ud800", r=None)
 
 
 def test_bytes_like_arguments_are_converted() -> None:

@@ -33,7 +33,7 @@ from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
 from kvclient.pb import kv_pb2_grpc
-from kvclient.requests import BytesLike, PutItems, Rpc
+from kvclient.requests import BytesLike, Data, PutItems, Rpc
 from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.retry import AddressRotation, Attempts
 from kvclient.session import SessionLink, SessionUnsupported
@@ -77,7 +77,7 @@ class AsyncClient:
         self._closed = False
 
     async def get(
-        self, key: BytesLike, *, r: Level = None, timeout: float | None = None
+        self, key: Data, *, r: Level = None, timeout: float | None = None
     ) -> GetResult:
         """The value(s) and causal context of `key`; `.value` is None when absent."""
         response = await self._invoke("Get", requests.get_request(key, r), timeout)
@@ -85,8 +85,8 @@ class AsyncClient:
 
     async def put(
         self,
-        key: BytesLike,
-        value: BytesLike,
+        key: Data,
+        value: Data,
         *,
         w: Level = None,
         context: BytesLike | None = None,
@@ -104,7 +104,7 @@ class AsyncClient:
 
     async def delete(
         self,
-        key: BytesLike,
+        key: Data,
         *,
         w: Level = None,
         context: BytesLike | None = None,
@@ -118,7 +118,7 @@ class AsyncClient:
         return requests.delete_result(await self._invoke("Delete", request, timeout))
 
     async def get_many(
-        self, keys: Iterable[BytesLike], *, r: Level = None, timeout: float | None = None
+        self, keys: Iterable[Data], *, r: Level = None, timeout: float | None = None
     ) -> list[GetResult]:
         """One GetResult per key, in order, in one round trip."""
         request = requests.get_many_request(keys, r)
@@ -138,7 +138,7 @@ class AsyncClient:
             return []
         return requests.put_many_results(request, await self._invoke("PutMany", request, timeout))
 
-    async def ping(self, payload: BytesLike = b"", *, timeout: float | None = None) -> bytes:
+    async def ping(self, payload: Data = b"", *, timeout: float | None = None) -> bytes:
         """Echo `payload` through one server, without touching storage."""
         response = await self._invoke("Ping", requests.ping_request(payload), timeout)
         return requests.ping_payload(response)

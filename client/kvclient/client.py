@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from kvclient.async_client import AsyncClient
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
-from kvclient.requests import BytesLike, PutItems
+from kvclient.requests import BytesLike, Data, PutItems
 from kvclient.results import GetResult, Resolver, WriteResult
 
 # How long close() lets grpc's own tasks for the closed calls end before it
@@ -86,14 +86,14 @@ class Client:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def get(self, key: BytesLike, *, r: Level = None, timeout: float | None = None) -> GetResult:
+    def get(self, key: Data, *, r: Level = None, timeout: float | None = None) -> GetResult:
         """The value(s) and causal context of `key`; `.value` is None when absent."""
         return self._run(self._client.get, key, r=r, timeout=timeout)
 
     def put(
         self,
-        key: BytesLike,
-        value: BytesLike,
+        key: Data,
+        value: Data,
         *,
         w: Level = None,
         context: BytesLike | None = None,
@@ -108,7 +108,7 @@ class Client:
 
     def delete(
         self,
-        key: BytesLike,
+        key: Data,
         *,
         w: Level = None,
         context: BytesLike | None = None,
@@ -120,7 +120,7 @@ class Client:
                          sloppy=sloppy)
 
     def get_many(
-        self, keys: Iterable[BytesLike], *, r: Level = None, timeout: float | None = None
+        self, keys: Iterable[Data], *, r: Level = None, timeout: float | None = None
     ) -> list[GetResult]:
         """One GetResult per key, in order, in one round trip."""
         return self._run(self._client.get_many, keys, r=r, timeout=timeout)
@@ -131,7 +131,7 @@ class Client:
         """Write a dict key -> value, or (key, value[, context]) tuples; results in order."""
         return self._run(self._client.put_many, items, w=w, timeout=timeout)
 
-    def ping(self, payload: BytesLike = b"", *, timeout: float | None = None) -> bytes:
+    def ping(self, payload: Data = b"", *, timeout: float | None = None) -> bytes:
         """Echo `payload` through one server, without touching storage."""
         return self._run(self._client.ping, payload, timeout=timeout)
 

@@ -24,9 +24,13 @@ from kvclient.results import GetResult, Resolver, WriteResult, choose_value
 from google.protobuf.message import Message
 
 BytesLike = Union[bytes, bytearray, memoryview]
+# A key, value or ping payload: bytes-like, or a str, sent as its UTF-8 bytes
+# (as redis-py does). Results are bytes whichever was sent. A causal context
+# is opaque bytes and never a str.
+Data = Union[str, bytes, bytearray, memoryview]
 # put_many takes a mapping key -> value, or (key, value) / (key, value, context) tuples.
-PutItem = Union[tuple[BytesLike, BytesLike], tuple[BytesLike, BytesLike, Union[BytesLike, None]]]
-PutItems = Union[Mapping[bytes, BytesLike], Iterable[PutItem]]
+PutItem = Union[tuple[Data, Data], tuple[Data, Data, Union[BytesLike, None]]]
+PutItems = Union[Mapping[bytes, Data], Mapping[str, Data], Iterable[PutItem]]
 RandomBytes = Callable[[int], bytes]
 # The methods of the KV service, as named on its stub.
 Rpc = Literal["Get", "Put", "Delete", "GetMany", "PutMany", "Ping"]
@@ -56,6 +60,19 @@ def as_bytes(data: object, what: str) -> bytes:
     raise TypeError(f"{what} must be bytes (or bytearray/memoryview), got {type(data).__name__}")
 
 
+def as_data(data: object, what: str) -> bytes:
+    """`data` as bytes: a str as its UTF-8 encoding, bytes-like as for `as_bytes`."""
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, e.g. "\ud800"
+            raise ValueError(f"{what} is a str that UTF-8 cannot encode: {error}") from None
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return as_bytes(data, what)
+    raise TypeError(f"{what} must be bytes (or bytearray/memoryview) or str, "
+                    f"got {type(data).__name__}")
+
+
 def _context_bytes(context: object) -> bytes:
     return b"" if context is None else as_bytes(context, "context")
 
@@ -65,13 +82,13 @@ def new_request_id(random_bytes: RandomBytes = os.urandom) -> bytes:
     return random_bytes(REQUEST_ID_BYTES)
 
 
-def get_request(key: BytesLike, r: Level) -> kv_pb2.GetRequest:
-    return kv_pb2.GetRequest(key=as_bytes(key, "key"), r=parse_consistency(r, "r"))
+def get_request(key: Data, r: Level) -> kv_pb2.GetRequest:
+    return kv_pb2.GetRequest(key=as_data(key, "key"), r=parse_consistency(r, "r"))
 
 
 def put_request(
-    key: BytesLike,
-    value: BytesLike,
+    key: Data,
+    value: Data,
     *,
     context: BytesLike | None,
     w: Level,
@@ -79,8 +96,8 @@ def put_request(
     sloppy: bool = True,
 ) -> kv_pb2.PutRequest:
     return kv_pb2.PutRequest(
-        key=as_bytes(key, "key"),
-        value=as_bytes(value, "value"),
+        key=as_data(key, "key"),
+        value=as_data(value, "value"),
         context=_context_bytes(context),
         w=parse_consistency(w, "w"),
         request_id=request_id,
@@ -89,11 +106,11 @@ def put_request(
 
 
 def delete_request(
-    key: BytesLike, *, context: BytesLike | None, w: Level, request_id: bytes,
+    key: Data, *, context: BytesLike | None, w: Level, request_id: bytes,
     sloppy: bool = True,
 ) -> kv_pb2.DeleteRequest:
     return kv_pb2.DeleteRequest(
-        key=as_bytes(key, "key"),
+        key=as_data(key, "key"),
         context=_context_bytes(context),
         w=parse_consistency(w, "w"),
         request_id=request_id,
@@ -101,11 +118,11 @@ def delete_request(
     )
 
 
-def get_many_request(keys: Iterable[BytesLike], r: Level) -> kv_pb2.GetManyRequest:
+def get_many_request(keys: Iterable[Data], r: Level) -> kv_pb2.GetManyRequest:
     if isinstance(keys, (bytes, bytearray, memoryview, str)):
         raise TypeError("keys must be an iterable of bytes keys, not a single key")
     return kv_pb2.GetManyRequest(
-        keys=[as_bytes(key, f"key {index}") for index, key in enumerate(keys)],
+        keys=[as_data(key, f"key {index}") for index, key in enumerate(keys)],
         r=parse_consistency(r, "r"),
     )
 
@@ -121,7 +138,7 @@ def put_many_request(
     return kv_pb2.PutManyRequest(puts=puts, w=parse_consistency(w, "w"))
 
 
-def _put_items(items: PutItems) -> list[tuple[BytesLike, BytesLike, BytesLike | None]]:
+def _put_items(items: PutItems) -> list[tuple[Data, Data, BytesLike | None]]:
     if isinstance(items, Mapping):
         return [(key, value, None) for key, value in items.items()]
     if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -129,7 +146,7 @@ def _put_items(items: PutItems) -> list[tuple[BytesLike, BytesLike, BytesLike | 
     return [_put_item(index, item) for index, item in enumerate(items)]
 
 
-def _put_item(index: int, item: object) -> tuple[BytesLike, BytesLike, BytesLike | None]:
+def _put_item(index: int, item: object) -> tuple[Data, Data, BytesLike | None]:
     if isinstance(item, tuple) and len(item) == 2:
         return item[0], item[1], None
     if isinstance(item, tuple) and len(item) == 3:
@@ -140,8 +157,8 @@ def _put_item(index: int, item: object) -> tuple[BytesLike, BytesLike, BytesLike
     )
 
 
-def ping_request(payload: BytesLike) -> kv_pb2.PingRequest:
-    return kv_pb2.PingRequest(payload=as_bytes(payload, "payload"))
+def ping_request(payload: Data) -> kv_pb2.PingRequest:
+    return kv_pb2.PingRequest(payload=as_data(payload, "payload"))
 
 
 def session_operation(rpc: Rpc, request: Message, op_id: int,
