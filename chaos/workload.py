@@ -148,7 +148,8 @@ class Workload:
     def _failed(self, index: int, kind: OpKind, key: str, value: str | None, invoke: float,
                 exc: BaseException, context: str) -> Op:
         outcome: Outcome
-        if isinstance(exc, TimeoutError):  # our safety net, not the client's deadline
+        # Our safety net, not the client's deadline (DeadlineExceeded is a TimeoutError too).
+        if isinstance(exc, TimeoutError) and not isinstance(exc, kvclient.errors.KVError):
             outcome, error = UNKNOWN, (f"STUCK: no answer within {self._settings.timeout} s "
                                        f"+ {STUCK_MARGIN} s")
         else:

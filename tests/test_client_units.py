@@ -372,6 +372,25 @@ def test_str_keys_values_and_payloads_are_sent_as_utf8() -> None:
         requests.get_request("\ud800", r=None)
 
 
+def test_delete_many_makes_one_request_per_key_each_with_its_own_id() -> None:
+    ids = iter(bytes([n]) * 16 for n in range(10))
+    deletes = requests.delete_many_requests([b"a", "b"], w="all", random_bytes=lambda n: next(ids))
+    assert [(d.key, d.context) for d in deletes] == [(b"a", b""), (b"b", b"")]
+    assert [d.request_id for d in deletes] == [bytes([n]) * 16 for n in range(2)]
+    assert all(d.w.level == kv_pb2.Consistency.ALL for d in deletes)
+    with pytest.raises(TypeError, match="not a single key"):
+        requests.delete_many_requests(b"ab", w=None)
+
+
+def test_a_batch_of_calls_raises_its_first_failed_item_with_its_fields() -> None:
+    failed = errors.Unavailable("1 did, 2 failed", reason="QUORUM_NOT_REACHED",
+                                metadata={"outcome": "unknown"})
+    assert requests.batch_results([b"a"], ["ok"]) == ["ok"]
+    with pytest.raises(errors.Unavailable, match=r"batch item 1 \(key b'b'\) failed: 1 did") as e:
+        requests.batch_results([b"a", b"b", b"c"], ["ok", failed, errors.Internal("later")])
+    assert e.value.reason == "QUORUM_NOT_REACHED" and e.value.outcome == "unknown"
+
+
 def test_bytes_like_arguments_are_converted() -> None:
     request = requests.put_request(bytearray(b"k"), memoryview(b"v"), context=bytearray(b"c"),
                                    w="all", request_id=b"i" * 16)

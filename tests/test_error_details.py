@@ -25,6 +25,18 @@ def test_a_reason_and_its_fields_reach_the_client_exception() -> None:
     typed = errors.error_for(grpc.StatusCode.UNAVAILABLE, str(error), reason=reason,
                              metadata=metadata)
     assert isinstance(typed, errors.Unavailable) and typed.outcome == "not_applied"
+    assert (typed.required, typed.acknowledged) == (2, 0)
+    assert errors.Unavailable("no details").required is None
+
+
+def test_errors_are_also_the_builtins_they_mean() -> None:
+    # Code written for timeouts and connection failures in general catches these.
+    assert isinstance(errors.error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), TimeoutError)
+    assert isinstance(errors.error_for(grpc.StatusCode.UNAVAILABLE, "down"), ConnectionError)
+    assert isinstance(errors.error_for(grpc.StatusCode.INVALID_ARGUMENT, "bad"), ValueError)
+    late = errors.DeadlineExceeded("deadline passed after 3 attempts")
+    assert str(late) == "DEADLINE_EXCEEDED: deadline passed after 3 attempts"
+    assert late.details == "deadline passed after 3 attempts" and late.errno is None
 
 
 def test_an_error_without_a_reason_sends_no_details() -> None:

@@ -61,6 +61,18 @@ async def test_async_client_round_trip(node: NodeProcess) -> None:
         assert await client.ping(b"hello") == b"hello"
 
 
+def test_delete_many_deletes_every_key_and_names_a_failed_item(node: NodeProcess) -> None:
+    with kvclient.Client([node.address]) as client:
+        client.put_many({b"a": b"1", b"b": b"2", "c": "3"})
+        results = client.delete_many([b"a", "c"])
+        assert len(results) == 2 and all(r.context for r in results)
+        assert [r.value for r in client.get_many([b"a", b"b", b"c"])] == [None, b"2", None]
+        assert client.delete_many([]) == []
+        with pytest.raises(kvclient.errors.InvalidArgument, match=r"batch item 0 \(key b'b'\)"):
+            client.delete_many([b"b"], w=5)  # more replicas than the cluster has
+        assert client.get(b"b").value == b"2"
+
+
 def test_health_and_reflection_are_served(node: NodeProcess) -> None:
     with open_channel(node.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -138,6 +138,20 @@ class AsyncClient:
             return []
         return requests.put_many_results(request, await self._invoke("PutMany", request, timeout))
 
+    async def delete_many(
+        self, keys: Iterable[Data], *, w: Level = None, timeout: float | None = None
+    ) -> list[WriteResult]:
+        """Delete every key (tombstones); results in order. The deletes go
+        together: on the stream, in one message; each is retried on its own.
+        Every delete has run to its end before the first failure raises."""
+        deletes = requests.delete_many_requests(keys, w=w)
+        self._config.call_timeout(timeout)  # checked even when there is nothing to send
+        outcomes = await asyncio.gather(
+            *(self._invoke("Delete", request, timeout) for request in deletes),
+            return_exceptions=True)
+        answered = requests.batch_results([d.key for d in deletes], outcomes)
+        return [requests.delete_result(response) for response in answered]
+
     async def ping(self, payload: Data = b"", *, timeout: float | None = None) -> bytes:
         """Echo `payload` through one server, without touching storage."""
         response = await self._invoke("Ping", requests.ping_request(payload), timeout)

@@ -131,6 +131,12 @@ class Client:
         """Write a dict key -> value, or (key, value[, context]) tuples; results in order."""
         return self._run(self._client.put_many, items, w=w, timeout=timeout)
 
+    def delete_many(
+        self, keys: Iterable[Data], *, w: Level = None, timeout: float | None = None
+    ) -> list[WriteResult]:
+        """Delete every key (tombstones); results in order, sent together."""
+        return self._run(self._client.delete_many, keys, w=w, timeout=timeout)
+
     def ping(self, payload: Data = b"", *, timeout: float | None = None) -> bytes:
         """Echo `payload` through one server, without touching storage."""
         return self._run(self._client.ping, payload, timeout=timeout)

@@ -11,8 +11,10 @@ server sent gRPC's rich error details (a `google.rpc.Status` in the trailing
 metadata, or in a KV.Session result), `.reason` names the case (e.g.
 `QUORUM_NOT_REACHED`), `.metadata` holds its fields, `.outcome` says what a
 failed write did (`"not_applied"`: nothing was applied; `"unknown"`: it may
-have been applied and may still appear) and `.retry_after` how long to wait
-before retrying (seconds).
+have been applied and may still appear), `.required` and `.acknowledged`
+count the replicas of a quorum not reached, and `.retry_after` says how long
+to wait before retrying (seconds). `DeadlineExceeded` is also a TimeoutError,
+`Unavailable` a ConnectionError and `InvalidArgument` a ValueError.
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ class KVError(Exception):
         """For a failed write: "not_applied" or "unknown", when the server said."""
         return self.metadata.get("outcome")
 
+    @property
+    def required(self) -> int | None:
+        """For a quorum not reached: how many replicas had to acknowledge."""
+        return self._count("required")
+
+    @property
+    def acknowledged(self) -> int | None:
+        """For a quorum not reached: how many replicas did acknowledge."""
+        return self._count("acknowledged")
+
+    def _count(self, field: str) -> int | None:
+        text = self.metadata.get(field, "")
+        return int(text) if text.isdigit() else None
+
     def __str__(self) -> str:
         return f"{self.code.name}: {self.details}" if self.details else self.code.name
 
@@ -100,8 +116,9 @@ class InvalidArgument(KVError, ValueError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class DeadlineExceeded(KVError):
-    """The call's overall deadline (retries included) passed."""
+class DeadlineExceeded(KVError, TimeoutError):
+    """The call's overall deadline (retries included) passed. A TimeoutError
+    too, so code that handles timeouts in general catches it."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -160,9 +177,10 @@ class Internal(KVError):
     code = grpc.StatusCode.INTERNAL
 
 
-class Unavailable(KVError):
+class Unavailable(KVError, ConnectionError):
     """No server could take the call: starting, stopping, unreachable, or too
-    few replicas answered. Raised once the client's retries are used up."""
+    few replicas answered. Raised once the client's retries are used up. A
+    ConnectionError too, as redis-py's and requests' connection errors are."""
 
     code = grpc.StatusCode.UNAVAILABLE
 

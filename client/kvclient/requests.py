@@ -118,6 +118,31 @@ def delete_request(
     )
 
 
+def delete_many_requests(
+    keys: Iterable[Data], *, w: Level, random_bytes: RandomBytes = os.urandom
+) -> list[kv_pb2.DeleteRequest]:
+    """One DeleteRequest per key, each with its own request id."""
+    if isinstance(keys, (bytes, bytearray, memoryview, str)):
+        raise TypeError("keys must be an iterable of keys, not a single key")
+    return [delete_request(as_data(key, f"key {index}"), context=None, w=w,
+                           request_id=new_request_id(random_bytes))
+            for index, key in enumerate(keys)]
+
+
+def batch_results(keys: list[bytes], outcomes: list[Any]) -> list[Any]:
+    """The results of a batch sent as one call per item, in order; the first
+    failed item raises its typed error, named as put_many names its own."""
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, errors.KVError):
+            raise errors.error_for(
+                outcome.code, f"batch item {index} (key {_preview(keys[index])}) failed: "
+                f"{outcome.details}", reason=outcome.reason, metadata=outcome.metadata,
+                retry_after=outcome.retry_after) from outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
+
+
 def get_many_request(keys: Iterable[Data], r: Level) -> kv_pb2.GetManyRequest:
     if isinstance(keys, (bytes, bytearray, memoryview, str)):
         raise TypeError("keys must be an iterable of bytes keys, not a single key")

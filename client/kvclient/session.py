@@ -78,10 +78,13 @@ class SessionStream:
         self._pending[op_id] = future
         self._outbox.append(requests.session_operation(rpc, request, op_id, timeout))
         self._wake.set()
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 result = await future
         except TimeoutError:
+            if not deadline.expired():
+                raise  # the operation's own DeadlineExceeded, a TimeoutError too
             self._pending.pop(op_id, None)
             raise errors.DeadlineExceeded(
                 f"no answer within the {timeout:.3g} s left of the call") from None
