@@ -11,6 +11,7 @@ import grpc
 import grpc.aio
 
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES
+from kvclient.fork_guard import note_channel_opened
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -28,10 +29,12 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 def open_channel(address: str,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
     """A blocking channel to "host:port"."""
+    note_channel_opened()
     return grpc.insecure_channel(address, options=channel_options(max_message_bytes))
 
 
 def open_aio_channel(address: str,
                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
     """An asyncio channel to "host:port", bound to the running event loop."""
+    note_channel_opened()
     return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))

@@ -18,11 +18,13 @@ hundreds a gRPC call costs).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from kvclient import fork_guard
 from kvclient.async_client import AsyncClient
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
@@ -84,6 +86,7 @@ class Client:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._loop_pid = 0
         self._closed = False
 
     def get(self, key: Data, *, r: Level = None, timeout: float | None = None) -> GetResult:
@@ -150,6 +153,8 @@ class Client:
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        if self._loop_pid != os.getpid():
+            return  # a child of fork(): the loop and its channels are the parent's
         asyncio.run_coroutine_threadsafe(self._close_on_loop(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
@@ -198,9 +203,12 @@ class Client:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this kvclient.Client is closed")
+            if self._loop is not None and self._loop_pid != os.getpid():
+                # A child of fork(): the loop's thread stayed in the parent.
+                raise RuntimeError(fork_guard.FORKED_MESSAGE)
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="kvclient", daemon=True)
                 thread.start()
-                self._loop, self._thread = loop, thread
+                self._loop, self._thread, self._loop_pid = loop, thread, os.getpid()
             return self._loop
