@@ -43,6 +43,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               help="Node id, unique in the cluster (e.g. n1).")
 @click.option("--listen", envvar="KVSTORE_LISTEN", show_envvar=True,
               help="gRPC address HOST:PORT.  [default: 127.0.0.1:7101]")
+@click.option("--advertise", envvar="KVSTORE_ADVERTISE", show_envvar=True,
+              help="HOST:PORT clients and peers reach it on, if not --listen (its "
+                   "[cluster] address, when it has one, must be the same).")
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="KVSTORE_DATA_DIR",
               show_envvar=True, help="Where the LMDB files live.")
 @click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
@@ -81,6 +84,8 @@ def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
               help="Coordinator id (e.g. c1).")
 @click.option("--listen", envvar="KVSTORE_LISTEN", show_envvar=True,
               help="gRPC address HOST:PORT.  [default: 127.0.0.1:7201]")
+@click.option("--advertise", envvar="KVSTORE_ADVERTISE", show_envvar=True,
+              help="HOST:PORT clients reach it on, if not --listen.")
 @click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
               help="Prometheus /metrics HTTP port (0: none).")
 @click.option("--config", "config_file", required=True, envvar="KVSTORE_CONFIG",

@@ -24,19 +24,20 @@ from kvstore.server.metrics import RequestMetrics, build_version
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, process_id: str, role: str, listen: str, spec: ClusterSpec,
+    def __init__(self, process_id: str, role: str, address: str, spec: ClusterSpec,
                  peers: Callable[[], Mapping[str, NodeStatus]], metrics: RequestMetrics, *,
                  node_stats: Callable[[], admin_pb2.NodeStats] | None = None,
                  coordinator_stats: Callable[[], admin_pb2.CoordinatorStats] | None = None,
                  snapshot: tuple[Callable[[int], None], Path] | None = None) -> None:
-        """`peers`: the failure detector's view of every other node;
-        `snapshot`: a storage node's (copy the database to this fd, the
-        directory to stage the copy in: its data dir, sized for the data)."""
+        """`address`: where it is reached (its advertised address); `peers`:
+        the failure detector's view of every other node; `snapshot`: a
+        storage node's (copy the database to this fd, the directory to stage
+        the copy in: its data dir, sized for the data)."""
         self._snapshot = snapshot
         self.metrics = metrics
         self._process_id = process_id
         self._role = role
-        self._listen = listen
+        self._address = address
         self._spec = spec
         self._peers = peers
         self._node_stats = node_stats
@@ -61,7 +62,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 phi=0.0 if status is None else status.phi))
         response = admin_pb2.StatusResponse(
             id=self._process_id, role=self._role, version=build_version(),
-            address=self._listen, uptime_seconds=time.monotonic() - self._started,
+            address=self._address, uptime_seconds=time.monotonic() - self._started,
             mode=self._spec.mode, replicas=self._spec.replicas,
             partitions=self._spec.partitions, members=members, ring=self._ring)
         if self._node_stats is not None:

@@ -238,8 +238,11 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     def __init__(self, coordinator: Coordinator, limits: validation.Limits,
                  metrics: RequestMetrics, *, request_timeout: float,
+                 topology: kv_pb2.TopologyResponse,
                  cache: LruCache | None = None, session_max_in_flight: int = 1024) -> None:
+        """`topology`: what `KV.Topology` answers (`rpc.topology`)."""
         self.coordinator = coordinator
+        self._topology = topology
         self.limits = limits
         self.metrics = metrics
         self.replicas = coordinator.spec.replicas
@@ -301,6 +304,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def ping(self, request: kv_pb2.PingRequest, timeout: float) -> kv_pb2.PingResponse:
         return kv_pb2.PingResponse(payload=request.payload)
 
+    async def topology(self, request: kv_pb2.TopologyRequest,
+                       timeout: float) -> kv_pb2.TopologyResponse:
+        return self._topology
+
     # -- the unary methods -------------------------------------------------------
 
     Get = _unary("Get", get)
@@ -309,6 +316,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     GetMany = _unary("GetMany", get_many)
     PutMany = _unary("PutMany", put_many)
     Ping = _unary("Ping", ping)
+    Topology = _unary("Topology", topology)
 
     # -- the stream ----------------------------------------------------------------
 

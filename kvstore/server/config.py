@@ -28,6 +28,10 @@ class ConfigError(ValueError):
 class NodeConfig:
     node_id: str
     listen: str = "127.0.0.1:7101"
+    # Where clients and peers reach it, when that is not where it listens
+    # (0.0.0.0, NAT, a Kubernetes Service): its [cluster] member address when
+    # it has one, else this, else `listen`.
+    advertise: str | None = None
     data_dir: Path = Path("data/n1")
     metrics_port: int = 0  # 0: no metrics HTTP server
     partitions: int = DEFAULT_PARTITIONS
@@ -77,9 +81,17 @@ class NodeConfig:
             raise ConfigError("tombstone_grace_seconds must be in [0, 31536000]")
         if not 1 <= self.anti_entropy_keys_per_second <= 1_000_000:
             raise ConfigError("anti_entropy_keys_per_second must be in [1, 1000000]")
+        if self.advertise is not None:
+            parse_address(self.advertise, "advertise")
         if self.cluster is not None:
             if self.node_id not in {m.node_id for m in self.cluster.members}:
                 raise ConfigError(f"node {self.node_id!r} is not among the [cluster] members")
+            listed = self.cluster.member(self.node_id).address
+            if self.advertise is not None and self.advertise != listed:
+                raise ConfigError(
+                    f"advertise={self.advertise!r} disagrees with the address of node "
+                    f"{self.node_id!r} in [cluster], {listed!r}: peers and clients use that one; "
+                    "give the same address, or leave advertise out")
             if self.partitions not in (DEFAULT_PARTITIONS, self.cluster.partitions):
                 raise ConfigError(
                     f"partitions={self.partitions} disagrees with the cluster's "
@@ -113,7 +125,12 @@ class NodeConfig:
     def cluster_spec(self) -> ClusterSpec:
         if self.cluster is not None:
             return self.cluster
-        return ClusterSpec.single(self.node_id, self.listen, self.partitions)
+        return ClusterSpec.single(self.node_id, self.advertise or self.listen, self.partitions)
+
+    @property
+    def advertised_address(self) -> str:
+        """Where clients and peers reach this node."""
+        return self.cluster_spec.member(self.node_id).address
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,7 @@ class CoordinatorConfig:
     coordinator_id: str
     cluster: ClusterSpec
     listen: str = "127.0.0.1:7201"
+    advertise: str | None = None  # where clients reach it, if not `listen` (as NodeConfig's)
     metrics_port: int = 0
     cache_bytes: int = 64 * MIB  # 0 disables the cache
     cache_ttl_ms: float = 1000.0  # a cached answer is never served older than this
@@ -138,6 +156,8 @@ class CoordinatorConfig:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
                                self.session_max_in_flight)
+        if self.advertise is not None:
+            parse_address(self.advertise, "advertise")
         if self.cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be at least 0, got {self.cache_bytes}")
         if not 0 <= self.cache_ttl_ms <= 3_600_000:
@@ -146,6 +166,11 @@ class CoordinatorConfig:
     @property
     def max_message_bytes(self) -> int:
         return _max_message_bytes(self.max_key_bytes, self.max_value_bytes)
+
+    @property
+    def advertised_address(self) -> str:
+        """Where clients reach this coordinator."""
+        return self.advertise or self.listen
 
 
 def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:

@@ -25,6 +25,7 @@ from kvstore.server.node import ADMIN, KV
 from kvstore.rpc.peers import LinkSettings, Peers
 from kvstore.rpc.admin_service import AdminService
 from kvstore.rpc.servicers import KVService, register
+from kvstore.rpc.topology import topology_response
 from kvstore.rpc.validation import Limits
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,18 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
         ) as coordinator:
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache,
-                           session_max_in_flight=config.session_max_in_flight)
+                           session_max_in_flight=config.session_max_in_flight,
+                           topology=topology_response(spec, config.coordinator_id,
+                                                      "coordinator"))
 
             def coordinator_stats() -> admin_pb2.CoordinatorStats:
                 return admin_pb2.CoordinatorStats(
                     cache_entries=cache.entries, cache_bytes=cache.bytes,
                     cache_hits=cache.hits, cache_misses=cache.misses)
 
-            admin = AdminService(config.coordinator_id, "coordinator", config.listen, spec,
-                                 liveness.status, metrics, coordinator_stats=coordinator_stats)
+            admin = AdminService(config.coordinator_id, "coordinator",
+                                 config.advertised_address, spec, liveness.status, metrics,
+                                 coordinator_stats=coordinator_stats)
 
             def add_services(server: grpc.aio.Server) -> None:
                 register(server, kv, KV)

@@ -29,6 +29,7 @@ from kvstore.rpc.peers import LinkSettings, Peers
 from kvstore.leaderless.replica import LocalReplica
 from kvstore.rpc.admin_service import AdminService
 from kvstore.rpc.servicers import KVService, ReplicaService, register
+from kvstore.rpc.topology import topology_response
 from kvstore.storage.lmdb_engine import LmdbEngine
 from kvstore.storage.store import Store
 from kvstore.leaderless.tombstones import TombstoneCollector
@@ -104,7 +105,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                 ) as coordinator:
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds,
-                                   session_max_in_flight=config.session_max_in_flight)
+                                   session_max_in_flight=config.session_max_in_flight,
+                                   topology=topology_response(spec, config.node_id, "node"))
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
@@ -119,7 +121,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                             hints_pending=sum(p.count for p in pending),
                             hints_pending_bytes=sum(p.bytes for p in pending))
 
-                    admin = AdminService(config.node_id, "node", config.listen, spec,
+                    admin = AdminService(config.node_id, "node", config.advertised_address, spec,
                                          liveness.status, metrics, node_stats=node_stats,
                                          snapshot=(engine.copy_to, config.data_dir))
 

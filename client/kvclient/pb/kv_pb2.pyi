@@ -232,3 +232,41 @@ class SessionResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SessionResult]
     def __init__(self, results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
+
+class TopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TopologyMember(_message.Message):
+    __slots__ = ("id", "address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class TopologyPartition(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, replicas: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TopologyResponse(_message.Message):
+    __slots__ = ("version", "mode", "role", "id", "hash", "replicas", "members", "partitions")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    mode: str
+    role: str
+    id: str
+    hash: str
+    replicas: int
+    members: _containers.RepeatedCompositeFieldContainer[TopologyMember]
+    partitions: _containers.RepeatedCompositeFieldContainer[TopologyPartition]
+    def __init__(self, version: _Optional[int] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., hash: _Optional[str] = ..., replicas: _Optional[int] = ..., members: _Optional[_Iterable[_Union[TopologyMember, _Mapping]]] = ..., partitions: _Optional[_Iterable[_Union[TopologyPartition, _Mapping]]] = ...) -> None: ...

@@ -68,6 +68,11 @@ class KVStub(object):
                 request_serializer=kvclient_dot_pb_dot_kv__pb2.PingRequest.SerializeToString,
                 response_deserializer=kvclient_dot_pb_dot_kv__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.Topology = channel.unary_unary(
+                '/kvstore.v1.KV/Topology',
+                request_serializer=kvclient_dot_pb_dot_kv__pb2.TopologyRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_kv__pb2.TopologyResponse.FromString,
+                _registered_method=True)
         self.Session = channel.stream_stream(
                 '/kvstore.v1.KV/Session',
                 request_serializer=kvclient_dot_pb_dot_kv__pb2.SessionRequest.SerializeToString,
@@ -115,6 +120,14 @@ class KVServicer(object):
     def Ping(self, request, context):
         """Echoes its payload without touching storage: a liveness probe and the
         transport ceiling that `kvstore bench --echo` measures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Topology(self, request, context):
+        """The cluster's partitions, members and preference lists, as this process
+        knows them (every node and coordinator answers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +186,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=kvclient_dot_pb_dot_kv__pb2.PingRequest.FromString,
                     response_serializer=kvclient_dot_pb_dot_kv__pb2.PingResponse.SerializeToString,
+            ),
+            'Topology': grpc.unary_unary_rpc_method_handler(
+                    servicer.Topology,
+                    request_deserializer=kvclient_dot_pb_dot_kv__pb2.TopologyRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_kv__pb2.TopologyResponse.SerializeToString,
             ),
             'Session': grpc.stream_stream_rpc_method_handler(
                     servicer.Session,
@@ -346,6 +364,33 @@ class KV(object):
             '/kvstore.v1.KV/Ping',
             kvclient_dot_pb_dot_kv__pb2.PingRequest.SerializeToString,
             kvclient_dot_pb_dot_kv__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Topology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.KV/Topology',
+            kvclient_dot_pb_dot_kv__pb2.TopologyRequest.SerializeToString,
+            kvclient_dot_pb_dot_kv__pb2.TopologyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,73 @@
+"""KV.Topology: what a process tells a client so it can route by key (the
+members by advertised address, each partition's preference list, the hash
+scheme, a version shared by every process of a cluster), and --advertise."""
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvclient.pb import kv_pb2, kv_pb2_grpc
+from kvstore.ops.processes import NodeProcess
+from kvstore.placement.membership import ClusterMember, ClusterSpec
+from kvstore.rpc.channels import open_channel
+from kvstore.rpc.topology import HASH_SCHEME, topology_response
+from kvstore.server.config import ConfigError, NodeConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+SPEC = ClusterSpec(tuple(ClusterMember(f"n{i}", f"10.0.0.{i}:7101") for i in range(1, 5)),
+                   replicas=3, partitions=16)
+
+
+def test_it_lists_members_and_every_partitions_preference_list() -> None:
+    topology = topology_response(SPEC, "n2", "node")
+    assert (topology.mode, topology.role, topology.id) == ("leaderless", "node", "n2")
+    assert (topology.hash, topology.replicas) == (HASH_SCHEME, 3)
+    assert [(m.id, m.address) for m in topology.members] == [
+        (m.node_id, m.address) for m in SPEC.members]
+    assert [list(p.replicas) for p in topology.partitions] == [
+        SPEC.ring.preference_list(p, 3) for p in range(16)]
+
+
+def test_the_version_is_the_clusters_not_the_answering_processes() -> None:
+    version = topology_response(SPEC, "n1", "node").version
+    assert version != 0
+    assert topology_response(SPEC, "c1", "coordinator").version == version
+    moved = ClusterSpec((*SPEC.members[:3], ClusterMember("n4", "10.0.0.9:7101")),
+                        replicas=3, partitions=16)
+    fewer_replicas = ClusterSpec(SPEC.members, replicas=2, partitions=16)
+    assert topology_response(moved, "n1", "node").version != version
+    assert topology_response(fewer_replicas, "n1", "node").version != version
+
+
+@given(st.binary(max_size=64))
+def test_the_hash_scheme_is_what_its_name_says(key: bytes) -> None:
+    # What a client in any language computes from the scheme's description.
+    digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+    assert digest >> (64 - 4) == SPEC.partition_of(key)  # 16 partitions: the top 4 bits
+
+
+def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry() -> None:
+    alone = NodeConfig("n1", listen="0.0.0.0:7101", advertise="db1.example:7101")
+    assert alone.advertised_address == "db1.example:7101"
+    assert alone.cluster_spec.member("n1").address == "db1.example:7101"
+    assert NodeConfig("n1", listen="127.0.0.1:7101").advertised_address == "127.0.0.1:7101"
+    member = NodeConfig("n2", listen="0.0.0.0:7101", cluster=SPEC)
+    assert member.advertised_address == "10.0.0.2:7101"
+    with pytest.raises(ConfigError, match=r"address of node 'n2' in \[cluster\]"):
+        NodeConfig("n2", advertise="10.0.0.7:7101", cluster=SPEC)
+    with pytest.raises(ConfigError, match="advertise must be HOST:PORT"):
+        NodeConfig("n1", advertise="nowhere")
+
+
+@pytest.mark.process
+def test_a_node_answers_topology_with_its_advertised_address(start) -> None:  # type: ignore[no-untyped-def]
+    node: NodeProcess = start(extra=["--advertise", "kv-n1.example:7101"])
+    with open_channel(node.address) as channel:
+        topology = kv_pb2_grpc.KVStub(channel).Topology(kv_pb2.TopologyRequest(), timeout=10)
+    assert [(m.id, m.address) for m in topology.members] == [("n1", "kv-n1.example:7101")]
+    assert (topology.role, topology.id, topology.replicas) == ("node", "n1", 1)
+    assert len(topology.partitions) == 64 and all(
+        list(p.replicas) == ["n1"] for p in topology.partitions)
