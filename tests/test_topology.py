@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvclient import routing
 from kvclient.pb import kv_pb2, kv_pb2_grpc
+from kvstore.placement.ring import partition_of
 from kvstore.ops.processes import NodeProcess
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 from kvstore.rpc.channels import open_channel
@@ -47,6 +49,36 @@ def test_the_hash_scheme_is_what_its_name_says(key: bytes) -> None:
     # What a client in any language computes from the scheme's description.
     digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
     assert digest >> (64 - 4) == SPEC.partition_of(key)  # 16 partitions: the top 4 bits
+
+
+@given(st.binary(max_size=64), st.integers(min_value=0, max_value=16))
+def test_the_client_computes_a_keys_partition_as_the_nodes_do(key: bytes, bits: int) -> None:
+    assert routing.partition_of(key, 1 << bits) == partition_of(key, 1 << bits)
+
+
+@given(st.binary(max_size=64))
+def test_the_routing_table_sends_a_key_to_its_replicas_in_preference_order(key: bytes) -> None:
+    table = routing.RoutingTable.from_topology(topology_response(SPEC, "c1", "coordinator"))
+    assert table is not None and table.role == "coordinator"
+    replicas = table.replicas_of(key)
+    assert replicas == tuple(SPEC.member(n).address for n in SPEC.preference_list(key))
+    given_addresses = ["10.0.0.4:7101", "c1:7201"]
+    assert table.candidates(key, given_addresses) == replicas + tuple(
+        a for a in given_addresses if a not in replicas)
+
+
+def test_a_topology_the_client_cannot_route_by_gives_no_table() -> None:
+    unknown_hash = topology_response(SPEC, "n1", "node")
+    unknown_hash.hash = "murmur3"
+    no_member = topology_response(SPEC, "n1", "node")
+    del no_member.members[0]
+    not_a_power_of_two = topology_response(SPEC, "n1", "node")
+    del not_a_power_of_two.partitions[0]
+    empty = topology_response(SPEC, "n1", "node")
+    del empty.partitions[3].replicas[:]
+    for topology in (unknown_hash, no_member, not_a_power_of_two, empty,
+                     kv_pb2.TopologyResponse()):
+        assert routing.RoutingTable.from_topology(topology) is None
 
 
 def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry() -> None:
