@@ -36,7 +36,14 @@ from kvclient.pb import kv_pb2_grpc
 from kvclient.requests import BytesLike, Data, PutItems, Rpc
 from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.retry import AddressRotation, Attempts
+from kvclient.router import Router
+from kvclient.routing import InOrder
 from kvclient.session import SessionLink, SessionUnsupported
+
+
+# How long a call routed by key waits for a replica's channel that is not
+# yet connected before it goes to the next replica instead.
+ROUTED_CONNECT_SECONDS = 0.2
 
 
 class AsyncClient:
@@ -58,6 +65,7 @@ class AsyncClient:
         resolver: Resolver | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream: bool = True,
+        token_aware: bool | None = None,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -68,19 +76,24 @@ class AsyncClient:
             resolver=resolver,
             max_message_bytes=max_message_bytes,
         )
+        if token_aware not in (None, True, False):
+            raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
         self._rotation = AddressRotation(len(self._config.addresses))
         self._rng = random.Random()
-        self._channels: list[grpc.aio.Channel | None] = [None] * len(self._config.addresses)
-        self._stubs: list[kv_pb2_grpc.KVStub | None] = [None] * len(self._config.addresses)
-        self._links: list[SessionLink | None] = [None] * len(self._config.addresses)
+        # Per address, given or learnt from the topology: opened on first use.
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        self._links: dict[str, SessionLink] = {}
         self._stream = bool(stream)
+        self._routing = Router(token_aware)
         self._closed = False
 
     async def get(
         self, key: Data, *, r: Level = None, timeout: float | None = None
     ) -> GetResult:
         """The value(s) and causal context of `key`; `.value` is None when absent."""
-        response = await self._invoke("Get", requests.get_request(key, r), timeout)
+        request = requests.get_request(key, r)
+        response = await self._invoke("Get", request, timeout, key=request.key)
         return requests.get_result(response, self._config.resolver)
 
     async def put(
@@ -100,7 +113,7 @@ class AsyncClient:
             key, value, context=context, w=w, request_id=requests.new_request_id(),
             sloppy=sloppy,
         )
-        return requests.put_result(await self._invoke("Put", request, timeout))
+        return requests.put_result(await self._invoke("Put", request, timeout, key=request.key))
 
     async def delete(
         self,
@@ -115,7 +128,8 @@ class AsyncClient:
         request = requests.delete_request(
             key, context=context, w=w, request_id=requests.new_request_id(), sloppy=sloppy
         )
-        return requests.delete_result(await self._invoke("Delete", request, timeout))
+        return requests.delete_result(
+            await self._invoke("Delete", request, timeout, key=request.key))
 
     async def get_many(
         self, keys: Iterable[Data], *, r: Level = None, timeout: float | None = None
@@ -147,7 +161,7 @@ class AsyncClient:
         deletes = requests.delete_many_requests(keys, w=w)
         self._config.call_timeout(timeout)  # checked even when there is nothing to send
         outcomes = await asyncio.gather(
-            *(self._invoke("Delete", request, timeout) for request in deletes),
+            *(self._invoke("Delete", request, timeout, key=request.key) for request in deletes),
             return_exceptions=True)
         answered = requests.batch_results([d.key for d in deletes], outcomes)
         return [requests.delete_result(response) for response in answered]
@@ -160,11 +174,9 @@ class AsyncClient:
     async def close(self) -> None:
         """Close every stream and channel; calls in flight are cancelled."""
         self._closed = True
-        links = [link for link in self._links if link is not None]
-        channels = [channel for channel in self._channels if channel is not None]
-        self._channels = [None] * len(self._channels)
-        self._stubs = [None] * len(self._stubs)
-        self._links = [None] * len(self._links)
+        await self._routing.close()
+        links, channels = list(self._links.values()), list(self._channels.values())
+        self._channels, self._stubs, self._links = {}, {}, {}
         for link in links:
             await link.close()
         for channel in channels:
@@ -184,59 +196,96 @@ class AsyncClient:
     def __repr__(self) -> str:
         return f"AsyncClient({list(self._config.addresses)!r})"
 
-    async def _invoke(self, rpc: Rpc, request: Message, timeout: float | None) -> Any:
-        """Send `request` until it succeeds or `Attempts` says the call is over.
+    async def _invoke(self, rpc: Rpc, request: Message, timeout: float | None, *,
+                      key: bytes | None = None) -> Any:
+        """Send `request` until it succeeds or `Attempts` says the call is over:
+        a call on one `key`, routed by key, to its replicas first and then
+        the given addresses; any other, round robin over the given addresses.
 
         The same request object, hence the same request ids, goes on every attempt.
         """
         if self._closed:
             raise RuntimeError("this kvclient.AsyncClient is closed")
+        addresses: Sequence[str] = self._config.addresses
+        rotation = self._rotation
+        if key is not None:
+            table = await self._routing.table(self._config.addresses, self._stub)
+            if table is not None:
+                replicas = await self._reachable_first(table.replicas_of(key))
+                addresses = replicas + tuple(
+                    a for a in self._config.addresses if a not in replicas)
+                rotation = InOrder(len(addresses))
         attempts = Attempts(
             self._config.retry,
-            self._rotation,
+            rotation,
             now=time.monotonic(),
             timeout=self._config.call_timeout(timeout),
             rng=self._rng,
         )
         while True:
-            index = attempts.address
+            address = addresses[attempts.address]
             timeout_left = attempts.time_left(time.monotonic())
             try:
-                return await self._attempt(index, rpc, request, timeout_left, attempts)
+                return await self._attempt(address, rpc, request, timeout_left, attempts)
             except (grpc.RpcError, errors.KVError) as error:
                 delay = attempts.after_failure(error, time.monotonic())
             await asyncio.sleep(delay)
 
-    async def _attempt(self, index: int, rpc: Rpc, request: Message, timeout: float,
+    async def _reachable_first(self, replicas: tuple[str, ...]) -> tuple[str, ...]:
+        """`replicas` in preference order, but those this client cannot reach
+        now (their channel failed to connect, or does not connect within
+        ROUTED_CONNECT_SECONDS) moved behind the first it can: a replica that
+        is down must not cost a call one of its attempts."""
+        unreachable: list[str] = []
+        for index, address in enumerate(replicas):
+            if await self._connects(address):
+                return (address, *replicas[index + 1:], *unreachable)
+            unreachable.append(address)
+        return replicas
+
+    async def _connects(self, address: str) -> bool:
+        self._stub(address)  # opens the channel if it is not open yet
+        channel = self._channels[address]
+        state = channel.get_state(try_to_connect=True)
+        if state == grpc.ChannelConnectivity.READY:
+            return True
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                     grpc.ChannelConnectivity.SHUTDOWN):
+            return False
+        try:  # IDLE or CONNECTING: a first call to it, or a reconnection
+            await asyncio.wait_for(channel.channel_ready(), ROUTED_CONNECT_SECONDS)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _attempt(self, address: str, rpc: Rpc, request: Message, timeout: float,
                        attempts: Attempts) -> Any:
-        """One attempt at address `index`: over its stream, else unary."""
-        link = self._link(index)
+        """One attempt at `address`: over its stream, else unary."""
+        link = self._link(address)
         if link is not None and link.supported:
             try:
                 return await link.call(rpc, request, timeout)
             except SessionUnsupported:
                 # Not a failed attempt: the same one, the way this server knows.
                 timeout = attempts.time_left(time.monotonic())
-        method = getattr(self._stub(index), rpc)
+        method = getattr(self._stub(address), rpc)
         return await method(request, timeout=timeout)
 
-    def _link(self, index: int) -> SessionLink | None:
+    def _link(self, address: str) -> SessionLink | None:
         if not self._stream:
             return None
-        link = self._links[index]
+        link = self._links.get(address)
         if link is None:
-            link = self._links[index] = SessionLink(self._stub(index))
+            link = self._links[address] = SessionLink(self._stub(address))
         return link
 
-    def _stub(self, index: int) -> kv_pb2_grpc.KVStub:
+    def _stub(self, address: str) -> kv_pb2_grpc.KVStub:
         if self._closed:
             raise RuntimeError("this kvclient.AsyncClient is closed")
-        stub = self._stubs[index]
+        stub = self._stubs.get(address)
         if stub is None:
-            channel = open_aio_channel(
-                self._config.addresses[index], self._config.max_message_bytes
-            )
+            channel = open_aio_channel(address, self._config.max_message_bytes)
             stub = kv_pb2_grpc.KVStub(channel)
-            self._channels[index] = channel
-            self._stubs[index] = stub
+            self._channels[address] = channel
+            self._stubs[address] = stub
         return stub

@@ -50,6 +50,13 @@ class Client:
     each carries a request id the server deduplicates on. `resolver` merges
     siblings into `GetResult.value` (default: the newest sibling).
 
+    Token-aware routing: given node addresses, the client asks one of them
+    for the cluster's topology (KV.Topology) and sends each call on one key
+    straight to that key's replicas, the preferred one first, then the given
+    addresses; batches go round robin. Given coordinators, it goes through
+    them (their cache and its promise apply) unless `token_aware=True`;
+    `token_aware=False` never routes.
+
     Calls travel as operations of one KV.Session stream per address, those
     made together sharing its messages; an address that has no Session
     (UNIMPLEMENTED) gets the unary calls instead, for good. `stream=False`:
@@ -70,6 +77,7 @@ class Client:
         resolver: Resolver | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream: bool = True,
+        token_aware: bool | None = None,
     ) -> None:
         # Checks the arguments now; opens nothing until the first call.
         self._client = AsyncClient(
@@ -81,6 +89,7 @@ class Client:
             resolver=resolver,
             max_message_bytes=max_message_bytes,
             stream=stream,
+            token_aware=token_aware,
         )
         self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvclient.pb import kv_pb2
+from kvclient.retry import AddressRotation
 
 # The one key-to-partition scheme this client knows (KV.Topology's `hash`).
 BLAKE2B_64_TOP_BITS = "blake2b-64-top-bits"
@@ -62,3 +63,11 @@ class RoutingTable:
         rest of `others` (for when none of the replicas can take it)."""
         first = self.replicas_of(key)
         return first + tuple(address for address in others if address not in first)
+
+
+class InOrder(AddressRotation):
+    """A routed call's order over its candidates: always from the first (the
+    key's preferred replica), moving on as `AddressRotation` does."""
+
+    def first(self) -> int:
+        return 0

@@ -269,7 +269,10 @@ def restore(file: Path, data_dir: Path, force: bool) -> None:
 def _client(addresses: tuple[str, ...], timeout: float) -> "kvclient.Client":
     import kvclient
 
-    return kvclient.Client(list(addresses) or [DEFAULT_ADDRESS], timeout=timeout)
+    # One call per command: asking for the topology first would cost more
+    # than the hop inside the cluster that routing by key saves.
+    return kvclient.Client(list(addresses) or [DEFAULT_ADDRESS], timeout=timeout,
+                           token_aware=False)
 
 
 def _level(value: str | None) -> str | int | None:
