@@ -62,6 +62,12 @@ class Op:
     # default), and for a write whether it refused stand-ins (strict quorum).
     replicas: int = 0
     strict: bool = False
+    # Leader mode (None elsewhere): a read's version; the version an
+    # acknowledged write made; for a compare-and-set refused with
+    # VersionMismatch, its current_version. And a compare-and-set's
+    # if_version (0: only if absent). See chaos.linearizability.
+    version: int | None = None
+    if_version: int | None = None
 
     @property
     def is_write(self) -> bool:

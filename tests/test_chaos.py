@@ -294,6 +294,22 @@ def test_the_history_survives_its_json_lines(tmp_path: Path) -> None:
     assert ops == history.ops and faults == history.faults
 
 
+def test_leader_mode_versions_survive_the_json_lines_and_older_files_still_load(
+        tmp_path: Path) -> None:
+    history = History(clock=lambda: 0.0)
+    history.add(Op(0, "put", "k", "b", 0.1, 0.2, OK, version=9, if_version=4))
+    history.add(Op(1, "get", "k", None, 0.3, 0.4, OK, siblings=("b",), version=9))
+    history.add(Op(2, "put", "k", "c", 0.3, 0.4, FAIL, version=9, if_version=4))
+    history.write_jsonl(tmp_path / "history.jsonl")
+    ops, _ = load_jsonl(tmp_path / "history.jsonl")
+    assert ops == history.ops
+    older = tmp_path / "older.jsonl"
+    older.write_text('{"type": "op", "client": 0, "kind": "put", "key": "k", "value": "a", '
+                     '"invoke": 0.5, "complete": 0.7, "outcome": "ok"}\n')
+    (op,), _ = load_jsonl(older)
+    assert (op.version, op.if_version) == (None, None)
+
+
 ROOTS_EQUAL = RootConvergence(True, 12.5, 64, 60, [3, 9], [], 50)
 KEYS_AGREE = Convergence(True, 0.5, ["k"], [], 0, {"k": None})
 
