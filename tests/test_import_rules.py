@@ -46,6 +46,9 @@ PURE_CORES = [
     "kvstore/leader/memory_store.py",
     "kvstore/leader/group_log.py",  # the core's view of a store
     "kvstore/leader/envelopes.py",  # what a node sends another in a pass (wire.py: its bytes)
+    "kvstore/leader/quiescence.py",  # the multi-Raft host: when groups sleep, who waits,
+    "kvstore/leader/waiters.py",  # and the host itself (driver.py: its asyncio shell)
+    "kvstore/leader/host.py",
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
 ]
 

@@ -48,7 +48,7 @@ def delete(key: bytes, rid: bytes, *, if_version: int | None = None, ms: int = 0
     return Delete(key, rid, proposed_ms=ms, if_version=if_version)
 
 
-# -- versions and compare-and-set ---------------------------------------------------------
+# -- versions and compare-and-set -----------------------------------------------------------------
 
 
 def test_a_keys_version_is_the_index_of_its_last_write() -> None:
@@ -87,7 +87,7 @@ def test_if_version_zero_means_only_if_absent() -> None:
     assert log(put(b"k", b"v3", b"r4", if_version=0)) == Outcome(Status.APPLIED, 4, 4)
 
 
-# -- request ids ----------------------------------------------------------------------------
+# -- request ids ----------------------------------------------------------------------------------
 
 
 def test_a_retried_write_applies_once_and_gets_the_first_outcome() -> None:
@@ -131,7 +131,7 @@ def test_expired_ids_are_forgotten_a_few_per_apply_oldest_first() -> None:
         set(b"old-%d" % n for n in range(20)) - set(remembered))
 
 
-# -- the applied index -----------------------------------------------------------------------
+# -- the applied index ----------------------------------------------------------------------------
 
 
 def test_entries_at_or_below_the_applied_index_are_not_applied_again() -> None:
@@ -155,7 +155,7 @@ def test_no_ops_move_the_applied_index() -> None:
     assert log.state.applied_index() == 2
 
 
-# -- snapshots ---------------------------------------------------------------------------------
+# -- snapshots ------------------------------------------------------------------------------------
 
 
 def test_export_and_restore_carry_keys_ids_and_the_applied_index() -> None:
@@ -187,7 +187,7 @@ def test_an_image_in_an_unknown_format_is_refused_with_a_message() -> None:
         images.decode(data)
 
 
-# -- commands ----------------------------------------------------------------------------------
+# -- commands -------------------------------------------------------------------------------------
 
 keys = st.binary(min_size=1, max_size=40)
 request_ids = st.binary(min_size=1, max_size=commands.MAX_REQUEST_ID_BYTES)

@@ -69,7 +69,7 @@ def replicate(store: RaftStore, group: int, entries: list[Entry], commit: int,
                           sync=True))
 
 
-# -- restart and crashes ------------------------------------------------------------------------
+# -- restart and crashes --------------------------------------------------------------------------
 
 
 def test_a_restart_finds_the_log_hard_state_data_and_applied_index(stores: Reopen) -> None:
@@ -188,7 +188,7 @@ def test_an_entry_in_an_unknown_format_stops_its_group_alone(stores: Reopen) -> 
     assert store.read(6, b"k") == Versioned(1, b"v")
 
 
-# -- compaction and snapshots ----------------------------------------------------------------------
+# -- compaction and snapshots ---------------------------------------------------------------------
 
 
 def test_compaction_snapshots_the_state_and_drops_the_log_behind_it(stores: Reopen) -> None:
@@ -238,7 +238,7 @@ def test_a_damaged_snapshot_is_refused_and_changes_nothing(stores: Reopen) -> No
     assert store.read(0, b"k") == Versioned(1, b"v") and store.load(0, 5).last_index == 1
 
 
-# -- LMDB itself ---------------------------------------------------------------------------------
+# -- LMDB itself ----------------------------------------------------------------------------------
 
 
 def test_a_store_in_an_unknown_format_is_refused_at_open(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_a_damaged_value_is_reported_not_returned(tmp_path: Path) -> None:
         store.close()
 
 
-# -- GroupLog: the core's view ------------------------------------------------------------------
+# -- GroupLog: the core's view --------------------------------------------------------------------
 
 
 operations = st.lists(st.one_of(
@@ -322,7 +322,7 @@ def test_group_log_reads_as_the_cores_memory_storage(ops: list[tuple[str, int, i
                                                                view.last_index())
 
 
-# -- a restart never applies an entry twice ------------------------------------------------------
+# -- a restart never applies an entry twice -------------------------------------------------------
 
 small_keys = st.sampled_from([b"a", b"b", b"c"])
 retried_ids = st.sampled_from([b"r%d" % n for n in range(6)])  # few ids: many retries

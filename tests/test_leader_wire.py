@@ -110,7 +110,7 @@ def test_malformed_envelopes_are_refused_with_a_reason() -> None:
         wire.decode(b"\xff\xff\xff")
 
 
-# -- the outbox ---------------------------------------------------------------------------------
+# -- the outbox -----------------------------------------------------------------------------------
 
 
 def test_heartbeats_of_all_groups_to_a_peer_travel_as_one_envelope() -> None:
