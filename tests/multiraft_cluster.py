@@ -8,7 +8,7 @@ random but what the seeds say, so every run is the same.
 advances every live node's clock by one tick and settles.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from kvstore.leader.lmdb_store import LmdbRaftStore
 from kvstore.leader.memory_store import MemoryRaftStore
 from kvstore.leader.persistence import PassResult, RaftStore
 from kvstore.leader.quiescence import QuiesceSettings
+from kvstore.leader.raft.messages import AFTER_PERSIST
 from kvstore.leader.raft.raft import Role
 from kvstore.leader.waiters import Result, Ticket
 
@@ -50,6 +51,9 @@ class HostCluster:
         self.in_flight: list[Envelope] = []
         self.sent: list[tuple[int, Envelope]] = []  # (tick, envelope), every one sent
         self.cut: set[frozenset[str]] = set()  # links that drop everything
+        self.drop: Callable[[Envelope], bool] | None = None  # loses the envelopes it picks
+        # Asked after a node sent a pass's first envelopes: crash it before it persists?
+        self.crash_in_pass: Callable[[str], bool] | None = None
         self.tick_count = 0
         self.nodes = {node: Node(node, self._open_store(node)) for node in self.ids}
         for node in self.ids:
@@ -70,6 +74,7 @@ class HostCluster:
     def start(self, node: str) -> None:
         n = self.nodes[node]
         n.incarnation += 1
+        n.answers = {}  # tickets count from 1 again in the new incarnation
         n.host = MultiRaft(node, n.store, self.settings, seed=hash((self.seed, n.incarnation)),
                            clock_ms=lambda: self.now_ms)
         for group, voters in self.groups.items():
@@ -113,7 +118,14 @@ class HostCluster:
         p = host.start_pass()
         if p is None:
             return False
+        # What vouches for this node's vote or log leaves only once persisted.
+        early = [m.message for e in p.send for m in e.messages
+                 if isinstance(m.message, AFTER_PERSIST)]
+        assert not early, f"{node} would send {early[0]} before persisting it"
         self._send(p.send)
+        if p.write is not None and self.crash_in_pass is not None and self.crash_in_pass(node):
+            self.crash(node)
+            return False
         result = n.store.write(p.write) if p.write is not None else PassResult()
         finished = host.finish_pass(p, result)
         self._send(finished.send)
@@ -124,7 +136,9 @@ class HostCluster:
     def _send(self, envelopes: Iterable[Envelope]) -> None:
         for envelope in envelopes:
             self.sent.append((self.tick_count, envelope))
-            if frozenset((envelope.sender, envelope.to)) not in self.cut:
+            if frozenset((envelope.sender, envelope.to)) in self.cut:
+                continue
+            if self.drop is None or not self.drop(envelope):
                 self.in_flight.append(envelope)
 
     def deliver(self) -> int:

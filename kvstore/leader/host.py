@@ -432,8 +432,9 @@ class MultiRaft:
             # bring it: every follower holds the leader's log up to it.
             self._step(g, Heartbeat(to=self.id, sender=leader, term=notice.term,
                                     commit=notice.commit, round=0))
-        if not g.halted and not g.waiters.busy() and follower_may_quiesce(
-                g.raw.status(), leader, notice.term, notice.commit):
+        # Its own waiters need no ticks: what they wait for comes in messages.
+        if not g.halted and follower_may_quiesce(g.raw.status(), leader, notice.term,
+                                                 notice.commit):
             g.quiesced, g.quiesced_at = True, self._ticks
         self._dirty.add(g.id)
 
