@@ -12,5 +12,5 @@ the shape of etcd-io/raft (see `node` for the API and the Ready cycle).
 - `messages`, `config`: the values and settings.
 
 Pure: no asyncio, gRPC, LMDB, protobuf, clock or threads; the multi-Raft
-host that drives it is to come (`kvstore/leader/`).
+host that drives it is `kvstore.leader.host`.
 """
