@@ -15,13 +15,14 @@ from pathlib import Path
 from kvstore.errors import KVStoreError
 from kvstore.leader.commands import Command
 from kvstore.leader.envelopes import Envelope
-from kvstore.leader.host import HostSettings, MultiRaft
+from kvstore.leader.host import MultiRaft
 from kvstore.leader.lmdb_store import LmdbRaftStore
 from kvstore.leader.memory_store import MemoryRaftStore
 from kvstore.leader.persistence import PassResult, RaftStore
 from kvstore.leader.quiescence import QuiesceSettings
 from kvstore.leader.raft.messages import AFTER_PERSIST
 from kvstore.leader.raft.raft import Role
+from kvstore.leader.settings import HostSettings
 from kvstore.leader.waiters import Result, Ticket
 
 TICK_MS = 100

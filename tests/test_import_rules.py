@@ -49,6 +49,7 @@ PURE_CORES = [
     "kvstore/leader/quiescence.py",  # the multi-Raft host: when groups sleep, who waits,
     "kvstore/leader/waiters.py",  # and the host itself (driver.py: its asyncio shell)
     "kvstore/leader/host.py",
+    "kvstore/leader/settings.py",
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
 ]
 

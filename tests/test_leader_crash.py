@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from kvstore.leader.commands import Put
-from kvstore.leader.host import HostSettings, MultiRaft
+from kvstore.leader.host import MultiRaft
 from kvstore.leader.lmdb_store import LmdbRaftStore
 from kvstore.leader.persistence import PassResult
+from kvstore.leader.settings import HostSettings
 from kvstore.leader.state_machine import Outcome
 from tests.leader_crash_writer import GROUPS
 

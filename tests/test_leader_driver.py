@@ -16,11 +16,12 @@ from kvstore.errors import DeadlineExceeded, Unavailable
 from kvstore.leader import wire
 from kvstore.leader.driver import IntervalTicker, RaftDriver
 from kvstore.leader.envelopes import Envelope
-from kvstore.leader.host import HostSettings, MultiRaft
+from kvstore.leader.host import MultiRaft
 from kvstore.leader.lmdb_store import LmdbRaftStore
 from kvstore.leader.persistence import PassResult, PassWrite
 from kvstore.leader.quiescence import QuiesceSettings
 from kvstore.leader.raft.raft import Role
+from kvstore.leader.settings import HostSettings
 from kvstore.leader.state_machine import Status
 from kvstore.leader.waiters import ReadValue
 

@@ -16,12 +16,12 @@ from kvstore.errors import KVStoreError
 from kvstore.leader import commands
 from kvstore.leader.commands import Delete, Put
 from kvstore.leader.data_format import FORMAT
-from kvstore.leader.host import HostSettings
 from kvstore.leader.memory_store import MemoryRaftStore
 from kvstore.leader.quiescence import QuiesceSettings
 from kvstore.leader.raft.config import ReadMode
 from kvstore.leader.raft.messages import InstallSnapshot, Vote
 from kvstore.leader.raft.raft import Role
+from kvstore.leader.settings import HostSettings
 from kvstore.leader.state_machine import Outcome, Status, Versioned
 from kvstore.leader.waiters import ReadValue
 from tests.multiraft_cluster import FAST, HostCluster, error_reason

@@ -45,52 +45,23 @@ from kvstore.errors import NOT_APPLIED, UNKNOWN, KVStoreError, Unavailable
 from kvstore.leader import commands
 from kvstore.leader.commands import Command
 from kvstore.leader.envelopes import Envelope, Outbox, QuiesceNotice, unpack
-from kvstore.leader.group_log import CACHED_ENTRIES, GroupLog
+from kvstore.leader.group_log import GroupLog
 from kvstore.leader.persistence import GroupWrite, PassResult, PassWrite, RaftStore
 from kvstore.leader.quiescence import (
-    PeerLiveness, QuiesceSettings, catch_up_ticks, follower_may_quiesce, leader_may_quiesce,
+    PeerLiveness, Sleep, catch_up_ticks, follower_may_quiesce, leader_may_quiesce,
 )
-from kvstore.leader.raft.config import Config, ReadMode
+from kvstore.leader.raft.config import Config
 from kvstore.leader.raft.leadership import DropReason, ProposalDropped
 from kvstore.leader.raft.messages import (
     AppendResponse, Heartbeat, HeartbeatResponse, Message, NodeId,
 )
 from kvstore.leader.raft.node import RawNode, Ready, Status
 from kvstore.leader.raft.raft import Role
+from kvstore.leader.settings import HostSettings
 from kvstore.leader.state_machine import Outcome
 from kvstore.leader.waiters import (
     GroupWaiters, ReadValue, Release, Ticket, not_leader,
 )
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    election_ticks: int = 10
-    heartbeat_ticks: int = 1
-    read_mode: ReadMode = ReadMode.READ_INDEX
-    pre_vote: bool = True
-    check_quorum: bool = True
-    max_append_bytes: int | None = 1 << 20
-    max_inflight_appends: int = 256
-    max_uncommitted_bytes: int | None = 64 << 20
-    snapshot_retry_ticks: int = 30
-    quiesce: QuiesceSettings = QuiesceSettings()
-    snapshot_every: int = 10_000  # entries applied since the last snapshot
-    keep_entries: int = 1_000  # entries kept behind a snapshot, for followers just behind
-    cached_entries: int = CACHED_ENTRIES  # per group, the log's tail in memory
-
-    def __post_init__(self) -> None:
-        if self.snapshot_every < 1 or self.keep_entries < 0:
-            raise ValueError("snapshot_every must be at least 1 and keep_entries at least 0")
-
-    def config(self, node: NodeId, voters: tuple[NodeId, ...], applied: int) -> Config:
-        return Config(id=node, voters=voters, election_ticks=self.election_ticks,
-                      heartbeat_ticks=self.heartbeat_ticks, pre_vote=self.pre_vote,
-                      check_quorum=self.check_quorum, read_mode=self.read_mode,
-                      max_append_bytes=self.max_append_bytes,
-                      max_inflight_appends=self.max_inflight_appends,
-                      max_uncommitted_bytes=self.max_uncommitted_bytes,
-                      snapshot_retry_ticks=self.snapshot_retry_ticks, applied=applied)
 
 
 @dataclass(frozen=True)
@@ -117,10 +88,7 @@ class _Group:
     log: GroupLog
     raw: RawNode
     waiters: GroupWaiters
-    quiesced: bool = False
-    quiesced_at: int = 0
-    idle_ticks: int = 0
-    heard: set[NodeId] = field(default_factory=set)  # followers heard since the last tick
+    sleep: Sleep = field(default_factory=Sleep)
     halted: str | None = None
     compact: bool = False  # snapshot and compact in the next pass
     leader: NodeId | None = None
@@ -173,7 +141,7 @@ class MultiRaft:
         return self._groups[group].raw.status()
 
     def is_quiesced(self, group: int) -> bool:
-        return self._groups[group].quiesced
+        return self._groups[group].sleep.quiesced
 
     def halted(self, group: int) -> str | None:
         return self._groups[group].halted
@@ -321,7 +289,7 @@ class MultiRaft:
             released += g.waiters.leader_changed(refusal)
             fresh = self._load(gid, g.voters)
             g.config, g.log, g.raw = fresh.config, fresh.log, fresh.raw
-            g.quiesced = False
+            g.sleep.wake(self._ticks)
             self._dirty.add(gid)
         self._problems.append(f"a persist pass of {len(p.writes)} partitions failed: {error}")
         problems, self._problems = tuple(self._problems), []
@@ -366,7 +334,7 @@ class MultiRaft:
         for g in self._groups.values():
             if g.halted:
                 continue
-            if g.quiesced:
+            if g.sleep.quiesced:
                 leader = g.raw.status().leader
                 if leader is None or leader == self.id or leader not in down:
                     continue
@@ -375,30 +343,28 @@ class MultiRaft:
                 self._quiesce(g)
                 continue
             g.raw.tick()
-            g.heard.clear()
-            g.idle_ticks += 1
+            g.sleep.ticked()
             self._dirty.add(g.id)
         self._beat_due = set(self._peers)
 
     def _may_quiesce(self, g: _Group, down: set[NodeId]) -> bool:
         return (not g.waiters.busy() and not g.raw.has_ready()
-                and leader_may_quiesce(g.raw.status(), g.voters, g.heard, down, g.idle_ticks,
-                                       self._settings.quiesce))
+                and leader_may_quiesce(g.raw.status(), g.voters, g.sleep.heard, down,
+                                       g.sleep.idle_ticks, self._settings.quiesce))
 
     def _quiesce(self, g: _Group) -> None:
         status = g.raw.status()
-        g.quiesced, g.quiesced_at = True, self._ticks
+        g.sleep.fall_asleep(self._ticks)
         for peer in g.voters:
             if peer != self.id:  # the down ones too: the notice may still arrive
                 self._notices.append((peer, QuiesceNotice(g.id, status.term, status.last_index)))
 
     def _wake(self, g: _Group) -> None:
-        if not g.quiesced:
+        slept = g.sleep.wake(self._ticks)
+        if slept is None:
             return
-        g.quiesced = False
-        g.idle_ticks = 0
         if g.raw.status().role is Role.LEADER:
-            for _ in range(catch_up_ticks(g.config, self._ticks - g.quiesced_at)):
+            for _ in range(catch_up_ticks(g.config, slept)):
                 g.raw.tick()
         self._dirty.add(g.id)
 
@@ -412,17 +378,17 @@ class MultiRaft:
             g = self._groups.get(gid)
             if g is None or g.halted:
                 continue  # not a member (any more): the sender will learn otherwise
-            if g.quiesced and not isinstance(message, HeartbeatResponse):
+            if g.sleep.quiesced and not isinstance(message, HeartbeatResponse):
                 self._wake(g)
             if isinstance(message, (AppendResponse, HeartbeatResponse)):
-                g.heard.add(message.sender)
+                g.sleep.heard.add(message.sender)
             self._step(g, message)
         for notice in envelope.quiesce:
             self._on_quiesce_notice(envelope.sender, notice)
 
     def _on_quiesce_notice(self, leader: NodeId, notice: QuiesceNotice) -> None:
         g = self._groups.get(notice.group)
-        if g is None or g.halted or g.quiesced:
+        if g is None or g.halted or g.sleep.quiesced:
             return
         status = g.raw.status()
         if status.term != notice.term or status.role is Role.LEADER:
@@ -435,7 +401,7 @@ class MultiRaft:
         # Its own waiters need no ticks: what they wait for comes in messages.
         if not g.halted and follower_may_quiesce(g.raw.status(), leader, notice.term,
                                                  notice.commit):
-            g.quiesced, g.quiesced_at = True, self._ticks
+            g.sleep.fall_asleep(self._ticks)
         self._dirty.add(g.id)
 
     def _step(self, g: _Group, message: Message) -> None:
@@ -457,7 +423,7 @@ class MultiRaft:
             self._release(ticket, not_leader(self.id, group, status.leader))
             return
         self._wake(g)
-        g.idle_ticks = 0
+        g.sleep.used()
         command = replace(command, proposed_ms=self._clock_ms())
         try:
             entry = g.raw.propose(commands.encode(command))
@@ -472,7 +438,7 @@ class MultiRaft:
         if g is None:
             return
         self._wake(g)
-        g.idle_ticks = 0
+        g.sleep.used()
         context = self._nonce + ticket.to_bytes(8, "big")
         try:
             g.raw.read_index(context)

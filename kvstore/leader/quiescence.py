@@ -35,7 +35,7 @@ and elect a new leader as usual.
 Pure: no I/O, no clock (ticks are counted by the host).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvstore.leader.raft.config import Config, ReadMode
 from kvstore.leader.raft.messages import NodeId
@@ -84,6 +84,37 @@ def catch_up_ticks(config: Config, quiesced_for: int) -> int:
     if config.read_mode is not ReadMode.LEASE:
         return 0
     return min(quiesced_for, config.lease_ticks)
+
+
+@dataclass
+class Sleep:
+    """One group's sleep on this node: whether it is quiesced and since which
+    host tick, how many ticks it has been idle, and (as leader) which
+    followers it heard from since its last tick."""
+
+    quiesced: bool = False
+    since: int = 0
+    idle_ticks: int = 0
+    heard: set[NodeId] = field(default_factory=set)
+
+    def ticked(self) -> None:
+        self.heard.clear()
+        self.idle_ticks += 1
+
+    def used(self) -> None:
+        """A proposal or a read: not idle."""
+        self.idle_ticks = 0
+
+    def fall_asleep(self, tick: int) -> None:
+        self.quiesced, self.since = True, tick
+
+    def wake(self, tick: int) -> int | None:
+        """The ticks it slept; None if it was awake."""
+        if not self.quiesced:
+            return None
+        self.quiesced = False
+        self.idle_ticks = 0
+        return tick - self.since
 
 
 class PeerLiveness:
