@@ -8,6 +8,7 @@ mid-stream and checks what the store holds."""
 import sys
 from pathlib import Path
 
+from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leader.commands import Put
 from kvstore.leader.host import MultiRaft
 from kvstore.leader.lmdb_store import LmdbRaftStore
@@ -20,7 +21,8 @@ GROUPS = range(4)
 
 def main(path: Path) -> None:
     store = LmdbRaftStore(path, map_size=1 << 28)
-    host = MultiRaft("n1", store, HostSettings(snapshot_every=40, keep_entries=5), seed=1)
+    host = MultiRaft("n1", store, HostSettings(snapshot_every=40, keep_entries=5), seed=1,
+                     clock_ms=SYSTEM_CLOCK.wall_clock_ms)
     for group in GROUPS:
         host.add_group(group, ("n1",))
         host.campaign(group)

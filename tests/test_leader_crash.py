@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leader.commands import Put
 from kvstore.leader.host import MultiRaft
 from kvstore.leader.lmdb_store import LmdbRaftStore
@@ -64,7 +65,7 @@ def test_writes_acknowledged_before_a_sigkill_survive_it(tmp_path: Path) -> None
                     assert stored.value == value.encode()
                 assert stored.version <= loaded.applied
         # And a host starts on what is left and goes on writing.
-        host = MultiRaft("n1", store, HostSettings(), seed=2)
+        host = MultiRaft("n1", store, HostSettings(), seed=2, clock_ms=SYSTEM_CLOCK.wall_clock_ms)
         for group in GROUPS:
             host.add_group(group, ("n1",))
             host.campaign(group)

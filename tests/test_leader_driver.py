@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kvstore.clock import SYSTEM_CLOCK
 from kvstore.errors import DeadlineExceeded, Unavailable
 from kvstore.leader import wire
 from kvstore.leader.driver import IntervalTicker, RaftDriver
@@ -126,7 +127,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     for node in NODES:
         store = ThreadRecordingStore(tmp_path / node, map_size=1 << 26)
         store.threads = set()
-        host = MultiRaft(node, store, SETTINGS, seed=NODES.index(node))
+        host = MultiRaft(node, store, SETTINGS, seed=NODES.index(node),
+                         clock_ms=SYSTEM_CLOCK.wall_clock_ms)
         for group in GROUPS:
             host.add_group(group, NODES)
         hosts[node], tickers[node], stores[node] = host, ManualTicker(), store

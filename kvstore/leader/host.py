@@ -96,7 +96,9 @@ class _Group:
 
 class MultiRaft:
     def __init__(self, node: NodeId, store: RaftStore, settings: HostSettings = HostSettings(),
-                 *, seed: int | None = None, clock_ms: Callable[[], int] = lambda: 0) -> None:
+                 *, clock_ms: Callable[[], int], seed: int | None = None) -> None:
+        """`seed`: for tests, which replay; None (a random one) otherwise.
+        `clock_ms`: the wall clock stamped in each command."""
         self.id = node
         self._store = store
         self._settings = settings
@@ -209,7 +211,6 @@ class MultiRaft:
         return self._next_ticket
 
     def _release(self, ticket: Ticket, result: ReadValue | KVStoreError) -> None:
-        self._tickets.pop(ticket, None)
         self._released.append(Release(ticket, result))
 
     # -- the pass --------------------------------------------------------------------------
@@ -245,6 +246,8 @@ class MultiRaft:
         outbox.beat(self._beat_due)
         self._beat_due.clear()
         released, self._released = tuple(self._released), []
+        for r in released:
+            self._tickets.pop(r.ticket, None)
         if not writes and not outbox.peers() and not released:
             return None
         sync = any(r.must_sync or r.snapshot is not None for r in readies.values())
@@ -309,11 +312,11 @@ class MultiRaft:
         if ready.snapshot is not None:
             released += g.waiters.snapshot_applied(
                 ready.snapshot.index, lambda rid: self._store.find_request(g.id, rid))
+        for state in ready.read_states:  # confirmed by the leader that gave them: valid
+            g.waiters.read_state(state)
         if ready.soft_state is not None and ready.soft_state.leader != g.leader:
             g.leader = ready.soft_state.leader
             released += g.waiters.leader_changed(not_leader(self.id, g.id, g.leader))
-        for state in ready.read_states:
-            g.waiters.read_state(state)
         released += g.waiters.reads_done(g.raw.status().applied,
                                          lambda key: self._store.read(g.id, key))
         return released
