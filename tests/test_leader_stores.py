@@ -410,3 +410,17 @@ def test_reapplying_after_a_restart_never_applies_twice(
         finally:
             for old in opened:
                 old.close()
+
+
+def test_a_missing_log_entry_is_reported_not_skipped(tmp_path: Path) -> None:
+    store = LmdbRaftStore(tmp_path / "raft", map_size=1 << 24)
+    try:
+        replicate(store, 0, [Entry(i, 1, b"data") for i in range(1, 6)], commit=0)
+        assert [e.index for e in store.read_entries(0, 2, 5, None)] == [2, 3, 4]
+        assert [e.index for e in store.read_entries(0, 2, 5, 0)] == [2]  # at least one
+        with store._env.begin(write=True, db=store._db.log) as txn:
+            txn.delete(lmdb_store._group_prefix(0) + (3).to_bytes(8, "big"))
+        with pytest.raises(DataLoss, match="log entry 3 is missing"):
+            store.read_entries(0, 2, 5, None)
+    finally:
+        store.close()

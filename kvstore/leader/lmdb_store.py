@@ -43,7 +43,6 @@ from kvstore.errors import DataLoss, InvalidArgument, ResourceExhausted
 from kvstore.leader import data_format
 from kvstore.leader.persistence import LoadedGroup, PassResult, PassWrite, write_pass
 from kvstore.leader.raft.messages import Entry, HardState, Snapshot
-from kvstore.leader.raft.storage import limit_size
 from kvstore.leader.state_machine import (
     REQUEST_ID_TTL_MS, Outcome, RequestRecord, Status, Versioned,
 )
@@ -128,17 +127,22 @@ class LmdbRaftStore:
         entries: list[Entry] = []
         size = 0
         with self._env.begin(db=self._db.log, buffers=False) as txn:
-            for index in range(low, high):
-                value = txn.get(prefix + _U64.pack(index))
-                if value is None:
-                    raise DataLoss(f"partition {group}: log entry {index} is missing from "
-                                   f"the Raft store in {self._path}")
-                entry = _entry(prefix + _U64.pack(index), value)
-                size += entry.size
-                if max_bytes is not None and size > max_bytes and entries:
-                    break
-                entries.append(entry)
-        return limit_size(entries, max_bytes)
+            cursor = txn.cursor()
+            if cursor.set_key(prefix + _U64.pack(low)):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    entry = _entry(key, value)
+                    if entry.index >= high or entry.index != low + len(entries):
+                        break
+                    size += entry.size
+                    if max_bytes is not None and size > max_bytes and entries:
+                        return entries
+                    entries.append(entry)
+        if len(entries) != high - low:
+            raise DataLoss(f"partition {group}: log entry {low + len(entries)} is missing from "
+                           f"the Raft store in {self._path}")
+        return entries
 
     def read_snapshot(self, group: int) -> Snapshot:
         prefix = _group_prefix(group)
