@@ -37,6 +37,7 @@ from chaos.checkers import Roots, differing_partitions, divergent_keys, partitio
 from chaos.history import FINAL_READER, OK, History, Op, describe_error, outcome_of, text
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.causality import versions
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.placement.membership import ClusterSpec
 from kvstore.rpc.channels import open_aio_channel
 from kvstore.leaderless.merkle import MerkleTree
@@ -54,10 +55,13 @@ States = dict[str, dict[str, DVVSet | None]]  # key -> node id -> state (None: h
 
 
 class ReplicaReader:
-    """`async with ReplicaReader(spec) as reader:` one channel per node."""
+    """`async with ReplicaReader(spec, credentials) as reader:` one channel
+    per node; `credentials` must make an admin (the Replica service refuses
+    clients)."""
 
-    def __init__(self, spec: ClusterSpec) -> None:
+    def __init__(self, spec: ClusterSpec, credentials: Credentials = PLAINTEXT) -> None:
         self._spec = spec
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def __aenter__(self) -> ReplicaReader:
@@ -70,7 +74,7 @@ class ReplicaReader:
     def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub:
         if node_id not in self._channels:
             address = self._spec.member(node_id).address
-            self._channels[node_id] = open_aio_channel(address)
+            self._channels[node_id] = open_aio_channel(address, credentials=self._credentials)
         return replica_pb2_grpc.ReplicaStub(self._channels[node_id])
 
     async def states(self, keys: Sequence[str]) -> tuple[States, list[str]]:

@@ -127,7 +127,7 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     keys = sorted({*workload.keys, *(op.key for op in history.ops)})
     nodes = cluster.addresses("node")
     spec = cluster.spec
-    async with ReplicaReader(spec) as reader:
+    async with ReplicaReader(spec, cluster.admin_credentials) as reader:
         states, unreadable = await reader.states(keys)
         divergent = sorted({*divergent_keys(states), *unreadable})
         # Before any read through the KV service: the roots must come to

@@ -39,6 +39,7 @@ PURE_CORES = [
     "kvstore/storage/memory_engine.py",  # the simulation's engine, with LMDB's contract
     "kvstore/leader/raft/",  # the Raft core
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
+    "kvstore/security/identity.py",  # who a caller is and what it may call
 ]
 
 PURE_BUT_AT_THE_EDGE = {

@@ -13,6 +13,8 @@ Files in the data dir:
 - cluster-layout.json: what cluster.toml cannot say (coordinators, base port,
   durability); written once the cluster has come up, it marks the data dir as
   holding a cluster;
+- cluster.secret: the cluster secret (`kvstore.security.secret`), which
+  every process and the operator tools present to each other;
 - cluster.json: the running processes (a contract with external tests; written
   by `kvstore.ops.local_cluster` only while every process is up);
 - prometheus/targets.json: every process's metrics endpoint, in Prometheus's
@@ -35,6 +37,7 @@ from kvstore.placement.membership import ClusterMember, ClusterSpec, MembershipE
 from kvstore.ops.ports import ephemeral_ports, port_is_free
 from kvstore.ops.processes import coordinator_command, node_command
 from kvstore.placement.ring import validate_partition_count
+from kvstore.security.secret import SECRET_FILE
 
 HOST = "127.0.0.1"
 CLUSTER_TOML = "cluster.toml"
@@ -120,18 +123,23 @@ class Layout:
         """Every process, nodes first. `data_dir` should be absolute: the
         command lines must work from anywhere (chaos tests rerun them)."""
         config = data_dir / CLUSTER_TOML
+        # Every process presents the cluster secret to its peers and accepts
+        # it from them and from the operator tools.
+        security = ["--cluster-secret-file", str(data_dir / SECRET_FILE)]
         plans = []
         for i in range(1, self.nodes + 1):
             node_id, port = f"n{i}", self.base_port + i
             address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
             command = node_command(node_id, address, data_dir / node_id, metrics_port,
-                                   ["--config", str(config), "--durability", self.durability])
+                                   ["--config", str(config), "--durability", self.durability,
+                                    *security])
             plans.append(ProcessPlan("node", node_id, address, f"{HOST}:{metrics_port}", command,
                                      data_dir / "logs" / f"{node_id}.log", data_dir / node_id))
         for j in range(1, self.coordinators + 1):
             coordinator_id, port = f"c{j}", self.base_port + COORDINATOR_OFFSET + j
             address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
-            command = coordinator_command(coordinator_id, address, metrics_port, config)
+            command = coordinator_command(coordinator_id, address, metrics_port, config,
+                                          security)
             plans.append(ProcessPlan("coordinator", coordinator_id, address,
                                      f"{HOST}:{metrics_port}", command,
                                      data_dir / "logs" / f"{coordinator_id}.log", None))

@@ -28,6 +28,7 @@ from kvstore.ops.cluster_layout import (CLUSTER_JSON, PROMETHEUS_TARGETS, Layout
 from kvstore.placement.membership import ClusterSpec
 from kvstore.ops.probe import is_serving
 from kvstore.ops.processes import ServerProcess, launch, stop_all
+from kvstore.security.secret import ensure_secret
 
 LOCK_FILE = "cluster.lock"
 READY_TIMEOUT_SECONDS = 60.0
@@ -222,6 +223,7 @@ def prepare(requested: Requested, data_dir: Path,
     layout = resolve(requested, saved, data_dir)
     if saved is None or node_settings:
         write_config(layout, data_dir, node_settings)
+    ensure_secret(data_dir)
     # With the lock held, a cluster.json here is left by a run that was
     # killed; it must not pass for the processes about to start.
     (data_dir / CLUSTER_JSON).unlink(missing_ok=True)

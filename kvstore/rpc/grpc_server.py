@@ -16,7 +16,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from kvstore.rpc.access import AccessControl
 from kvstore.rpc.channels import open_server
+from kvstore.security.settings import Security
 from kvstore.server.config import parse_address
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,22 @@ def metrics_endpoint(listen: str, port: int, registry: CollectorRegistry) -> Any
 async def serving(
     listen: str, max_message_bytes: int, services: Sequence[str],
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
-    on_stopping: Callable[[], None] = lambda: None,
+    on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
+    on_refused: Callable[[str], None] = lambda reason: None,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
-    each of `services`) and reflection; stopped gracefully on exit: health
+    each of `services`) and reflection, behind `security`'s TLS and access
+    control (`on_refused(reason)` counts each refusal); stopped gracefully on exit: health
     NOT_SERVING, `on_stopping()` (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
     in-flight calls get `grace_seconds` to finish."""
     try:
-        server, port = open_server(listen, max_message_bytes)
-    except RuntimeError as exc:
+        access = AccessControl(security.policy(), certificates=security.tls is not None,
+                               on_refused=on_refused)
+        server, port = open_server(listen, max_message_bytes, tls=security.tls,
+                                   interceptors=[access])
+    except (RuntimeError, OSError, ValueError) as exc:  # ValueError: e.g. the secret file
         raise StartupError(f"cannot listen on {listen}: {exc}") from exc
     if port == 0:
         raise StartupError(f"cannot listen on {listen}: the address is taken or invalid")

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import grpc
 
 from kvclient.pb import replica_pb2
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.rpc.batches import encode_batch, framed_size, take_batch
 from kvstore.rpc.channels import open_aio_channel
@@ -65,6 +66,8 @@ class LinkSettings:
     # waits: what makes batches grow with load (see the module docstring).
     max_messages_in_flight: int = 1
     max_message_bytes: int = 64 * 1024 * 1024
+    # What this process presents to its peers: its certificate, or the cluster secret.
+    credentials: Credentials = PLAINTEXT
 
     def __post_init__(self) -> None:
         if not 0 < self.max_batch_bytes <= self.max_message_bytes // 2:
@@ -169,7 +172,8 @@ class PeerLink:
         self._tasks = tasks
         # Its options include a reconnect backoff of at most a second: a
         # replica that restarts is reachable again soon.
-        self._channel = open_aio_channel(address, settings.max_message_bytes)
+        self._channel = open_aio_channel(address, settings.max_message_bytes,
+                                         settings.credentials)
         # Requests go out as the bytes `encode_batch` put together.
         deserialize = replica_pb2.ReplicaBatchResponse.FromString
         self._open: grpc.aio.StreamStreamMultiCallable[bytes, Any] = (

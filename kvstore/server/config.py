@@ -11,6 +11,8 @@ from typing import Any
 
 from kvstore.placement.membership import ClusterSpec, MembershipError
 from kvstore.placement.ring import DEFAULT_PARTITIONS, validate_partition_count
+from kvstore.security.settings import FLAGS as SECURITY_FLAGS
+from kvstore.security.settings import Security, SecuritySettingError, load_security
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -66,6 +68,7 @@ class NodeConfig:
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
+    security: Security = Security()  # [tls] and [auth]
 
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
@@ -151,6 +154,7 @@ class CoordinatorConfig:
     request_timeout_seconds: float = 5.0
     replica_timeout_seconds: float = 2.0
     session_max_in_flight: int = 1024  # as NodeConfig's
+    security: Security = Security()  # [tls] and [auth]
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
@@ -228,22 +232,28 @@ def load_coordinator_config(config_file: Path | None,
 def _load(kind: type, table: str, config_file: Path | None,
           overrides: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    document: dict[str, Any] = {}
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster"})
+        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster", "tls", "auth"})
         if unknown_tables:
             raise ConfigError(f"unknown table(s) in {config_file}: {', '.join(unknown_tables)}; "
-                              "expected [node], [coordinator] and [cluster]")
+                              "expected [node], [coordinator], [cluster], [tls] and [auth]")
         values.update(document.get(table, {}))
         if "cluster" in document:
             try:
                 values["cluster"] = ClusterSpec.from_table(document["cluster"])
             except (MembershipError, ValueError, TypeError) as exc:
                 raise ConfigError(f"[cluster] in {config_file}: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items()
+                   if v is not None and k not in SECURITY_FLAGS})
+    try:
+        values["security"] = load_security(document.get("tls"), document.get("auth"), overrides)
+    except SecuritySettingError as exc:
+        raise ConfigError(str(exc)) from None
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -37,7 +37,8 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
     metrics = CoordinatorMetrics(cache)
     limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
     links = LinkSettings(call_timeout=config.replica_timeout_seconds,
-                         max_message_bytes=config.max_message_bytes)
+                         max_message_bytes=config.max_message_bytes,
+                         credentials=config.security.peer_credentials())
     addresses = {m.node_id: m.address for m in spec.members}
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
         async with Peers(addresses, None, links) as peers, peer_liveness(
@@ -66,11 +67,13 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
 
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
-                               config.shutdown_grace_seconds, on_stopping=kv.stop_sessions):
+                               config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
+                               security=config.security, on_refused=metrics.observe_refusal):
                 log.info("coordinator serving", extra={
                     "coordinator_id": config.coordinator_id, "listen": config.listen,
                     "metrics_port": config.metrics_port, "members": len(spec.members),
                     "cache_bytes": config.cache_bytes, "cache_ttl_ms": config.cache_ttl_ms,
+                    "tls": config.security.tls is not None,
                 })
                 await stop.wait()
     log.info("coordinator stopped", extra={"coordinator_id": config.coordinator_id})

@@ -57,6 +57,14 @@ class RequestMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._refusals = Counter(
+            "kvstore_auth_refusals", "Calls refused by access control, by reason "
+            "(no_credentials, bad_token, not_permitted)", ["reason"], registry=self.registry)
+        for reason in ("no_credentials", "bad_token", "not_permitted"):
+            self._refusals.labels(reason)
+
+    def observe_refusal(self, reason: str) -> None:
+        self._refusals.labels(reason).inc()
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         children = self._children.get((method, code))

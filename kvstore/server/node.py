@@ -56,7 +56,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                               config.map_size)
         limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
-                             max_message_bytes=config.max_message_bytes)
+                             max_message_bytes=config.max_message_bytes,
+                             credentials=config.security.peer_credentials())
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
             # Trees only where there are other replicas to compare with.
             trees = ReplicaTrees()
@@ -138,12 +139,14 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         config.listen, config.max_message_bytes,
                         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
                         config.shutdown_grace_seconds, on_stopping=stop_streams,
+                        security=config.security, on_refused=metrics.observe_refusal,
                     ):
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
                             "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
                             "durability": config.durability, "members": len(spec.members),
                             "replicas": spec.replicas, "partitions": spec.partitions,
+                            "tls": config.security.tls is not None,
                         })
                         await stop.wait()
     finally:

@@ -1,0 +1,173 @@
+"""The security settings of a node or coordinator: the `[tls]` and `[auth]`
+tables of its config file and their flags (`--tls-ca`, `--tls-cert`,
+`--tls-key`, `--tls-require-client-cert`, `--cluster-secret-file`),
+checked once at start.
+
+Owns their shape, defaults and validation, and building the access policy
+(`kvstore.security.identity`) they describe. Reads the files they name
+only to check them and to load the secret; never logs a secret or a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvclient.security import TLS, Credentials
+from kvstore.security import certificates
+from kvstore.security.identity import ADMIN_ROLES, AccessPolicy, Identity, NamePatterns, TokenTable
+from kvstore.security.secret import SecretError, read_secret
+
+
+class SecuritySettingError(ValueError):
+    """A [tls] or [auth] setting is unusable; the message names it."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """`ca`: the authority whose certificates this process trusts (peers'
+    and clients'); `cert` and `key`: its own, served to callers and shown
+    to the peers it calls; `require_client_cert`: refuse a caller without a
+    certificate of `ca` (mTLS); `peer_names`/`admin_names`: the certificate
+    names (patterns) that make a peer or an admin."""
+
+    ca: Path
+    cert: Path
+    key: Path = field(repr=False)
+    require_client_cert: bool = True
+    peer_names: tuple[str, ...] = NamePatterns().peer
+    admin_names: tuple[str, ...] = NamePatterns().admin
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise SecuritySettingError(
+                    f"[tls] {name}: cannot read {path}: {exc.strerror or exc}") from None
+            if b"-----BEGIN" not in data:
+                raise SecuritySettingError(f"[tls] {name}: {path} holds no PEM data")
+        for name in ("peer_names", "admin_names"):
+            patterns = getattr(self, name)
+            if not patterns or not all(isinstance(p, str) and p for p in patterns):
+                raise SecuritySettingError(f"[tls] {name} must be a non-empty list of "
+                                           "name patterns, e.g. [\"*.peer.kvstore\"]")
+
+    @property
+    def names(self) -> NamePatterns:
+        return NamePatterns(self.peer_names, self.admin_names)
+
+    @property
+    def client_tls(self) -> TLS:
+        """This process's TLS as a caller of its peers (re-read at each connection)."""
+        return TLS(ca=self.ca, cert=self.cert, key=self.key)
+
+    def server_material(self) -> tuple[bytes, bytes, bytes]:
+        """(ca, key, cert) as PEM, read now."""
+        return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
+
+    def expiries(self) -> dict[str, float]:
+        """Each certificate file's expiry as Unix time, by which it is ("ca", "cert")."""
+        return {name: certificates.expiry(path.read_bytes()).timestamp()
+                for name, path in (("ca", self.ca), ("cert", self.cert))}
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """`cluster_secret_file`: the cluster secret, which peers present and
+    which makes its bearer a peer and an admin (a plaintext cluster's
+    identities)."""
+
+    cluster_secret_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster_secret_file is not None:
+            try:
+                read_secret(self.cluster_secret_file)
+            except SecretError as exc:
+                raise SecuritySettingError(f"[auth] cluster_secret_file: {exc}") from None
+
+    def secret(self) -> str | None:
+        return None if self.cluster_secret_file is None else read_secret(
+            self.cluster_secret_file)
+
+
+@dataclass(frozen=True)
+class Security:
+    """A process's TLS (None: plaintext) and authentication settings."""
+
+    tls: TlsSettings | None = None
+    auth: AuthSettings = AuthSettings()
+
+    def policy(self) -> AccessPolicy:
+        secret = self.auth.secret()
+        tokens = {} if secret is None else {
+            secret: Identity("the cluster secret", ADMIN_ROLES)}
+        names = self.tls.names if self.tls is not None else NamePatterns()
+        return AccessPolicy(TokenTable(tokens), names)
+
+    def peer_credentials(self) -> Credentials:
+        """What this process presents when it calls its peers: its
+        certificate with TLS, else the cluster secret (if any)."""
+        if self.tls is not None:
+            return Credentials(tls=self.tls.client_tls)
+        return Credentials(token=self.auth.secret())
+
+
+_TLS_FLAGS = {"tls_ca": "ca", "tls_cert": "cert", "tls_key": "key",
+              "tls_require_client_cert": "require_client_cert"}
+_AUTH_FLAGS = {"cluster_secret_file": "cluster_secret_file"}
+FLAGS = frozenset(_TLS_FLAGS) | frozenset(_AUTH_FLAGS)
+
+
+def load_security(tls_table: Mapping[str, Any] | None, auth_table: Mapping[str, Any] | None,
+                  flags: Mapping[str, Any]) -> Security:
+    """The [tls] and [auth] tables, flags winning. TLS is on when a CA, a
+    certificate or a key is given anywhere; then all three are needed."""
+    tls_values = dict(tls_table or {})
+    tls_values.update({_TLS_FLAGS[k]: v for k, v in flags.items()
+                       if k in _TLS_FLAGS and v is not None})
+    auth_values = dict(auth_table or {})
+    auth_values.update({_AUTH_FLAGS[k]: v for k, v in flags.items()
+                        if k in _AUTH_FLAGS and v is not None})
+    return Security(_tls(tls_values), _auth(auth_values))
+
+
+def _tls(values: dict[str, Any]) -> TlsSettings | None:
+    _refuse_unknown("tls", values, {"ca", "cert", "key", "require_client_cert",
+                                    "peer_names", "admin_names"})
+    if not {"ca", "cert", "key"} & set(values):
+        if values:
+            raise SecuritySettingError("[tls] settings given without ca, cert and key")
+        return None
+    missing = [name for name in ("ca", "cert", "key") if not values.get(name)]
+    if missing:
+        raise SecuritySettingError(f"TLS needs ca, cert and key; missing: {', '.join(missing)} "
+                                   "(--tls-ca, --tls-cert, --tls-key or the [tls] table)")
+    if not isinstance(values.get("require_client_cert", True), bool):
+        raise SecuritySettingError("[tls] require_client_cert must be true or false")
+    for name in ("peer_names", "admin_names"):
+        if name in values:
+            if isinstance(values[name], str) or not isinstance(values[name], (list, tuple)):
+                raise SecuritySettingError(f"[tls] {name} must be a list of name patterns")
+            values[name] = tuple(values[name])
+    for name in ("ca", "cert", "key"):
+        values[name] = Path(values[name])
+    return TlsSettings(**values)
+
+
+def _auth(values: dict[str, Any]) -> AuthSettings:
+    _refuse_unknown("auth", values, {"cluster_secret_file"})
+    if values.get("cluster_secret_file") is not None:
+        values["cluster_secret_file"] = Path(values["cluster_secret_file"])
+    return AuthSettings(**values)
+
+
+def _refuse_unknown(table: str, values: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SecuritySettingError(f"unknown [{table}] setting(s): {', '.join(unknown)}; "
+                                   f"known: {', '.join(sorted(known))}")
