@@ -105,6 +105,7 @@ class LocalCluster:
     replicas: int = 3
     node_settings: dict[str, float] = field(default_factory=dict)  # cluster up --node-setting
     servers: dict[str, Server] = field(default_factory=dict)
+    tls: bool = False  # cluster up --tls
     base_port: int = 0
     _supervisor: ServerProcess | None = None  # `cluster up`
 
@@ -147,7 +148,8 @@ class LocalCluster:
             "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
             "--replicas", str(self.replicas), "--base-port", str(self.base_port),
             *(arg for key, value in self.node_settings.items()
-              for arg in ("--node-setting", f"{key}={value}"))])
+              for arg in ("--node-setting", f"{key}={value}")),
+            *(["--tls"] if self.tls else [])])
         self._supervisor = launch(command, self.supervisor_log, die_with_parent=True)
 
     @property

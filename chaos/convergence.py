@@ -152,7 +152,8 @@ async def _read_all(client: kvclient.AsyncClient, key: str, history: History) ->
 
 
 async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: History,
-                      timeout: float = 60.0) -> dict[str, list[str] | None]:
+                      timeout: float = 60.0, credentials: Credentials = PLAINTEXT
+                      ) -> dict[str, list[str] | None]:
     """Every key read at r="all", each retried until it succeeds or `timeout`
     passes (then None)."""
     deadline = time.monotonic() + timeout
@@ -166,7 +167,8 @@ async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: Hi
                 await asyncio.sleep(RETRY_INTERVAL)  # retry interval, not synchronisation
             return siblings
 
-    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT) as client:
+    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT,
+                                    tls=credentials.tls, token=credentials.token) as client:
         found = await asyncio.gather(*(read(client, key) for key in keys))
     return dict(zip(keys, found))
 
@@ -225,7 +227,8 @@ class Convergence:
 
 async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: Sequence[str],
                          history: History, since: float,
-                         divergent_at_start: list[str], timeout: float = 30.0) -> Convergence:
+                         divergent_at_start: list[str], timeout: float = 30.0,
+                         credentials: Credentials = PLAINTEXT) -> Convergence:
     """Poll until all replicas of every key hold equal states, triggering read
     repair of the keys that differ once a second; `since` (run clock) is when
     the wait is counted from. Call it right after `final_reads`, the first
@@ -233,7 +236,8 @@ async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: 
     every key agreed; the timeout only bounds a failed run.)"""
     rounds = 0
     last_repair = time.monotonic()  # the final reads just made were a round
-    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT) as client:
+    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT,
+                                    tls=credentials.tls, token=credentials.token) as client:
         while True:
             states, unreadable = await reader.states(keys)
             waiting = sorted({*divergent_keys(states), *unreadable})

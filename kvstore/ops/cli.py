@@ -156,6 +156,9 @@ def cluster() -> None:
                    "[default: 7100]")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]),
               help="Passed to every node (nosync is UNSAFE).  [default: sync]")
+@click.option("--tls", is_flag=True, default=None,
+              help="mTLS on every link: a CA, a certificate per process, a client and an "
+                   "admin certificate under DATA_DIR/tls/ (cluster.json: tls, admin_tls).")
 @click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
               help="A [node] setting for every node, e.g. tombstone_grace_seconds=60 "
                    "(repeatable); written to DATA_DIR/cluster.toml.")
@@ -298,13 +301,15 @@ def restore(file: Path, data_dir: Path, force: bool) -> None:
         sys.exit(2)
 
 
-def _client(addresses: tuple[str, ...], timeout: float) -> "kvclient.Client":
+def _client(addresses: tuple[str, ...], timeout: float,
+            access: operator_commands.Access) -> "kvclient.Client":
     import kvclient
 
     # One call per command: asking for the topology first would cost more
     # than the hop inside the cluster that routing by key saves.
+    credentials = access.credentials
     return kvclient.Client(list(addresses) or [DEFAULT_ADDRESS], timeout=timeout,
-                           token_aware=False)
+                           token_aware=False, tls=credentials.tls, token=credentials.token)
 
 
 def _level(value: str | None) -> str | int | None:
@@ -335,17 +340,18 @@ def _run_client_call(call: Any) -> Any:
 @click.argument("key")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-r", help="Replicas that must answer: one, quorum, all or a number.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: found, every sibling (hex, and text when it is "
                    "UTF-8), the context (hex) and the timestamp.")
 @click.option("--hex", "as_hex", is_flag=True, help="Print each sibling as hex, one per line.")
-def get(key: str, addresses: tuple[str, ...], timeout: float, r: str | None, as_json: bool,
-        as_hex: bool) -> None:
+def get(key: str, addresses: tuple[str, ...], timeout: float, access: operator_commands.Access,
+        r: str | None, as_json: bool, as_hex: bool) -> None:
     """Print the value of KEY, one line per sibling (exit 1 when absent)."""
     if as_json and as_hex:
         raise click.UsageError("choose one of --json and --hex")
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         result = _run_client_call(lambda: client.get(key.encode(), r=_level(r)))
     if as_json:
         click.echo(json.dumps({
@@ -372,11 +378,13 @@ def _text_or_none(data: bytes) -> str | None:
 @click.argument("value")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
-def put(key: str, value: str, addresses: tuple[str, ...], timeout: float, w: str | None) -> None:
+def put(key: str, value: str, addresses: tuple[str, ...], timeout: float,
+        access: operator_commands.Access, w: str | None) -> None:
     """Store VALUE under KEY (VALUE '-' reads the bytes from stdin)."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode()
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         _run_client_call(lambda: client.put(key.encode(), data, w=_level(w)))
     click.echo("OK")
 
@@ -385,10 +393,12 @@ def put(key: str, value: str, addresses: tuple[str, ...], timeout: float, w: str
 @click.argument("key")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
-def delete(key: str, addresses: tuple[str, ...], timeout: float, w: str | None) -> None:
+def delete(key: str, addresses: tuple[str, ...], timeout: float,
+           access: operator_commands.Access, w: str | None) -> None:
     """Delete KEY."""
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         _run_client_call(lambda: client.delete(key.encode(), w=_level(w)))
     click.echo("OK")
 
