@@ -57,6 +57,12 @@ def _security_options(command: Any) -> Any:
                      show_envvar=True,
                      help="Without TLS: the cluster secret peers present (and admins); "
                           "`cluster up` writes DATA_DIR/cluster.secret."),
+        click.option("--insecure", is_flag=True, default=None,
+                     help="Serve plaintext on an address beyond loopback (refused otherwise). "
+                          "Without --cluster-secret-file too, any caller may call the "
+                          "internal service."),
+        click.option("--reflection/--no-reflection", default=None,
+                     help="Serve gRPC server reflection.  [default: on]"),
     ]):
         command = option(command)
     return command

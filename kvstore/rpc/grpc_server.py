@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as reflection_service
 from prometheus_client import CollectorRegistry, start_http_server
 
 from kvstore.rpc.access import AccessControl
@@ -50,12 +50,13 @@ async def serving(
     listen: str, max_message_bytes: int, services: Sequence[str],
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
     on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
-    on_refused: Callable[[str], None] = lambda reason: None,
+    on_refused: Callable[[str], None] = lambda reason: None, reflection: bool = True,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
-    each of `services`) and reflection, behind `security`'s TLS and access
-    control (`on_refused(reason)` counts each refusal); stopped gracefully on exit: health
-    NOT_SERVING, `on_stopping()` (which tells long-lived streams, client
+    each of `services`) and (unless `reflection` is off) reflection, behind
+    `security`'s TLS and access control (`on_refused(reason)` counts each
+    refusal); stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
+    (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
     in-flight calls get `grace_seconds` to finish."""
@@ -72,7 +73,9 @@ async def serving(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
+    if reflection:
+        reflection_service.enable_server_reflection(
+            (*services, health_name, reflection_service.SERVICE_NAME), server)
     await server.start()
     try:
         for service in ("", *services):
@@ -83,6 +86,13 @@ async def serving(
         await health.enter_graceful_shutdown()
         on_stopping()
         await server.stop(grace_seconds)
+
+
+def warn_if_unguarded(security: Security) -> None:
+    if security.unguarded:
+        log.warning("insecure: plaintext without a cluster secret; any caller that can reach "
+                    "this process may call its internal Replica service and admin operations "
+                    "(give --cluster-secret-file, or TLS)")
 
 
 def run_until_signalled(serve: Callable[[asyncio.Event], Any]) -> None:

@@ -10,6 +10,7 @@ only to check them and to load the secret; never logs a secret or a key.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,16 +98,28 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class Security:
-    """A process's TLS (None: plaintext) and authentication settings."""
+    """A process's TLS (None: plaintext) and authentication settings;
+    `insecure`: the operator accepts plaintext beyond loopback (--insecure)."""
 
     tls: TlsSettings | None = None
     auth: AuthSettings = AuthSettings()
+    insecure: bool = False
+
+    @property
+    def unguarded(self) -> bool:
+        """--insecure, plaintext and no cluster secret: nothing can tell a
+        peer from anyone else, so every caller is let through (and the
+        process says so in its log at start)."""
+        return self.insecure and self.tls is None and self.auth.cluster_secret_file is None
 
     def policy(self) -> AccessPolicy:
         secret = self.auth.secret()
         tokens = {} if secret is None else {
             secret: Identity("the cluster secret", ADMIN_ROLES)}
         names = self.tls.names if self.tls is not None else NamePatterns()
+        if self.unguarded:
+            return AccessPolicy(TokenTable(tokens), names, anonymous=Identity(
+                "an unidentified caller (--insecure without a cluster secret)", ADMIN_ROLES))
         return AccessPolicy(TokenTable(tokens), names)
 
     def peer_credentials(self) -> Credentials:
@@ -120,20 +133,45 @@ class Security:
 _TLS_FLAGS = {"tls_ca": "ca", "tls_cert": "cert", "tls_key": "key",
               "tls_require_client_cert": "require_client_cert"}
 _AUTH_FLAGS = {"cluster_secret_file": "cluster_secret_file"}
-FLAGS = frozenset(_TLS_FLAGS) | frozenset(_AUTH_FLAGS)
+FLAGS = frozenset(_TLS_FLAGS) | frozenset(_AUTH_FLAGS) | {"insecure"}
 
 
 def load_security(tls_table: Mapping[str, Any] | None, auth_table: Mapping[str, Any] | None,
-                  flags: Mapping[str, Any]) -> Security:
+                  flags: Mapping[str, Any], insecure: bool = False) -> Security:
     """The [tls] and [auth] tables, flags winning. TLS is on when a CA, a
-    certificate or a key is given anywhere; then all three are needed."""
+    certificate or a key is given anywhere; then all three are needed.
+    `insecure`: the process's own table said so (the --insecure flag wins)."""
     tls_values = dict(tls_table or {})
     tls_values.update({_TLS_FLAGS[k]: v for k, v in flags.items()
                        if k in _TLS_FLAGS and v is not None})
     auth_values = dict(auth_table or {})
     auth_values.update({_AUTH_FLAGS[k]: v for k, v in flags.items()
                         if k in _AUTH_FLAGS and v is not None})
-    return Security(_tls(tls_values), _auth(auth_values))
+    if flags.get("insecure") is not None:
+        insecure = flags["insecure"]
+    if not isinstance(insecure, bool):
+        raise SecuritySettingError(f"insecure must be true or false, got {insecure!r}")
+    return Security(_tls(tls_values), _auth(auth_values), insecure)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (of a listen address) reaches only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def exposure_refusal(listen_host: str, security: Security) -> str | None:
+    """Why a process must not start on `listen_host` with these settings, if
+    it must not: plaintext beyond loopback needs an explicit --insecure."""
+    if security.tls is not None or security.insecure or is_loopback(listen_host):
+        return None
+    return (f"refusing to serve plaintext on {listen_host}, which is not a loopback address: "
+            "anyone who can reach it could read and write every key. Give it TLS "
+            "(--tls-ca, --tls-cert, --tls-key) or say --insecure to accept plaintext")
 
 
 def _tls(values: dict[str, Any]) -> TlsSettings | None:

@@ -18,7 +18,8 @@ from kvclient.pb import admin_pb2
 from kvstore.server.cache import LruCache
 from kvstore.server.config import CoordinatorConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.rpc.grpc_server import (metrics_endpoint, run_until_signalled, serving,
+                                     warn_if_unguarded)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -68,7 +69,9 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
                                config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
-                               security=config.security, on_refused=metrics.observe_refusal):
+                               security=config.security, on_refused=metrics.observe_refusal,
+                               reflection=config.reflection):
+                warn_if_unguarded(config.security)
                 log.info("coordinator serving", extra={
                     "coordinator_id": config.coordinator_id, "listen": config.listen,
                     "metrics_port": config.metrics_port, "members": len(spec.members),

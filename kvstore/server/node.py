@@ -19,7 +19,8 @@ from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.rpc.grpc_server import (metrics_endpoint, run_until_signalled, serving,
+                                     warn_if_unguarded)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -140,7 +141,9 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
                         config.shutdown_grace_seconds, on_stopping=stop_streams,
                         security=config.security, on_refused=metrics.observe_refusal,
+                        reflection=config.reflection,
                     ):
+                        warn_if_unguarded(config.security)
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
                             "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
