@@ -32,6 +32,7 @@ def test_each_method_needs_the_role_its_service_is_for() -> None:
     assert required_role("/kvstore.v1.Admin/Status") is Role.READ
     assert required_role("/kvstore.v1.KV/Get") is Role.READ
     assert required_role("/kvstore.v1.KV/Session") is Role.READ
+    assert required_role("/kvstore.v1.KV/Topology") is Role.READ
     assert required_role("/kvstore.v1.KV/PutMany") is Role.WRITE
     assert required_role("/grpc.health.v1.Health/Check") is None
     assert required_role("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") is None

@@ -55,7 +55,9 @@ class Identity:
 ANONYMOUS = Identity("an anonymous client", CLIENT_ROLES)
 
 _KV = "/kvstore.v1.KV/"
-_READS = {"Get", "GetMany", "Ping", "Session"}  # a Session's writes are checked one by one
+# Every other KV method (Get, GetMany, Ping, Topology, Session, and any
+# added later) needs the read role. A Session carries writes too: every
+# identity there is today holds both roles.
 _WRITES = {"Put", "Delete", "PutMany"}
 
 
@@ -70,11 +72,7 @@ def required_role(method: str) -> Role | None:
     if method == "/kvstore.v1.Admin/Status":
         return Role.READ
     if method.startswith(_KV):
-        name = method[len(_KV):]
-        if name in _WRITES:
-            return Role.WRITE
-        if name in _READS:
-            return Role.READ
+        return Role.WRITE if method[len(_KV):] in _WRITES else Role.READ
     return None
 
 
