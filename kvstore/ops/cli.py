@@ -57,6 +57,15 @@ def _security_options(command: Any) -> Any:
                      show_envvar=True,
                      help="Without TLS: the cluster secret peers present (and admins); "
                           "`cluster up` writes DATA_DIR/cluster.secret."),
+        click.option("--token-file", type=path, envvar="KVSTORE_TOKEN_FILE", show_envvar=True,
+                     help="Bearer tokens clients and operators present, each with its role "
+                          "(read, write, admin); with it, every client must present one "
+                          "(or a certificate)."),
+        click.option("--rate-limit-per-second", type=float,
+                     help="Each client identity's KV calls and Session operations per "
+                          "second (token bucket; 0: no limit).  [default: 0]"),
+        click.option("--rate-limit-burst", type=float,
+                     help="The bucket's size.  [default: one second's worth]"),
         click.option("--insecure", is_flag=True, default=None,
                      help="Serve plaintext on an address beyond loopback (refused otherwise). "
                           "Without --cluster-secret-file too, any caller may call the "
@@ -165,6 +174,9 @@ def cluster() -> None:
 @click.option("--tls", is_flag=True, default=None,
               help="mTLS on every link: a CA, a certificate per process, a client and an "
                    "admin certificate under DATA_DIR/tls/ (cluster.json: tls, admin_tls).")
+@click.option("--auth-tokens", is_flag=True, default=None,
+              help="Clients must authenticate: a bearer token of each role (read, write, "
+                   "admin) in DATA_DIR/tokens.toml, listed in cluster.json under tokens.")
 @click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
               help="A [node] setting for every node, e.g. tombstone_grace_seconds=60 "
                    "(repeatable); written to DATA_DIR/cluster.toml.")

@@ -16,6 +16,7 @@ Files in the data dir:
 - cluster.secret: the cluster secret (`kvstore.security.secret`), which
   every process and the operator tools present to each other;
 - tls/: with --tls, the cluster's CA and certificates (`kvstore.security.local_pki`);
+- tokens.toml: with --auth-tokens, a bearer token of each role (`kvstore.security.tokens`);
 - cluster.json: the running processes (a contract with external tests; written
   by `kvstore.ops.local_cluster` only while every process is up);
 - prometheus/targets.json: every process's metrics endpoint, in Prometheus's
@@ -40,6 +41,7 @@ from kvstore.ops.processes import coordinator_command, node_command
 from kvstore.placement.ring import validate_partition_count
 from kvstore.security.local_pki import ADMIN, CLIENT, TLS_DIR, LocalPki
 from kvstore.security.secret import SECRET_FILE
+from kvstore.security.tokens import TOKEN_FILE, tokens_by_role
 
 HOST = "127.0.0.1"
 CLUSTER_TOML = "cluster.toml"
@@ -55,7 +57,7 @@ MAX_NODES = MAX_COORDINATORS = 99  # more would run into the next block of ports
 
 DEFAULTS: dict[str, Any] = {"nodes": 3, "coordinators": 1, "partitions": 64,
                             "mode": "leaderless", "base_port": 7100, "durability": "sync",
-                            "tls": False}
+                            "tls": False, "auth_tokens": False}
 
 
 class LayoutError(ValueError):
@@ -85,6 +87,7 @@ class Layout:
     base_port: int
     durability: str
     tls: bool = False  # every link mTLS, with certificates under DIR/tls/
+    auth_tokens: bool = False  # clients must present a token of DIR/tokens.toml (or a cert)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= MAX_NODES:
@@ -150,11 +153,13 @@ class Layout:
         """With TLS, the process's certificate; else the cluster secret, which
         every process presents to its peers and accepts from them and from
         the operator tools."""
+        tokens = ["--token-file", str(data_dir / TOKEN_FILE)] if self.auth_tokens else []
         if not self.tls:
-            return ["--cluster-secret-file", str(data_dir / SECRET_FILE)]
+            return ["--cluster-secret-file", str(data_dir / SECRET_FILE), *tokens]
         pki = self.pki(data_dir)
         pair = pki.pair(process_id)
-        return ["--tls-ca", str(pki.ca), "--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+        return ["--tls-ca", str(pki.ca), "--tls-cert", str(pair.cert), "--tls-key", str(pair.key),
+                *tokens]
 
     def pki(self, data_dir: Path) -> LocalPki:
         return LocalPki(data_dir / TLS_DIR)
@@ -177,6 +182,7 @@ class Requested:
     base_port: int | None = None
     durability: str | None = None
     tls: bool | None = None
+    auth_tokens: bool | None = None
 
 
 def _describe(setting: str, value: object) -> str:
@@ -189,6 +195,7 @@ def _describe(setting: str, value: object) -> str:
         "base_port": f"a cluster on base port {value}",
         "durability": f"a cluster with durability {value}",
         "tls": "a cluster with TLS" if value else "a cluster without TLS",
+        "auth_tokens": "a cluster with auth tokens" if value else "a cluster without auth tokens",
     }[setting]
 
 
@@ -202,7 +209,7 @@ def resolve(requested: Requested, saved: Layout | None, data_dir: Path) -> Layou
         return Layout(**values)
     conflicts = [
         f"{data_dir} holds {_describe(setting, getattr(saved, setting))}; remove {data_dir} "
-        + (f"or leave out --{setting}" if isinstance(value, bool) else
+        + (f"or leave out --{setting.replace('_', '-')}" if isinstance(value, bool) else
            f"or pass --{setting.replace('_', '-')} {getattr(saved, setting)}")
         for setting, value in given.items() if getattr(saved, setting) != value
     ]
@@ -270,7 +277,8 @@ def write_config(layout: Layout, data_dir: Path, node_settings: Mapping[str, Any
 def save_layout(layout: Layout, data_dir: Path) -> None:
     """Mark `data_dir` as holding this cluster (cluster.toml holds the rest)."""
     extra = {"coordinators": layout.coordinators, "base_port": layout.base_port,
-             "durability": layout.durability, "tls": layout.tls}
+             "durability": layout.durability, "tls": layout.tls,
+             "auth_tokens": layout.auth_tokens}
     write_atomically(data_dir / LAYOUT_JSON, json.dumps(extra, indent=2) + "\n")
 
 
@@ -286,7 +294,8 @@ def load_saved(data_dir: Path) -> Layout | None:
         saved = Layout(nodes=len(spec.members), replicas=spec.replicas,
                        partitions=spec.partitions, mode=spec.mode,
                        coordinators=int(extra["coordinators"]), base_port=int(extra["base_port"]),
-                       durability=str(extra["durability"]), tls=bool(extra.get("tls", False)))
+                       durability=str(extra["durability"]), tls=bool(extra.get("tls", False)),
+                       auth_tokens=bool(extra.get("auth_tokens", False)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LayoutError(f"cannot read the cluster saved in {data_dir} ({exc}); "
                           f"fix {config_file} and {layout_file}, or remove {data_dir}") from None
@@ -313,6 +322,8 @@ def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int],
         pki = layout.pki(data_dir)
         document["tls"] = pki.pair(CLIENT).as_json(pki.ca)
         document["admin_tls"] = pki.pair(ADMIN).as_json(pki.ca)
+    if layout.auth_tokens:
+        document["tokens"] = tokens_by_role(data_dir / TOKEN_FILE)
     return document
 
 

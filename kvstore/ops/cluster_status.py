@@ -182,4 +182,7 @@ def connection_hints(document: dict[str, Any]) -> list[str]:
         f"CLI:     kvstore put greeting hello --address {entry[0]}",
         f"         kvstore get greeting --address {entry[0]}",
         "Any node address works as well: every node can coordinate a request.",
+        *(["Credentials: cluster.json's \"tls\" (kvclient.TLS(**tls)) and \"tokens\" "
+           "(token=...); the CLI finds them with --data-dir."]
+          if "tls" in document or "tokens" in document else []),
     ]

@@ -66,7 +66,12 @@ def operator_credentials(data_dir: Path, token: str | None = None,
 def client_credentials(data_dir: Path, token: str | None = None,
                        tls: TLS | None = None) -> Credentials:
     """A client's credentials: the given ones, else the local cluster's
-    client certificate (never its cluster secret: a client is no admin)."""
+    client certificate, or its write token when it has no TLS (never its
+    cluster secret: a client is no admin)."""
     if token is not None or tls is not None:
         return Credentials(tls=tls, token=token)
-    return Credentials(tls=_tls_of(_cluster_document(data_dir), "tls"))
+    document = _cluster_document(data_dir)
+    found = _tls_of(document, "tls")
+    tokens = document.get("tokens")
+    write_token = tokens.get("write") if isinstance(tokens, dict) and found is None else None
+    return Credentials(tls=found, token=write_token)

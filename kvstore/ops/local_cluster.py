@@ -30,7 +30,9 @@ from kvstore.ops.probe import is_serving
 from kvstore.ops.processes import ServerProcess, launch, stop_all
 from kvclient.security import PLAINTEXT, TLS, Credentials
 from kvstore.security.local_pki import ADMIN
+from kvstore.security.certificates import write_private
 from kvstore.security.secret import ensure_secret
+from kvstore.security.tokens import TOKEN_FILE, write_token_file
 
 LOCK_FILE = "cluster.lock"
 READY_TIMEOUT_SECONDS = 60.0
@@ -231,6 +233,8 @@ def prepare(requested: Requested, data_dir: Path,
         layout.pki(data_dir).ensure(layout.process_ids)
     else:
         ensure_secret(data_dir)
+    if layout.auth_tokens and not (data_dir / TOKEN_FILE).exists():
+        write_token_file(data_dir / TOKEN_FILE)
     # With the lock held, a cluster.json here is left by a run that was
     # killed; it must not pass for the processes about to start.
     (data_dir / CLUSTER_JSON).unlink(missing_ok=True)
@@ -246,7 +250,11 @@ def publish(layout: Layout, children: list[Child], data_dir: Path, existed: bool
     targets = data_dir / PROMETHEUS_TARGETS
     targets.parent.mkdir(exist_ok=True)
     write_atomically(targets, json.dumps(prometheus_targets(document), indent=2) + "\n")
-    write_atomically(data_dir / CLUSTER_JSON, json.dumps(document, indent=2) + "\n")
+    text = json.dumps(document, indent=2) + "\n"
+    if "tokens" in document:  # it holds secrets: for its owner's eyes only
+        write_private(data_dir / CLUSTER_JSON, text.encode())
+    else:
+        write_atomically(data_dir / CLUSTER_JSON, text)
     return document
 
 

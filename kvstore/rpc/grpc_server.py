@@ -50,19 +50,19 @@ async def serving(
     listen: str, max_message_bytes: int, services: Sequence[str],
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
     on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
-    on_refused: Callable[[str], None] = lambda reason: None, reflection: bool = True,
+    access: AccessControl | None = None, reflection: bool = True,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and (unless `reflection` is off) reflection, behind
-    `security`'s TLS and access control (`on_refused(reason)` counts each
-    refusal); stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
+    `security`'s TLS and `access` (default: `access_control(security)`);
+    stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
     (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
     in-flight calls get `grace_seconds` to finish."""
     try:
-        access = AccessControl(security.policy(), certificates=security.tls is not None,
-                               on_refused=on_refused)
+        if access is None:
+            access = access_control(security)
         server, port = open_server(listen, max_message_bytes, tls=security.tls,
                                    interceptors=[access])
     except (RuntimeError, OSError, ValueError) as exc:  # ValueError: e.g. the secret file
@@ -86,6 +86,17 @@ async def serving(
         await health.enter_graceful_shutdown()
         on_stopping()
         await server.stop(grace_seconds)
+
+
+def access_control(security: Security,
+                   on_refused: Callable[[str], None] = lambda reason: None) -> AccessControl:
+    """The interceptor `security` describes; `on_refused(reason)` counts refusals.
+    StartupError when a file it names cannot be read now."""
+    try:
+        return AccessControl(security.policy(), certificates=security.tls is not None,
+                             on_refused=on_refused, limiter=security.auth.rate_limiter())
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"cannot load the access settings: {exc}") from exc
 
 
 def warn_if_unguarded(security: Security) -> None:

@@ -1,6 +1,7 @@
 """The security settings of a node or coordinator: the `[tls]` and `[auth]`
 tables of its config file and their flags (`--tls-ca`, `--tls-cert`,
-`--tls-key`, `--tls-require-client-cert`, `--cluster-secret-file`),
+`--tls-key`, `--tls-require-client-cert`, `--cluster-secret-file`,
+`--token-file`, `--rate-limit-per-second`, `--rate-limit-burst`, `--insecure`),
 checked once at start.
 
 Owns their shape, defaults and validation, and building the access policy
@@ -18,8 +19,11 @@ from typing import Any
 
 from kvclient.security import TLS, Credentials
 from kvstore.security import certificates
-from kvstore.security.identity import ADMIN_ROLES, AccessPolicy, Identity, NamePatterns, TokenTable
+from kvstore.security.identity import (ADMIN_ROLES, ANONYMOUS, AccessPolicy, Identity,
+                                       NamePatterns, TokenTable)
+from kvstore.security.rate_limit import RateLimiter
 from kvstore.security.secret import SecretError, read_secret
+from kvstore.security.tokens import TokenFileError, read_token_file
 
 
 class SecuritySettingError(ValueError):
@@ -80,9 +84,15 @@ class TlsSettings:
 class AuthSettings:
     """`cluster_secret_file`: the cluster secret, which peers present and
     which makes its bearer a peer and an admin (a plaintext cluster's
-    identities)."""
+    identities); `token_file`: clients' and operators' bearer tokens
+    (`kvstore.security.tokens`): with it, a client must present a token or
+    a certificate; `rate_limit_per_second` (0: none) and `rate_limit_burst`:
+    each client identity's token bucket for KV calls and Session operations."""
 
     cluster_secret_file: Path | None = None
+    token_file: Path | None = None
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: float = 0.0  # 0: the rate's one second's worth (at least 1)
 
     def __post_init__(self) -> None:
         if self.cluster_secret_file is not None:
@@ -90,6 +100,22 @@ class AuthSettings:
                 read_secret(self.cluster_secret_file)
             except SecretError as exc:
                 raise SecuritySettingError(f"[auth] cluster_secret_file: {exc}") from None
+        if self.token_file is not None:
+            try:
+                read_token_file(self.token_file)
+            except TokenFileError as exc:
+                raise SecuritySettingError(f"[auth] token_file: {exc}") from None
+        for name in ("rate_limit_per_second", "rate_limit_burst"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 <= value <= 1_000_000):
+                raise SecuritySettingError(f"[auth] {name} must be a number in [0, 1000000]")
+
+    def rate_limiter(self) -> RateLimiter | None:
+        if not self.rate_limit_per_second:
+            return None
+        burst = self.rate_limit_burst or max(1.0, self.rate_limit_per_second)
+        return RateLimiter(self.rate_limit_per_second, max(1.0, burst))
 
     def secret(self) -> str | None:
         return None if self.cluster_secret_file is None else read_secret(
@@ -114,13 +140,16 @@ class Security:
 
     def policy(self) -> AccessPolicy:
         secret = self.auth.secret()
-        tokens = {} if secret is None else {
-            secret: Identity("the cluster secret", ADMIN_ROLES)}
+        tokens = {} if self.auth.token_file is None else read_token_file(self.auth.token_file)
+        if secret is not None:
+            tokens[secret] = Identity("the cluster secret", ADMIN_ROLES)
         names = self.tls.names if self.tls is not None else NamePatterns()
         if self.unguarded:
             return AccessPolicy(TokenTable(tokens), names, anonymous=Identity(
                 "an unidentified caller (--insecure without a cluster secret)", ADMIN_ROLES))
-        return AccessPolicy(TokenTable(tokens), names)
+        # With a token file, clients must say who they are.
+        anonymous = None if self.auth.token_file is not None else ANONYMOUS
+        return AccessPolicy(TokenTable(tokens), names, anonymous=anonymous)
 
     def peer_credentials(self) -> Credentials:
         """What this process presents when it calls its peers: its
@@ -132,7 +161,9 @@ class Security:
 
 _TLS_FLAGS = {"tls_ca": "ca", "tls_cert": "cert", "tls_key": "key",
               "tls_require_client_cert": "require_client_cert"}
-_AUTH_FLAGS = {"cluster_secret_file": "cluster_secret_file"}
+_AUTH_FLAGS = {"cluster_secret_file": "cluster_secret_file", "token_file": "token_file",
+               "rate_limit_per_second": "rate_limit_per_second",
+               "rate_limit_burst": "rate_limit_burst"}
 FLAGS = frozenset(_TLS_FLAGS) | frozenset(_AUTH_FLAGS) | {"insecure"}
 
 
@@ -198,9 +229,11 @@ def _tls(values: dict[str, Any]) -> TlsSettings | None:
 
 
 def _auth(values: dict[str, Any]) -> AuthSettings:
-    _refuse_unknown("auth", values, {"cluster_secret_file"})
-    if values.get("cluster_secret_file") is not None:
-        values["cluster_secret_file"] = Path(values["cluster_secret_file"])
+    _refuse_unknown("auth", values, {"cluster_secret_file", "token_file",
+                                     "rate_limit_per_second", "rate_limit_burst"})
+    for name in ("cluster_secret_file", "token_file"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
     return AuthSettings(**values)
 
 

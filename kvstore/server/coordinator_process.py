@@ -18,8 +18,8 @@ from kvclient.pb import admin_pb2
 from kvstore.server.cache import LruCache
 from kvstore.server.config import CoordinatorConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import (metrics_endpoint, run_until_signalled, serving,
-                                     warn_if_unguarded)
+from kvstore.rpc.grpc_server import (access_control, metrics_endpoint, run_until_signalled,
+                                     serving, warn_if_unguarded)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -47,11 +47,13 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
         ) as liveness, Coordinator(
             spec, peers, on_repair=metrics.observe_read_repairs, is_up=liveness.is_up,
         ) as coordinator:
+            access = access_control(config.security, metrics.observe_refusal)
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache,
                            session_max_in_flight=config.session_max_in_flight,
                            topology=topology_response(spec, config.coordinator_id,
-                                                      "coordinator"))
+                                                      "coordinator"),
+                           admit=access.admit_operation)
 
             def coordinator_stats() -> admin_pb2.CoordinatorStats:
                 return admin_pb2.CoordinatorStats(
@@ -69,7 +71,7 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
                                config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
-                               security=config.security, on_refused=metrics.observe_refusal,
+                               security=config.security, access=access,
                                reflection=config.reflection):
                 warn_if_unguarded(config.security)
                 log.info("coordinator serving", extra={

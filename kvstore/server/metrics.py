@@ -59,8 +59,9 @@ class RequestMetrics:
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._refusals = Counter(
             "kvstore_auth_refusals", "Calls refused by access control, by reason "
-            "(no_credentials, bad_token, not_permitted)", ["reason"], registry=self.registry)
-        for reason in ("no_credentials", "bad_token", "not_permitted"):
+            "(no_credentials, bad_token, not_permitted, rate_limited)", ["reason"],
+            registry=self.registry)
+        for reason in ("no_credentials", "bad_token", "not_permitted", "rate_limited"):
             self._refusals.labels(reason)
 
     def observe_refusal(self, reason: str) -> None:

@@ -19,8 +19,8 @@ from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import (metrics_endpoint, run_until_signalled, serving,
-                                     warn_if_unguarded)
+from kvstore.rpc.grpc_server import (access_control, metrics_endpoint, run_until_signalled,
+                                     serving, warn_if_unguarded)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -105,10 +105,12 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,
                 ) as coordinator:
+                    access = access_control(config.security, metrics.observe_refusal)
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds,
                                    session_max_in_flight=config.session_max_in_flight,
-                                   topology=topology_response(spec, config.node_id, "node"))
+                                   topology=topology_response(spec, config.node_id, "node"),
+                                   admit=access.admit_operation)
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
@@ -140,7 +142,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         config.listen, config.max_message_bytes,
                         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
                         config.shutdown_grace_seconds, on_stopping=stop_streams,
-                        security=config.security, on_refused=metrics.observe_refusal,
+                        security=config.security, access=access,
                         reflection=config.reflection,
                     ):
                         warn_if_unguarded(config.security)
