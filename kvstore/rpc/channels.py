@@ -16,7 +16,7 @@ import grpc.aio
 from kvclient import channels
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES
 from kvclient.security import PLAINTEXT, Credentials
-from kvstore.security.settings import TlsSettings
+from kvstore.security.rotation import CertificateFiles
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -29,25 +29,19 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
-    """The server's certificate, and the CA its callers' certificates must
-    come from (required of every caller when `tls.require_client_cert`)."""
-    ca, key, cert = tls.server_material()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                       require_client_auth=tls.require_client_cert)
-
-
-def open_server(listen: str, max_message_bytes: int, *, tls: TlsSettings | None = None,
+def open_server(listen: str, max_message_bytes: int, *, tls: CertificateFiles | None = None,
                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
                 ) -> tuple[grpc.aio.Server, int]:
     """An asyncio server bound to `listen` ("host:port"), not yet started, and
     the port it got: 0 when the address is taken or invalid. gRPC raises
-    RuntimeError for some addresses it cannot use."""
+    RuntimeError for some addresses it cannot use. With `tls`: TLS only,
+    with the files' certificate (re-read when they are reloaded) and their
+    CA for callers' certificates (required when the files say so)."""
     server = grpc.aio.server(options=server_options(max_message_bytes),
                              interceptors=list(interceptors) or None)
     if tls is None:
         return server, server.add_insecure_port(listen)
-    return server, server.add_secure_port(listen, server_credentials(tls))
+    return server, server.add_secure_port(listen, tls.server_credentials())
 
 
 def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,

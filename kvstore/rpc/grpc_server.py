@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from kvstore.rpc.access import AccessControl
 from kvstore.rpc.channels import open_server
+from kvstore.security.rotation import CertificateFiles, CertificateWatcher
 from kvstore.security.settings import Security
 from kvstore.server.config import parse_address
 
@@ -51,11 +52,13 @@ async def serving(
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
     on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
     access: AccessControl | None = None, reflection: bool = True,
+    tls_files: CertificateFiles | None = None,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and (unless `reflection` is off) reflection, behind
-    `security`'s TLS and `access` (default: `access_control(security)`);
-    stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
+    `security`'s TLS (served from `tls_files` when given, to share them
+    with a `CertificateWatcher`) and `access` (default:
+    `access_control(security)`); stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
     (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
@@ -63,7 +66,9 @@ async def serving(
     try:
         if access is None:
             access = access_control(security)
-        server, port = open_server(listen, max_message_bytes, tls=security.tls,
+        if tls_files is None and security.tls is not None:
+            tls_files = security.tls.files()
+        server, port = open_server(listen, max_message_bytes, tls=tls_files,
                                    interceptors=[access])
     except (RuntimeError, OSError, ValueError) as exc:  # ValueError: e.g. the secret file
         raise StartupError(f"cannot listen on {listen}: {exc}") from exc
@@ -88,6 +93,27 @@ async def serving(
         await server.stop(grace_seconds)
 
 
+@contextlib.asynccontextmanager
+async def watching_certificates(files: CertificateFiles | None, reload: asyncio.Event,
+                                on_reloaded: Callable[[], None]) -> AsyncIterator[None]:
+    """With TLS: a `CertificateWatcher` of `files` (every 2 s, and on SIGHUP)."""
+    if files is None:
+        yield
+        return
+    async with CertificateWatcher(files, reload, on_reloaded):
+        yield
+
+
+def load_tls_files(security: Security) -> CertificateFiles | None:
+    """The TLS files `security` names, loaded now; StartupError if they cannot be."""
+    if security.tls is None:
+        return None
+    try:
+        return security.tls.files()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def access_control(security: Security,
                    on_refused: Callable[[str], None] = lambda reason: None) -> AccessControl:
     """The interceptor `security` describes; `on_refused(reason)` counts refusals.
@@ -106,19 +132,21 @@ def warn_if_unguarded(security: Security) -> None:
                     "(give --cluster-secret-file, or TLS)")
 
 
-def run_until_signalled(serve: Callable[[asyncio.Event], Any]) -> None:
-    """Run `serve(stop)` on uvloop; SIGTERM and SIGINT set `stop`."""
+def run_until_signalled(serve: Callable[[asyncio.Event, asyncio.Event], Any]) -> None:
+    """Run `serve(stop, reload)` on uvloop; SIGTERM and SIGINT set `stop`,
+    SIGHUP sets `reload` (re-read the TLS files)."""
     import uvloop
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
         try:
-            await serve(stop)
+            await serve(stop, reload)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
     try:

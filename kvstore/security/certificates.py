@@ -152,6 +152,14 @@ def expiry(cert_pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 
 
+def key_matches(key_pem: bytes, cert_pem: bytes) -> bool:
+    """Whether `key_pem` is the private key of the certificate `cert_pem`."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    as_der = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*as_der) == public.public_bytes(*as_der)
+
+
 def names(cert_pem: bytes) -> list[str]:
     """The common name and DNS names a certificate carries."""
     cert = x509.load_pem_x509_certificate(cert_pem)

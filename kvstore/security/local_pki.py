@@ -11,6 +11,7 @@ readable by their owner only.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class LocalPki:
         if self.ca.exists() and self._ca_key.exists():
             authority = Authority.load(self.ca.read_bytes(), self._ca_key.read_bytes())
         else:
-            authority = Authority.create(f"kvstore local CA ({self.directory.resolve()})")
+            # A name of its own (a common name holds 64 characters at most).
+            authority = Authority.create(f"kvstore local CA {secrets.token_hex(4)}")
             write_private(self._ca_key, authority.key_pem)
             write_public(self.ca, authority.cert_pem)
         for name in [*process_ids, CLIENT, ADMIN]:

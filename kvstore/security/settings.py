@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kvclient.security import TLS, Credentials
-from kvstore.security import certificates
 from kvstore.security.identity import (ADMIN_ROLES, ANONYMOUS, AccessPolicy, Identity,
                                        NamePatterns, TokenTable)
 from kvstore.security.rate_limit import RateLimiter
+from kvstore.security.rotation import CertificateFiles
 from kvstore.security.secret import SecretError, read_secret
 from kvstore.security.tokens import TokenFileError, read_token_file
 
@@ -65,19 +65,18 @@ class TlsSettings:
     def names(self) -> NamePatterns:
         return NamePatterns(self.peer_names, self.admin_names)
 
+    def files(self) -> CertificateFiles:
+        """The files, loaded now, to serve with and to reload when they change."""
+        try:
+            return CertificateFiles(self.ca, self.cert, self.key,
+                                    require_client_cert=self.require_client_cert)
+        except (OSError, ValueError) as exc:
+            raise SecuritySettingError(f"[tls]: cannot load the certificates: {exc}") from None
+
     @property
     def client_tls(self) -> TLS:
         """This process's TLS as a caller of its peers (re-read at each connection)."""
         return TLS(ca=self.ca, cert=self.cert, key=self.key)
-
-    def server_material(self) -> tuple[bytes, bytes, bytes]:
-        """(ca, key, cert) as PEM, read now."""
-        return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
-
-    def expiries(self) -> dict[str, float]:
-        """Each certificate file's expiry as Unix time, by which it is ("ca", "cert")."""
-        return {name: certificates.expiry(path.read_bytes()).timestamp()
-                for name, path in (("ca", self.ca), ("cert", self.cert))}
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from kvclient.pb import admin_pb2
 from kvstore.server.cache import LruCache
 from kvstore.server.config import CoordinatorConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import (access_control, metrics_endpoint, run_until_signalled,
-                                     serving, warn_if_unguarded)
+from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
+                                     run_until_signalled, serving, warn_if_unguarded,
+                                     watching_certificates)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -32,7 +33,9 @@ from kvstore.rpc.validation import Limits
 log = logging.getLogger(__name__)
 
 
-async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
+async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
+                            reload: asyncio.Event | None = None) -> None:
+    tls_files = load_tls_files(config.security)
     spec = config.cluster
     cache = LruCache(config.cache_bytes, config.cache_ttl_ms / 1000, time.monotonic)
     metrics = CoordinatorMetrics(cache)
@@ -42,7 +45,11 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
                          credentials=config.security.peer_credentials())
     addresses = {m.node_id: m.address for m in spec.members}
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
-        async with Peers(addresses, None, links) as peers, peer_liveness(
+        if tls_files is not None:
+            metrics.watch_certificates(lambda: tls_files.material.expiries)
+        async with Peers(addresses, None, links) as peers, watching_certificates(
+            tls_files, reload or asyncio.Event(), peers.renew_channels,
+        ), peer_liveness(
             peers, metrics, config.replica_timeout_seconds
         ) as liveness, Coordinator(
             spec, peers, on_repair=metrics.observe_read_repairs, is_up=liveness.is_up,
@@ -71,7 +78,7 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
                                config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
-                               security=config.security, access=access,
+                               security=config.security, access=access, tls_files=tls_files,
                                reflection=config.reflection):
                 warn_if_unguarded(config.security)
                 log.info("coordinator serving", extra={
@@ -85,4 +92,4 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
 
 
 def run_coordinator(config: CoordinatorConfig) -> None:
-    run_until_signalled(lambda stop: serve_coordinator(config, stop))
+    run_until_signalled(lambda stop, reload: serve_coordinator(config, stop, reload))

@@ -19,8 +19,9 @@ from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import (access_control, metrics_endpoint, run_until_signalled,
-                                     serving, warn_if_unguarded)
+from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
+                                     run_until_signalled, serving, warn_if_unguarded,
+                                     watching_certificates)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -43,8 +44,11 @@ REPLICA = replica_pb2.DESCRIPTOR.services_by_name["Replica"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 
 
-async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
-    """Run the node until `stop` is set, then shut down gracefully."""
+async def serve_node(config: NodeConfig, stop: asyncio.Event,
+                     reload: asyncio.Event | None = None) -> None:
+    """Run the node until `stop` is set, then shut down gracefully; `reload`
+    (SIGHUP) re-reads the TLS files."""
+    tls_files = load_tls_files(config.security)
     spec = config.cluster_spec
     clock = SYSTEM_CLOCK
     engine = LmdbEngine(
@@ -83,7 +87,11 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                 metrics.watch_anti_entropy()
                 metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
                                     replica.hint_book.pending)
-                async with Peers(addresses, replica, links) as peers, peer_liveness(
+                if tls_files is not None:
+                    metrics.watch_certificates(lambda: tls_files.material.expiries)
+                async with Peers(addresses, replica, links) as peers, watching_certificates(
+                    tls_files, reload or asyncio.Event(), peers.renew_channels,
+                ), peer_liveness(
                     peers, metrics, config.replica_timeout_seconds, clock
                 ) as liveness, HintReplayer(
                     replica, peers, liveness.is_up, clock=clock,
@@ -142,7 +150,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         config.listen, config.max_message_bytes,
                         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
                         config.shutdown_grace_seconds, on_stopping=stop_streams,
-                        security=config.security, access=access,
+                        security=config.security, access=access, tls_files=tls_files,
                         reflection=config.reflection,
                     ):
                         warn_if_unguarded(config.security)
@@ -161,4 +169,4 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
 
 def run_node(config: NodeConfig) -> None:
     """Entry point of `kvstore node`: serve on uvloop until a stop signal."""
-    run_until_signalled(lambda stop: serve_node(config, stop))
+    run_until_signalled(lambda stop, reload: serve_node(config, stop, reload))
