@@ -40,6 +40,7 @@ PURE_CORES = [
     "kvstore/leader/raft/",  # the Raft core
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
     "kvstore/security/identity.py",  # who a caller is and what it may call
+    "kvstore/security/rate_limit.py",  # the token buckets, on the caller's clock
 ]
 
 PURE_BUT_AT_THE_EDGE = {

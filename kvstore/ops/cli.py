@@ -458,12 +458,17 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
     from kvstore.ops.bench import (BenchOptions, format_results, run_against,
                                run_against_temporary_node, targets_of_cluster_file)
 
+    from kvclient.security import PLAINTEXT
+    from kvstore.ops.credentials import client_credentials
+
+    credentials = PLAINTEXT
     if cluster_file is not None:
         cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file, via)
         addresses = tuple(cluster_addresses) + addresses
         server_pids = tuple(cluster_pids) + server_pids
+        credentials = client_credentials(cluster_file.parent)  # its tls, or its write token
     options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids),
-                           r=_level(r), w=_level(w), **settings)
+                           r=_level(r), w=_level(w), credentials=credentials, **settings)
     if addresses:
         results = run_against(options)
     else:
