@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from kvclient import channels
+from kvclient.channels import split_token
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES
 from kvclient.security import PLAINTEXT, Credentials
 from kvstore.security.rotation import CertificateFiles
@@ -54,3 +55,6 @@ def open_aio_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_
                      credentials: Credentials = PLAINTEXT) -> grpc.aio.Channel:
     """An asyncio channel to a kvstore process at "host:port"."""
     return channels.open_aio_channel(address, max_message_bytes, credentials)
+
+
+__all__ = ["open_aio_channel", "open_channel", "open_server", "server_options", "split_token"]

@@ -50,7 +50,7 @@ from kvclient.pb import replica_pb2
 from kvclient.security import PLAINTEXT, Credentials
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.rpc.batches import encode_batch, framed_size, take_batch
-from kvstore.rpc.channels import open_aio_channel
+from kvstore.rpc.channels import open_aio_channel, split_token
 from kvstore.rpc.replica_stream import DEFAULT_MAX_BATCH_BYTES
 from kvstore.rpc.status import error_of
 
@@ -194,8 +194,10 @@ class PeerLink:
     def _open_channel(self) -> None:
         # Its options include a reconnect backoff of at most a second: a
         # replica that restarts is reachable again soon.
+        # A plaintext token (the cluster secret) goes as the calls' metadata.
+        credentials, self._metadata = split_token(self._settings.credentials)
         self._channel = open_aio_channel(self.address, self._settings.max_message_bytes,
-                                         self._settings.credentials)
+                                         credentials)
         # Requests go out as the bytes `encode_batch` put together.
         deserialize = replica_pb2.ReplicaBatchResponse.FromString
         self._open: grpc.aio.StreamStreamMultiCallable[bytes, Any] = (
@@ -339,7 +341,7 @@ class PeerLink:
         self._wake.set()
 
     def _open_stream(self) -> _Stream:
-        stream = _Stream(self._open())
+        stream = _Stream(self._open(metadata=self._metadata))
         stream.receiver = self._tasks.create_task(self._receive(stream))
         self._stream = stream
         return stream
@@ -351,7 +353,7 @@ class PeerLink:
             return
         try:
             response = await self._batch(encode_batch([pending.encoded for pending in batch]),
-                                         timeout=settings.call_timeout)
+                                         timeout=settings.call_timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._unary = False  # it went away: it may come back upgraded
