@@ -40,6 +40,8 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="a fresh directory for the cluster, logs, history.jsonl and "
                              "summary.json (default: a temporary one, removed if the run passes)")
+    parser.add_argument("--tls", action="store_true",
+                        help="run the cluster with mTLS on every link (cluster up --tls)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary data dir even when the run passes")
     args = parser.parse_args(argv)
@@ -54,7 +56,7 @@ def parse(argv: list[str]) -> Options:
                    r=args.r, w=args.w, clients=args.clients,
                    converge_timeout=args.converge_timeout,
                    tombstone_grace=args.tombstone_grace, data_dir=args.data_dir,
-                   keep=args.keep)
+                   keep=args.keep, tls=args.tls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ from kvstore.ops.cluster_layout import (CLUSTER_JSON, CLUSTER_TOML, LayoutError,
                                     load_saved)
 from kvstore.ops.processes import ServerProcess, cluster_up_command, launch, stop_all
 from kvstore.placement.membership import ClusterSpec
+from kvclient.security import PLAINTEXT, Credentials
+from kvstore.ops.credentials import client_credentials, operator_credentials
 from kvstore.rpc.channels import open_aio_channel
 
 START_TIMEOUT = 90.0  # cluster up waits up to 60 s for its children, then gives up
@@ -75,8 +77,9 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-async def is_serving(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    async with open_aio_channel(address) as channel:
+async def is_serving(address: str, timeout: float = PROBE_TIMEOUT,
+                     credentials: Credentials = PLAINTEXT) -> bool:
+    async with open_aio_channel(address, credentials=credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
@@ -102,6 +105,7 @@ class LocalCluster:
     replicas: int = 3
     node_settings: dict[str, float] = field(default_factory=dict)  # cluster up --node-setting
     servers: dict[str, Server] = field(default_factory=dict)
+    tls: bool = False  # cluster up --tls
     base_port: int = 0
     _supervisor: ServerProcess | None = None  # `cluster up`
 
@@ -144,7 +148,8 @@ class LocalCluster:
             "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
             "--replicas", str(self.replicas), "--base-port", str(self.base_port),
             *(arg for key, value in self.node_settings.items()
-              for arg in ("--node-setting", f"{key}={value}"))])
+              for arg in ("--node-setting", f"{key}={value}")),
+            *(["--tls"] if self.tls else [])])
         self._supervisor = launch(command, self.supervisor_log, die_with_parent=True)
 
     @property
@@ -178,6 +183,16 @@ class LocalCluster:
             log_file = plan.log_file if plan else self.data_dir / "logs" / f"{server_id}.log"
             self.servers[server_id] = Server(entry["role"], server_id, entry["address"],
                                              entry["metrics"], pid, command, log_file)
+
+    @property
+    def admin_credentials(self) -> Credentials:
+        """What the checkers present: the cluster's admin certificate or secret."""
+        return operator_credentials(self.data_dir)
+
+    @property
+    def client_credentials(self) -> Credentials:
+        """What the workload presents: the cluster's client certificate, if any."""
+        return client_credentials(self.data_dir)
 
     @property
     def spec(self) -> ClusterSpec:
@@ -235,7 +250,7 @@ class LocalCluster:
     async def wait_healthy(self, server: Server, timeout: float = HEALTHY_TIMEOUT) -> float:
         """Poll `server`'s health until SERVING; the seconds it took."""
         start = time.monotonic()
-        while not await is_serving(server.address):
+        while not await is_serving(server.address, credentials=self.admin_credentials):
             if not server.alive():
                 raise ClusterError(f"{server.server_id} exited before it was healthy; "
                                    f"its log:\n{_log_tail(server.log_file)}")

@@ -37,6 +37,7 @@ from chaos.checkers import Roots, differing_partitions, divergent_keys, partitio
 from chaos.history import FINAL_READER, OK, History, Op, describe_error, outcome_of, text
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.causality import versions
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.placement.membership import ClusterSpec
 from kvstore.rpc.channels import open_aio_channel
 from kvstore.leaderless.merkle import MerkleTree
@@ -54,10 +55,13 @@ States = dict[str, dict[str, DVVSet | None]]  # key -> node id -> state (None: h
 
 
 class ReplicaReader:
-    """`async with ReplicaReader(spec) as reader:` one channel per node."""
+    """`async with ReplicaReader(spec, credentials) as reader:` one channel
+    per node; `credentials` must make an admin (the Replica service refuses
+    clients)."""
 
-    def __init__(self, spec: ClusterSpec) -> None:
+    def __init__(self, spec: ClusterSpec, credentials: Credentials = PLAINTEXT) -> None:
         self._spec = spec
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def __aenter__(self) -> ReplicaReader:
@@ -70,7 +74,7 @@ class ReplicaReader:
     def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub:
         if node_id not in self._channels:
             address = self._spec.member(node_id).address
-            self._channels[node_id] = open_aio_channel(address)
+            self._channels[node_id] = open_aio_channel(address, credentials=self._credentials)
         return replica_pb2_grpc.ReplicaStub(self._channels[node_id])
 
     async def states(self, keys: Sequence[str]) -> tuple[States, list[str]]:
@@ -148,7 +152,8 @@ async def _read_all(client: kvclient.AsyncClient, key: str, history: History) ->
 
 
 async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: History,
-                      timeout: float = 60.0) -> dict[str, list[str] | None]:
+                      timeout: float = 60.0, credentials: Credentials = PLAINTEXT
+                      ) -> dict[str, list[str] | None]:
     """Every key read at r="all", each retried until it succeeds or `timeout`
     passes (then None)."""
     deadline = time.monotonic() + timeout
@@ -162,7 +167,8 @@ async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: Hi
                 await asyncio.sleep(RETRY_INTERVAL)  # retry interval, not synchronisation
             return siblings
 
-    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT) as client:
+    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT,
+                                    tls=credentials.tls, token=credentials.token) as client:
         found = await asyncio.gather(*(read(client, key) for key in keys))
     return dict(zip(keys, found))
 
@@ -221,7 +227,8 @@ class Convergence:
 
 async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: Sequence[str],
                          history: History, since: float,
-                         divergent_at_start: list[str], timeout: float = 30.0) -> Convergence:
+                         divergent_at_start: list[str], timeout: float = 30.0,
+                         credentials: Credentials = PLAINTEXT) -> Convergence:
     """Poll until all replicas of every key hold equal states, triggering read
     repair of the keys that differ once a second; `since` (run clock) is when
     the wait is counted from. Call it right after `final_reads`, the first
@@ -229,7 +236,8 @@ async def wait_converged(reader: ReplicaReader, addresses: Sequence[str], keys: 
     every key agreed; the timeout only bounds a failed run.)"""
     rounds = 0
     last_repair = time.monotonic()  # the final reads just made were a round
-    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT) as client:
+    async with kvclient.AsyncClient(list(addresses), timeout=READ_TIMEOUT,
+                                    tls=credentials.tls, token=credentials.token) as client:
         while True:
             states, unreadable = await reader.states(keys)
             waiting = sorted({*divergent_keys(states), *unreadable})

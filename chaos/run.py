@@ -63,6 +63,7 @@ class Options:
     tombstone_grace: float = 20.0
     data_dir: Path | None = None
     keep: bool = False
+    tls: bool = False  # cluster up --tls: every link mTLS
 
 
 def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None]) -> int:
@@ -78,7 +79,7 @@ def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None
     try:
         node_settings = {"tombstone_grace_seconds": options.tombstone_grace}
         with LocalCluster(data_dir, options.nodes, options.coordinators,
-                          options.replicas, node_settings) as cluster:
+                          options.replicas, node_settings, tls=options.tls) as cluster:
             warn(f"cluster up in {data_dir} (base port {cluster.base_port}); "
                  f"seed {options.seed}, {options.duration:g} s")
             history = History()
@@ -106,7 +107,8 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     faults_until = options.duration * (1 - options.quiet)
     workload = Workload(cluster.addresses(), history,
                         WorkloadSettings(clients=options.clients, keys=options.keys,
-                                         r=options.r, w=options.w), options.seed)
+                                         r=options.r, w=options.w), options.seed,
+                        cluster.client_credentials)
     nemesis_settings = NemesisSettings()
     counters = RunCounters()
     nemesis = Nemesis(cluster, history, random.Random(options.seed), nemesis_settings, warn,
@@ -127,7 +129,7 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
     keys = sorted({*workload.keys, *(op.key for op in history.ops)})
     nodes = cluster.addresses("node")
     spec = cluster.spec
-    async with ReplicaReader(spec) as reader:
+    async with ReplicaReader(spec, cluster.admin_credentials) as reader:
         states, unreadable = await reader.states(keys)
         divergent = sorted({*divergent_keys(states), *unreadable})
         # Before any read through the KV service: the roots must come to
@@ -143,8 +145,9 @@ async def _session(cluster: LocalCluster, history: History, options: Options,
         warn(f"{history.now():7.2f}s  Merkle roots {state} after {roots.seconds:.2f} s; "
              "final reads")
         reads_at = history.now()
-        final = await final_reads(nodes, keys, history)
-        convergence = await wait_converged(reader, nodes, keys, history, reads_at, divergent)
+        final = await final_reads(nodes, keys, history, credentials=cluster.client_credentials)
+        convergence = await wait_converged(reader, nodes, keys, history, reads_at, divergent,
+                                           credentials=cluster.client_credentials)
 
     unknown_horizon = nemesis_settings.longest_fault + UNKNOWN_SLACK
     head = dict(seed=options.seed, duration=options.duration, faults_until=faults_until,

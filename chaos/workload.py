@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kvclient
+from kvclient.security import PLAINTEXT, Credentials
 from chaos.history import (OK, UNKNOWN, History, Op, OpKind, Outcome, describe_error, outcome_of,
                            text)
 from kvclient.consistency import Level
@@ -54,8 +55,9 @@ def key_name(index: int) -> str:
 
 class Workload:
     def __init__(self, addresses: Sequence[str], history: History, settings: WorkloadSettings,
-                 seed: int) -> None:
+                 seed: int, credentials: Credentials = PLAINTEXT) -> None:
         self._addresses = list(addresses)
+        self._credentials = credentials  # the cluster's client certificate, with TLS
         self._history = history
         self._settings = settings
         self._seed = seed
@@ -74,7 +76,9 @@ class Workload:
         addresses = self._addresses[index % len(self._addresses):] \
             + self._addresses[:index % len(self._addresses)]
         settings = self._settings
-        async with kvclient.AsyncClient(addresses, timeout=settings.timeout) as client:
+        async with kvclient.AsyncClient(addresses, timeout=settings.timeout,
+                                        tls=self._credentials.tls,
+                                        token=self._credentials.token) as client:
             seq = 0
             while self._history.now() < until:
                 key = rng.choice(self.keys)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from kvclient.security import Credentials
 from kvstore.ops.ports import free_port
 from kvstore.ops.processes import NodeProcess, coordinator_command, launch, node_command
 from kvstore.placement.membership import ClusterMember, ClusterSpec
+from kvstore.security.secret import ensure_secret, read_secret
 
 
 @dataclass
@@ -21,12 +23,14 @@ class Cluster:
     coordinators: list[NodeProcess]
     config: Path
     log_dir: Path
+    admin: Credentials  # the cluster secret: what peers and admins present
 
     def restart(self, node_id: str) -> NodeProcess:
         old = self.nodes[node_id]
         old.kill()
         process = launch(old.process.command, self.log_dir / f"{node_id}.log")
-        node = NodeProcess(node_id, old.address, old.metrics_port, old.data_dir, process)
+        node = NodeProcess(node_id, old.address, old.metrics_port, old.data_dir, process,
+                           old.credentials)
         node.wait_serving(30)
         self.nodes[node_id] = node
         return node
@@ -52,22 +56,26 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         node_table = "[node]\n" + node_settings + (
             "" if anti_entropy else "anti_entropy_interval_seconds = 3600\n") + "\n"
         config.write_text(node_table + spec.to_toml())
+        secret_file = ensure_secret(tmp_path)
+        admin = Credentials(token=read_secret(secret_file))
+        security = ["--cluster-secret-file", str(secret_file)]
         started: dict[str, NodeProcess] = {}
         for node_id, port in ports.items():
             address, metrics = f"127.0.0.1:{port}", free_port()
             command = node_command(node_id, address, tmp_path / node_id, metrics,
-                                   ["--config", str(config), "--log-level", "warning"])
+                                   ["--config", str(config), "--log-level", "warning",
+                                    *security])
             started[node_id] = NodeProcess(node_id, address, metrics, tmp_path / node_id,
-                                           launch(command, tmp_path / f"{node_id}.log"))
+                                           launch(command, tmp_path / f"{node_id}.log"), admin)
         routers = []
         for index in range(1, coordinators + 1):
             address, metrics = f"127.0.0.1:{free_port()}", free_port()
             command = coordinator_command(f"c{index}", address, metrics, config,
                                           ["--cache-ttl-ms", str(cache_ttl_ms),
-                                           "--log-level", "warning"])
+                                           "--log-level", "warning", *security])
             routers.append(NodeProcess(f"c{index}", address, metrics, config,
-                                       launch(command, tmp_path / f"c{index}.log")))
-        cluster = Cluster(started, routers, config, tmp_path)
+                                       launch(command, tmp_path / f"c{index}.log"), admin))
+        cluster = Cluster(started, routers, config, tmp_path, admin)
         clusters.append(cluster)
         for server in [*started.values(), *routers]:
             server.wait_serving(30)

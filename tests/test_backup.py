@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import kvclient
+from kvstore.security.secret import ensure_secret
 from tests.conftest import StartNode
 
 KEYS = 2000
@@ -24,14 +25,19 @@ def kvstore(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(180)
 def test_a_snapshot_of_a_loaded_node_restores_every_key_into_a_new_data_dir(
         start: StartNode, tmp_path: Path) -> None:
-    node = start("n1")
+    # A snapshot is an admin's: the tool presents the secret the node accepts.
+    node = start("n1", extra=["--cluster-secret-file", str(ensure_secret(tmp_path))])
     values = {f"key-{i}".encode(): bytes([i % 251]) * (i % 300 + 1) for i in range(KEYS)}
     with kvclient.Client([node.address], timeout=30) as client:
         for start_at in range(0, KEYS, 200):
             client.put_many({k: values[k] for k in list(values)[start_at:start_at + 200]})
         client.delete(b"key-7")
     out = tmp_path / "n1.snapshot"
-    taken = kvstore("admin", "snapshot", "--address", node.address, "--out", str(out))
+    stray = kvstore("admin", "snapshot", "--address", node.address, "--out", str(out),
+                    "--data-dir", str(tmp_path / "elsewhere"))
+    assert stray.returncode == 2 and "PERMISSION_DENIED" in stray.stderr and not out.exists()
+    taken = kvstore("admin", "snapshot", "--address", node.address, "--out", str(out),
+                    "--data-dir", str(tmp_path))
     assert taken.returncode == 0, taken.stderr
     assert "n1 (" in taken.stdout and out.exists()
     assert not list(tmp_path.glob("*.partial"))

@@ -27,16 +27,16 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
 
 def replica_result(node: NodeProcess, key: bytes) -> replica_pb2.ReplicaResult:
-    """One replica's answer for `key`, asked directly."""
-    with open_channel(node.address) as channel:
+    """One replica's answer for `key`, asked directly (as an admin)."""
+    with open_channel(node.address, credentials=node.credentials) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
 
 
 def replica_roots(node: NodeProcess, partitions: list[int]) -> replica_pb2.ReplicaResult:
-    """One replica's Merkle roots of `partitions`, asked directly."""
-    with open_channel(node.address) as channel:
+    """One replica's Merkle roots of `partitions`, asked directly (as an admin)."""
+    with open_channel(node.address, credentials=node.credentials) as channel:
         stub = replica_pb2_grpc.ReplicaStub(channel)
         op = replica_pb2.ReplicaOp(roots=replica_pb2.ReplicaRoots(partitions=partitions))
         return stub.Batch(replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=5).results[0]
@@ -379,7 +379,8 @@ def test_admin_repair_runs_anti_entropy_on_demand_with_progress(make_cluster) ->
     assert all(replica_state(n3, key) is None for key in keys)
     run = subprocess.run(
         [sys.executable, "-m", "kvstore", "admin", "repair", "--config", str(cluster.config),
-         "--node", "n3"], capture_output=True, text=True, timeout=120)
+         "--node", "n3", "--data-dir", str(cluster.config.parent)],
+        capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "n3: partition 0 (1/16)" in run.stdout
     repaired = int(run.stdout.strip().splitlines()[-1].split()[1])

@@ -79,6 +79,7 @@ def test_the_statefulset_pods_are_the_clusters_members() -> None:
     container = nodes["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["KVSTORE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert container["args"] == ["node", "--insecure"]  # plaintext, in plain sight
     assert container["readinessProbe"]["grpc"]["port"] == 7101
     assert docs[("PodDisruptionBudget", "kvstore-nodes")]["spec"]["maxUnavailable"] == 1
 
@@ -89,10 +90,10 @@ def test_the_compose_file_runs_the_cluster_its_config_lists() -> None:
         tomllib.loads((DEPLOY / "compose" / "cluster.toml").read_text())["cluster"])
     for member in spec.members:
         service = services[member.node_id]
-        assert service["command"] == ["node"]
+        assert service["command"] == ["node", "--insecure"]  # plaintext, in plain sight
         assert service["environment"]["KVSTORE_ID"] == member.node_id
         assert member.address == f"{member.node_id}:7101"
-    assert services["c1"]["command"] == ["coordinator"]
+    assert services["c1"]["command"] == ["coordinator", "--insecure"]
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
@@ -122,7 +123,7 @@ def test_the_images_entrypoint_runs_a_node_from_the_environment_and_passes_its_h
            "KVSTORE_DATA_DIR": str(tmp_path / "data"), "KVSTORE_METRICS_PORT": str(metrics)}
     entrypoint = json.loads(dockerfile_setting("ENTRYPOINT"))
     command = json.loads(dockerfile_setting("CMD"))
-    assert entrypoint == ["kvstore"] and command == ["node"]
+    assert entrypoint == ["kvstore"] and command == ["node", "--insecure"]
     with open(tmp_path / "n1.log", "wb") as log:
         node = subprocess.Popen([sys.executable, "-m", "kvstore", *command], env=env,
                                 stdout=log, stderr=log)

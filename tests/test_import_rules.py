@@ -51,6 +51,8 @@ PURE_CORES = [
     "kvstore/leader/host.py",
     "kvstore/leader/settings.py",
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
+    "kvstore/security/identity.py",  # who a caller is and what it may call
+    "kvstore/security/rate_limit.py",  # the token buckets, on the caller's clock
 ]
 
 PURE_BUT_AT_THE_EDGE = {

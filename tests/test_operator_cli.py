@@ -159,10 +159,22 @@ def test_get_prints_binary_values_unambiguously(cluster: ClusterUp, tmp_path: Pa
 @pytest.mark.timeout(180)
 def test_admin_repair_learns_the_cluster_from_a_member(cluster: ClusterUp,
                                                        tmp_path: Path) -> None:
-    run = kvstore("admin", "repair", "--address", cluster.address("c1"), "--node", "n1",
-                  "--partition", "0", cwd=tmp_path)
+    where = ("--address", cluster.address("c1"), "--node", "n1", "--partition", "0")
+    # Without the cluster's secret (no data dir here, no --token) the tool
+    # is a client, which the internal service refuses.
+    stray = kvstore("admin", "repair", *where, cwd=tmp_path)
+    assert stray.returncode == 2 and b"PERMISSION_DENIED" in stray.stderr
+    assert b"cluster secret" in stray.stderr
+    run = kvstore("admin", "repair", *where, "--data-dir", str(cluster.data_dir), cwd=tmp_path)
     assert run.returncode == 0, run.stdout.decode() + run.stderr.decode()
     assert b"n1: partition 0 (1/1)" in run.stdout and b"done:" in run.stdout
+    secret = (cluster.data_dir / "cluster.secret").read_text().strip()
+    with_token = kvstore("admin", "repair", *where, cwd=tmp_path,
+                         env={"KVSTORE_TOKEN": secret})
+    assert with_token.returncode == 0, with_token.stderr.decode()
+    wrong = kvstore("admin", "repair", *where, "--token", "not-the-secret", cwd=tmp_path)
+    assert wrong.returncode == 2 and b"UNAUTHENTICATED" in wrong.stderr
+    assert secret.encode() not in wrong.stderr + wrong.stdout
     bad = kvstore("admin", "repair", "--address", cluster.address("c1"), "--node", "n9",
                   cwd=tmp_path)
     assert bad.returncode == 2 and b"not members of the cluster: n9" in bad.stderr
@@ -187,7 +199,8 @@ def test_health_version_and_completion(cluster: ClusterUp, tmp_path: Path) -> No
 @pytest.mark.timeout(60)
 def test_a_coordinator_has_no_snapshot_to_give(cluster: ClusterUp, tmp_path: Path) -> None:
     run = kvstore("admin", "snapshot", "-a", cluster.address("c1"), "--out",
-                  str(tmp_path / "c1.snapshot"), cwd=tmp_path)
+                  str(tmp_path / "c1.snapshot"), "--data-dir", str(cluster.data_dir),
+                  cwd=tmp_path)
     assert run.returncode == 2 and b"FAILED_PRECONDITION" in run.stderr
     assert b"holds no data" in run.stderr and not (tmp_path / "c1.snapshot").exists()
 

@@ -15,6 +15,7 @@ from kvstore.ops.processes import NodeProcess
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 from kvstore.rpc.channels import open_channel
 from kvstore.rpc.topology import HASH_SCHEME, topology_response
+from kvstore.security.settings import Security
 from kvstore.server.config import ConfigError, NodeConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,11 +83,14 @@ def test_a_topology_the_client_cannot_route_by_gives_no_table() -> None:
 
 
 def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry() -> None:
-    alone = NodeConfig("n1", listen="0.0.0.0:7101", advertise="db1.example:7101")
+    # Plaintext beyond loopback needs --insecure (tests/test_secure_defaults.py).
+    insecure = Security(insecure=True)
+    alone = NodeConfig("n1", listen="0.0.0.0:7101", advertise="db1.example:7101",
+                       security=insecure)
     assert alone.advertised_address == "db1.example:7101"
     assert alone.cluster_spec.member("n1").address == "db1.example:7101"
     assert NodeConfig("n1", listen="127.0.0.1:7101").advertised_address == "127.0.0.1:7101"
-    member = NodeConfig("n2", listen="0.0.0.0:7101", cluster=SPEC)
+    member = NodeConfig("n2", listen="0.0.0.0:7101", cluster=SPEC, security=insecure)
     assert member.advertised_address == "10.0.0.2:7101"
     with pytest.raises(ConfigError, match=r"address of node 'n2' in \[cluster\]"):
         NodeConfig("n2", advertise="10.0.0.7:7101", cluster=SPEC)

@@ -13,6 +13,9 @@ concurrent writes left several siblings (oldest to newest), `.value` is
 `resolver(siblings)` if the client was given a resolver, else the newest.
 Failures raise the typed exceptions of `kvclient.errors`.
 
+Over TLS: `kvclient.Client(addresses, tls=kvclient.TLS(ca=..., cert=...,
+key=...))`; with a bearer token: `token=...` (see `kvclient.security`).
+
 Needs only grpcio and protobuf: nothing here imports the server.
 """
 
@@ -20,5 +23,6 @@ from kvclient import errors
 from kvclient.async_client import AsyncClient
 from kvclient.client import Client
 from kvclient.results import GetResult, WriteResult
+from kvclient.security import TLS
 
-__all__ = ["AsyncClient", "Client", "GetResult", "WriteResult", "errors"]
+__all__ = ["AsyncClient", "Client", "GetResult", "TLS", "WriteResult", "errors"]

@@ -38,6 +38,7 @@ from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.retry import AddressRotation, Attempts
 from kvclient.router import Router
 from kvclient.routing import InOrder
+from kvclient.security import TLS
 from kvclient.session import SessionLink, SessionUnsupported
 
 
@@ -66,6 +67,8 @@ class AsyncClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream: bool = True,
         token_aware: bool | None = None,
+        tls: TLS | None = None,
+        token: str | None = None,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -75,6 +78,8 @@ class AsyncClient:
             backoff_cap=backoff_cap,
             resolver=resolver,
             max_message_bytes=max_message_bytes,
+            tls=tls,
+            token=token,
         )
         if token_aware not in (None, True, False):
             raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
@@ -284,7 +289,8 @@ class AsyncClient:
             raise RuntimeError("this kvclient.AsyncClient is closed")
         stub = self._stubs.get(address)
         if stub is None:
-            channel = open_aio_channel(address, self._config.max_message_bytes)
+            channel = open_aio_channel(address, self._config.max_message_bytes,
+                                       self._config.credentials)
             stub = kv_pb2_grpc.KVStub(channel)
             self._channels[address] = channel
             self._stubs[address] = stub

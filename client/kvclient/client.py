@@ -30,6 +30,7 @@ from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
 from kvclient.requests import BytesLike, Data, PutItems
 from kvclient.results import GetResult, Resolver, WriteResult
+from kvclient.security import TLS
 
 # How long close() lets grpc's own tasks for the closed calls end before it
 # cancels them (they end within a loop turn or two once the channel closes).
@@ -62,6 +63,11 @@ class Client:
     (UNIMPLEMENTED) gets the unary calls instead, for good. `stream=False`:
     always the unary calls.
 
+    `tls`: a `kvclient.TLS` (the CA to check servers against, and a client
+    certificate and key for mTLS; each PEM bytes or a file path, read again
+    whenever a connection opens, so rotated files are picked up). `token`:
+    a bearer token sent as `authorization: Bearer TOKEN` on every call.
+
     Errors are the typed exceptions of `kvclient.errors`; arguments of the
     wrong type raise TypeError. Safe to use from several threads.
     """
@@ -78,6 +84,8 @@ class Client:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream: bool = True,
         token_aware: bool | None = None,
+        tls: TLS | None = None,
+        token: str | None = None,
     ) -> None:
         # Checks the arguments now; opens nothing until the first call.
         self._client = AsyncClient(
@@ -90,6 +98,8 @@ class Client:
             max_message_bytes=max_message_bytes,
             stream=stream,
             token_aware=token_aware,
+            tls=tls,
+            token=token,
         )
         self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kvclient import errors
 from kvclient.results import Resolver
 from kvclient.retry import RetryPolicy
+from kvclient.security import PLAINTEXT, TLS, Credentials
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -30,6 +31,7 @@ class ClientConfig:
     retry: RetryPolicy = RetryPolicy()
     resolver: Resolver | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    credentials: Credentials = PLAINTEXT
 
     @classmethod
     def create(
@@ -42,6 +44,8 @@ class ClientConfig:
         backoff_cap: float,
         resolver: Resolver | None,
         max_message_bytes: int,
+        tls: TLS | None = None,
+        token: str | None = None,
     ) -> ClientConfig:
         """A checked config from the clients' keyword arguments."""
         if resolver is not None and not callable(resolver):
@@ -52,6 +56,7 @@ class ClientConfig:
             retry=RetryPolicy(max_attempts, backoff_base, backoff_cap),
             resolver=resolver,
             max_message_bytes=_check_message_bytes(max_message_bytes),
+            credentials=Credentials(tls=tls, token=token),
         )
 
     def call_timeout(self, timeout: float | None) -> float:

@@ -15,6 +15,7 @@ import grpc
 from kvclient.pb import replica_pb2, replica_pb2_grpc
 from kvstore.ops.remote import RemoteError, fetch_status
 from kvstore.placement.membership import ClusterSpec, MembershipError
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.rpc.channels import open_channel
 
 
@@ -39,11 +40,11 @@ def targets_from_config(config_file: Path) -> tuple[list[tuple[str, str]], list[
             [spec.ring.preference_list(p, spec.replicas) for p in range(spec.partitions)])
 
 
-def targets_from_status(address: str, timeout: float
+def targets_from_status(address: str, timeout: float, credentials: Credentials = PLAINTEXT
                         ) -> tuple[list[tuple[str, str]], list[list[str]]]:
     """The same, from a running process's `Admin.Status`."""
     try:
-        status = fetch_status(address, timeout)
+        status = fetch_status(address, timeout, credentials)
     except RemoteError as exc:
         raise RepairError(str(exc)) from exc
     return ([(m.id, m.address) for m in status.members],
@@ -66,10 +67,12 @@ def repair_targets(members: list[tuple[str, str]], ring: list[list[str]], node_i
 
 
 def repair_cluster(targets: list[RepairTarget], timeout: float,
-                   say: Callable[[str], None]) -> int:
+                   say: Callable[[str], None], credentials: Credentials = PLAINTEXT) -> int:
+    """Repair each target's partitions in turn; the keys repaired in all.
+    `credentials` must make an admin: the cluster secret, or an admin certificate."""
     total = 0
     for target in targets:
-        with open_channel(target.address) as channel:
+        with open_channel(target.address, credentials=credentials) as channel:
             stub = replica_pb2_grpc.ReplicaStub(channel)
             for done, p in enumerate(target.partitions, 1):
                 repaired = _repair(stub, target.node_id, p, timeout)

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from kvclient.pb import admin_pb2, admin_pb2_grpc
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.rpc.channels import open_channel
 from kvstore.storage.lmdb_engine import count_keys_in_copy
 
@@ -31,13 +32,16 @@ class BackupError(RuntimeError):
     """The snapshot or the restore failed; the message says why."""
 
 
-def snapshot(address: str, out: Path, timeout: float) -> tuple[str, int]:
-    """Download the node's snapshot to `out`; (its node id, bytes)."""
+def snapshot(address: str, out: Path, timeout: float,
+             credentials: Credentials = PLAINTEXT) -> tuple[str, int]:
+    """Download the node's snapshot to `out`; (its node id, bytes).
+    `credentials` must make an admin."""
     partial = out.with_name(out.name + ".partial")
     digest = hashlib.sha256()
     node_id, total, written, expected = "", 0, 0, b""
     try:
-        with open_channel(address) as channel, open(partial, "wb") as file:
+        with open_channel(address, credentials=credentials) as channel, \
+                open(partial, "wb") as file:
             stub = admin_pb2_grpc.AdminStub(channel)
             for chunk in stub.Snapshot(admin_pb2.SnapshotRequest(), timeout=timeout):
                 if chunk.node_id:

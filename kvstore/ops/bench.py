@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvclient.security import PLAINTEXT, Credentials
 from kvclient import AsyncClient
 from kvstore.ops.processes import cpu_seconds, start_node
 
@@ -43,6 +44,7 @@ class BenchOptions:
     r: str | int | None = None  # consistency of gets (None: the server's default, quorum)
     w: str | int | None = None  # consistency of puts
     unary: bool = False  # unary calls, not the client's default KV.Session stream
+    credentials: Credentials = PLAINTEXT  # what the client presents (TLS, a token)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,8 @@ async def run_bench(options: BenchOptions) -> list[PhaseResult]:
     results = []
     payload = os.urandom(options.value_size)
     async with AsyncClient(list(options.addresses), timeout=10,
-                           stream=not options.unary) as client:
+                           stream=not options.unary, tls=options.credentials.tls,
+                           token=options.credentials.token) as client:
         if options.echo:
             async def echo(rng: random.Random) -> None:
                 await client.ping(payload)

@@ -38,6 +38,45 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc)) from exc
 
 
+def _security_options(command: Any) -> Any:
+    """--tls-* and --cluster-secret-file, as `kvstore node` and `kvstore
+    coordinator` take them (the [tls] and [auth] tables of --config)."""
+    path = click.Path(path_type=Path, exists=True, dir_okay=False)
+    for option in reversed([
+        click.option("--tls-ca", type=path, envvar="KVSTORE_TLS_CA", show_envvar=True,
+                     help="CA certificate(s) (PEM) that peers' and clients' certificates "
+                          "must come from; with --tls-cert and --tls-key: serve TLS only."),
+        click.option("--tls-cert", type=path, envvar="KVSTORE_TLS_CERT", show_envvar=True,
+                     help="This process's certificate (PEM), served and shown to peers."),
+        click.option("--tls-key", type=path, envvar="KVSTORE_TLS_KEY", show_envvar=True,
+                     help="The private key (PEM) of --tls-cert."),
+        click.option("--tls-require-client-cert/--tls-optional-client-cert", default=None,
+                     help="Refuse callers without a certificate of --tls-ca (mTLS).  "
+                          "[default: require]"),
+        click.option("--cluster-secret-file", type=path, envvar="KVSTORE_CLUSTER_SECRET_FILE",
+                     show_envvar=True,
+                     help="Without TLS: the cluster secret peers present (and admins); "
+                          "`cluster up` writes DATA_DIR/cluster.secret."),
+        click.option("--token-file", type=path, envvar="KVSTORE_TOKEN_FILE", show_envvar=True,
+                     help="Bearer tokens clients and operators present, each with its role "
+                          "(read, write, admin); with it, every client must present one "
+                          "(or a certificate)."),
+        click.option("--rate-limit-per-second", type=float,
+                     help="Each client identity's KV calls and Session operations per "
+                          "second (token bucket; 0: no limit).  [default: 0]"),
+        click.option("--rate-limit-burst", type=float,
+                     help="The bucket's size.  [default: one second's worth]"),
+        click.option("--insecure", is_flag=True, default=None,
+                     help="Serve plaintext on an address beyond loopback (refused otherwise). "
+                          "Without --cluster-secret-file too, any caller may call the "
+                          "internal service."),
+        click.option("--reflection/--no-reflection", default=None,
+                     help="Serve gRPC server reflection.  [default: on]"),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option("--id", "node_id", envvar="KVSTORE_ID", show_envvar=True,
               help="Node id, unique in the cluster (e.g. n1).")
@@ -64,6 +103,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
                    "  [default: 1.0]")
 @click.option("--max-key-bytes", type=int, help="Largest key accepted.  [default: 1024]")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted.  [default: 1048576]")
+@_security_options
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
@@ -95,6 +135,7 @@ def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
               help="Read cache size, e.g. 64MiB (0 disables).  [default: 64MiB]")
 @click.option("--cache-ttl-ms", type=float,
               help="A cached answer is never served older than this.  [default: 1000]")
+@_security_options
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coordinator(config_file: Path, log_level: str, **flags: Any) -> None:
@@ -130,6 +171,12 @@ def cluster() -> None:
                    "[default: 7100]")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]),
               help="Passed to every node (nosync is UNSAFE).  [default: sync]")
+@click.option("--tls", is_flag=True, default=None,
+              help="mTLS on every link: a CA, a certificate per process, a client and an "
+                   "admin certificate under DATA_DIR/tls/ (cluster.json: tls, admin_tls).")
+@click.option("--auth-tokens", is_flag=True, default=None,
+              help="Clients must authenticate: a bearer token of each role (read, write, "
+                   "admin) in DATA_DIR/tokens.toml, listed in cluster.json under tokens.")
 @click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
               help="A [node] setting for every node, e.g. tombstone_grace_seconds=60 "
                    "(repeatable); written to DATA_DIR/cluster.toml.")
@@ -157,6 +204,7 @@ def up(data_dir: Path, node_settings: tuple[str, ...], **flags: Any) -> None:
 def _cluster_is_up(document: dict[str, Any], spec: "ClusterSpec", existed: bool,
                    data_dir: Path) -> None:
     from kvstore.ops.cluster_status import collect, connection_hints, table
+    from kvstore.ops.credentials import operator_credentials
 
     console = _console()
     verb = "restarted the cluster saved in" if existed else "started a new cluster in"
@@ -164,7 +212,7 @@ def _cluster_is_up(document: dict[str, Any], spec: "ClusterSpec", existed: bool,
     console.print(f"{verb.capitalize()} {data_dir}: {nodes} node(s), "
                   f"{len(document['processes']) - nodes} coordinator(s); every process serves.",
                   highlight=False)
-    console.print(table(collect(document, spec), document))
+    console.print(table(collect(document, spec, operator_credentials(data_dir)), document))
     for line in connection_hints(document):
         console.print(line, highlight=False, markup=False)
     console.print("Ctrl-C stops the cluster.")
@@ -184,13 +232,15 @@ def _console() -> "Console":
 def status(data_dir: Path) -> None:
     """One line per process: pid, health, partitions, keys, disk use."""
     from kvstore.ops.cluster_status import NoCluster, collect, read_cluster, table
+    from kvstore.ops.credentials import CredentialsError, operator_credentials
 
     try:
         document, spec = read_cluster(data_dir)
-    except NoCluster as exc:
+        credentials = operator_credentials(data_dir)
+    except (NoCluster, CredentialsError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _console().print(table(collect(document, spec), document))
+    _console().print(table(collect(document, spec, credentials), document))
 
 
 @main.group()
@@ -200,6 +250,7 @@ def admin() -> None:
 
 @admin.command()
 @operator_commands.address_option
+@operator_commands.access_options("admin")
 @click.option("--config", "config_file",
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Instead of asking a process: a config file with the cluster's [cluster] "
@@ -209,18 +260,19 @@ def admin() -> None:
 @click.option("--partition", type=int, help="Only this partition.  [default: every one]")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds for one partition's repair.")
-def repair(address: str | None, config_file: Path | None, node_ids: tuple[str, ...],
-           partition: int | None, timeout: float) -> None:
+def repair(address: str | None, access: operator_commands.Access, config_file: Path | None,
+           node_ids: tuple[str, ...], partition: int | None, timeout: float) -> None:
     """Run Merkle anti-entropy now, partition by partition, showing progress."""
     from kvstore.ops.admin import (RepairError, repair_cluster, repair_targets,
                                    targets_from_config, targets_from_status)
-    from kvstore.ops.remote import resolve_address
 
     try:
         members, ring = (targets_from_config(config_file) if config_file is not None
-                         else targets_from_status(resolve_address(address), 10.0))
+                         else targets_from_status(access.address(address), 10.0,
+                                                  access.credentials))
         targets = repair_targets(members, ring, list(node_ids), partition)
-        total = repair_cluster(targets, timeout, say=click.echo)
+        total = repair_cluster(targets, timeout, say=click.echo,
+                               credentials=access.credentials)
     except RepairError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -229,20 +281,21 @@ def repair(address: str | None, config_file: Path | None, node_ids: tuple[str, .
 
 @admin.command()
 @operator_commands.address_option
+@operator_commands.access_options("admin")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The file to write the snapshot to.")
 @click.option("--timeout", type=float, default=3600.0, show_default=True,
               help="Seconds for the whole download.")
-def snapshot(address: str | None, out: Path, timeout: float) -> None:
+def snapshot(address: str | None, access: operator_commands.Access, out: Path,
+             timeout: float) -> None:
     """Copy a storage node's whole database to a file, over the network."""
     from kvstore.ops.backup import BackupError
     from kvstore.ops.backup import snapshot as take_snapshot
     from kvstore.ops.cluster_status import human_bytes
-    from kvstore.ops.remote import resolve_address
 
-    target = resolve_address(address)
+    target = access.address(address)
     try:
-        node_id, size = take_snapshot(target, out, timeout)
+        node_id, size = take_snapshot(target, out, timeout, access.credentials)
     except BackupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -266,13 +319,15 @@ def restore(file: Path, data_dir: Path, force: bool) -> None:
         sys.exit(2)
 
 
-def _client(addresses: tuple[str, ...], timeout: float) -> "kvclient.Client":
+def _client(addresses: tuple[str, ...], timeout: float,
+            access: operator_commands.Access) -> "kvclient.Client":
     import kvclient
 
     # One call per command: asking for the topology first would cost more
     # than the hop inside the cluster that routing by key saves.
+    credentials = access.credentials
     return kvclient.Client(list(addresses) or [DEFAULT_ADDRESS], timeout=timeout,
-                           token_aware=False)
+                           token_aware=False, tls=credentials.tls, token=credentials.token)
 
 
 def _level(value: str | None) -> str | int | None:
@@ -303,17 +358,18 @@ def _run_client_call(call: Any) -> Any:
 @click.argument("key")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-r", help="Replicas that must answer: one, quorum, all or a number.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: found, every sibling (hex, and text when it is "
                    "UTF-8), the context (hex) and the timestamp.")
 @click.option("--hex", "as_hex", is_flag=True, help="Print each sibling as hex, one per line.")
-def get(key: str, addresses: tuple[str, ...], timeout: float, r: str | None, as_json: bool,
-        as_hex: bool) -> None:
+def get(key: str, addresses: tuple[str, ...], timeout: float, access: operator_commands.Access,
+        r: str | None, as_json: bool, as_hex: bool) -> None:
     """Print the value of KEY, one line per sibling (exit 1 when absent)."""
     if as_json and as_hex:
         raise click.UsageError("choose one of --json and --hex")
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         result = _run_client_call(lambda: client.get(key.encode(), r=_level(r)))
     if as_json:
         click.echo(json.dumps({
@@ -340,11 +396,13 @@ def _text_or_none(data: bytes) -> str | None:
 @click.argument("value")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
-def put(key: str, value: str, addresses: tuple[str, ...], timeout: float, w: str | None) -> None:
+def put(key: str, value: str, addresses: tuple[str, ...], timeout: float,
+        access: operator_commands.Access, w: str | None) -> None:
     """Store VALUE under KEY (VALUE '-' reads the bytes from stdin)."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode()
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         _run_client_call(lambda: client.put(key.encode(), data, w=_level(w)))
     click.echo("OK")
 
@@ -353,10 +411,12 @@ def put(key: str, value: str, addresses: tuple[str, ...], timeout: float, w: str
 @click.argument("key")
 @_address_option
 @_timeout_option
+@operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
-def delete(key: str, addresses: tuple[str, ...], timeout: float, w: str | None) -> None:
+def delete(key: str, addresses: tuple[str, ...], timeout: float,
+           access: operator_commands.Access, w: str | None) -> None:
     """Delete KEY."""
-    with _client(addresses, timeout) as client:
+    with _client(addresses, timeout, access) as client:
         _run_client_call(lambda: client.delete(key.encode(), w=_level(w)))
     click.echo("OK")
 
@@ -398,12 +458,17 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
     from kvstore.ops.bench import (BenchOptions, format_results, run_against,
                                run_against_temporary_node, targets_of_cluster_file)
 
+    from kvclient.security import PLAINTEXT
+    from kvstore.ops.credentials import client_credentials
+
+    credentials = PLAINTEXT
     if cluster_file is not None:
         cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file, via)
         addresses = tuple(cluster_addresses) + addresses
         server_pids = tuple(cluster_pids) + server_pids
+        credentials = client_credentials(cluster_file.parent)  # its tls, or its write token
     options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids),
-                           r=_level(r), w=_level(w), **settings)
+                           r=_level(r), w=_level(w), credentials=credentials, **settings)
     if addresses:
         results = run_against(options)
     else:

@@ -13,6 +13,10 @@ Files in the data dir:
 - cluster-layout.json: what cluster.toml cannot say (coordinators, base port,
   durability); written once the cluster has come up, it marks the data dir as
   holding a cluster;
+- cluster.secret: the cluster secret (`kvstore.security.secret`), which
+  every process and the operator tools present to each other;
+- tls/: with --tls, the cluster's CA and certificates (`kvstore.security.local_pki`);
+- tokens.toml: with --auth-tokens, a bearer token of each role (`kvstore.security.tokens`);
 - cluster.json: the running processes (a contract with external tests; written
   by `kvstore.ops.local_cluster` only while every process is up);
 - prometheus/targets.json: every process's metrics endpoint, in Prometheus's
@@ -35,6 +39,9 @@ from kvstore.placement.membership import ClusterMember, ClusterSpec, MembershipE
 from kvstore.ops.ports import ephemeral_ports, port_is_free
 from kvstore.ops.processes import coordinator_command, node_command
 from kvstore.placement.ring import validate_partition_count
+from kvstore.security.local_pki import ADMIN, CLIENT, TLS_DIR, LocalPki
+from kvstore.security.secret import SECRET_FILE
+from kvstore.security.tokens import TOKEN_FILE, tokens_by_role
 
 HOST = "127.0.0.1"
 CLUSTER_TOML = "cluster.toml"
@@ -49,7 +56,8 @@ METRICS_OFFSET = 2000
 MAX_NODES = MAX_COORDINATORS = 99  # more would run into the next block of ports
 
 DEFAULTS: dict[str, Any] = {"nodes": 3, "coordinators": 1, "partitions": 64,
-                            "mode": "leaderless", "base_port": 7100, "durability": "sync"}
+                            "mode": "leaderless", "base_port": 7100, "durability": "sync",
+                            "tls": False, "auth_tokens": False}
 
 
 class LayoutError(ValueError):
@@ -78,6 +86,8 @@ class Layout:
     mode: str
     base_port: int
     durability: str
+    tls: bool = False  # every link mTLS, with certificates under DIR/tls/
+    auth_tokens: bool = False  # clients must present a token of DIR/tokens.toml (or a cert)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= MAX_NODES:
@@ -125,17 +135,39 @@ class Layout:
             node_id, port = f"n{i}", self.base_port + i
             address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
             command = node_command(node_id, address, data_dir / node_id, metrics_port,
-                                   ["--config", str(config), "--durability", self.durability])
+                                   ["--config", str(config), "--durability", self.durability,
+                                    *self._security(node_id, data_dir)])
             plans.append(ProcessPlan("node", node_id, address, f"{HOST}:{metrics_port}", command,
                                      data_dir / "logs" / f"{node_id}.log", data_dir / node_id))
         for j in range(1, self.coordinators + 1):
             coordinator_id, port = f"c{j}", self.base_port + COORDINATOR_OFFSET + j
             address, metrics_port = f"{HOST}:{port}", port + METRICS_OFFSET
-            command = coordinator_command(coordinator_id, address, metrics_port, config)
+            command = coordinator_command(coordinator_id, address, metrics_port, config,
+                                          self._security(coordinator_id, data_dir))
             plans.append(ProcessPlan("coordinator", coordinator_id, address,
                                      f"{HOST}:{metrics_port}", command,
                                      data_dir / "logs" / f"{coordinator_id}.log", None))
         return plans
+
+    def _security(self, process_id: str, data_dir: Path) -> list[str]:
+        """With TLS, the process's certificate; else the cluster secret, which
+        every process presents to its peers and accepts from them and from
+        the operator tools."""
+        tokens = ["--token-file", str(data_dir / TOKEN_FILE)] if self.auth_tokens else []
+        if not self.tls:
+            return ["--cluster-secret-file", str(data_dir / SECRET_FILE), *tokens]
+        pki = self.pki(data_dir)
+        pair = pki.pair(process_id)
+        return ["--tls-ca", str(pki.ca), "--tls-cert", str(pair.cert), "--tls-key", str(pair.key),
+                *tokens]
+
+    def pki(self, data_dir: Path) -> LocalPki:
+        return LocalPki(data_dir / TLS_DIR)
+
+    @property
+    def process_ids(self) -> list[str]:
+        return ([f"n{i}" for i in range(1, self.nodes + 1)]
+                + [f"c{j}" for j in range(1, self.coordinators + 1)])
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,8 @@ class Requested:
     mode: str | None = None
     base_port: int | None = None
     durability: str | None = None
+    tls: bool | None = None
+    auth_tokens: bool | None = None
 
 
 def _describe(setting: str, value: object) -> str:
@@ -160,6 +194,8 @@ def _describe(setting: str, value: object) -> str:
         "mode": f"a {value} cluster",
         "base_port": f"a cluster on base port {value}",
         "durability": f"a cluster with durability {value}",
+        "tls": "a cluster with TLS" if value else "a cluster without TLS",
+        "auth_tokens": "a cluster with auth tokens" if value else "a cluster without auth tokens",
     }[setting]
 
 
@@ -173,7 +209,8 @@ def resolve(requested: Requested, saved: Layout | None, data_dir: Path) -> Layou
         return Layout(**values)
     conflicts = [
         f"{data_dir} holds {_describe(setting, getattr(saved, setting))}; remove {data_dir} "
-        f"or pass --{setting.replace('_', '-')} {getattr(saved, setting)}"
+        + (f"or leave out --{setting.replace('_', '-')}" if isinstance(value, bool) else
+           f"or pass --{setting.replace('_', '-')} {getattr(saved, setting)}")
         for setting, value in given.items() if getattr(saved, setting) != value
     ]
     if conflicts:
@@ -240,7 +277,8 @@ def write_config(layout: Layout, data_dir: Path, node_settings: Mapping[str, Any
 def save_layout(layout: Layout, data_dir: Path) -> None:
     """Mark `data_dir` as holding this cluster (cluster.toml holds the rest)."""
     extra = {"coordinators": layout.coordinators, "base_port": layout.base_port,
-             "durability": layout.durability}
+             "durability": layout.durability, "tls": layout.tls,
+             "auth_tokens": layout.auth_tokens}
     write_atomically(data_dir / LAYOUT_JSON, json.dumps(extra, indent=2) + "\n")
 
 
@@ -256,7 +294,8 @@ def load_saved(data_dir: Path) -> Layout | None:
         saved = Layout(nodes=len(spec.members), replicas=spec.replicas,
                        partitions=spec.partitions, mode=spec.mode,
                        coordinators=int(extra["coordinators"]), base_port=int(extra["base_port"]),
-                       durability=str(extra["durability"]))
+                       durability=str(extra["durability"]), tls=bool(extra.get("tls", False)),
+                       auth_tokens=bool(extra.get("auth_tokens", False)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LayoutError(f"cannot read the cluster saved in {data_dir} ({exc}); "
                           f"fix {config_file} and {layout_file}, or remove {data_dir}") from None
@@ -267,7 +306,8 @@ def load_saved(data_dir: Path) -> Layout | None:
     return saved
 
 
-def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int]) -> dict[str, Any]:
+def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int],
+                     data_dir: Path) -> dict[str, Any]:
     """The content of cluster.json; its shape is a documented contract."""
     processes = []
     for plan, pid in zip(plans, pids, strict=True):
@@ -276,8 +316,15 @@ def cluster_document(layout: Layout, plans: list[ProcessPlan], pids: list[int]) 
         if plan.data_dir is not None:
             entry["data_dir"] = str(plan.data_dir)
         processes.append(entry)
-    return {"processes": processes, "replicas": layout.replicas,
-            "partitions": layout.partitions, "mode": layout.mode}
+    document = {"processes": processes, "replicas": layout.replicas,
+                "partitions": layout.partitions, "mode": layout.mode}
+    if layout.tls:
+        pki = layout.pki(data_dir)
+        document["tls"] = pki.pair(CLIENT).as_json(pki.ca)
+        document["admin_tls"] = pki.pair(ADMIN).as_json(pki.ca)
+    if layout.auth_tokens:
+        document["tokens"] = tokens_by_role(data_dir / TOKEN_FILE)
+    return document
 
 
 def prometheus_targets(document: Mapping[str, Any]) -> list[dict[str, Any]]:

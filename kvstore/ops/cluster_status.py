@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from kvclient.pb import admin_pb2
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.ops.cluster_layout import CLUSTER_JSON, CLUSTER_TOML
 from kvstore.ops.probe import health_status as health
 from kvstore.ops.remote import RemoteError, fetch_status, seen_down_by
@@ -97,12 +98,13 @@ def pid_alive(pid: int) -> bool:
 
 def _status(entry: dict[str, Any], owned: dict[str, Ownership],
             answer: admin_pb2.StatusResponse | RemoteError,
-            down_by: dict[str, list[str]]) -> ProcessStatus:
+            down_by: dict[str, list[str]], credentials: Credentials) -> ProcessStatus:
     is_node = entry["role"] == "node"
     stats = None if isinstance(answer, RemoteError) or not is_node else answer.node
     return ProcessStatus(
         role=entry["role"], process_id=entry["id"], address=entry["address"], pid=entry["pid"],
-        alive=pid_alive(entry["pid"]), health=health(entry["address"], PROBE_TIMEOUT_SECONDS),
+        alive=pid_alive(entry["pid"]),
+        health=health(entry["address"], PROBE_TIMEOUT_SECONDS, credentials),
         ownership=owned.get(entry["id"]) if is_node else None,
         keys=None if stats is None else stats.keys,
         db_bytes=None if stats is None else stats.db_bytes,
@@ -111,7 +113,8 @@ def _status(entry: dict[str, Any], owned: dict[str, Ownership],
     )
 
 
-def collect(document: dict[str, Any], spec: ClusterSpec | None) -> list[ProcessStatus]:
+def collect(document: dict[str, Any], spec: ClusterSpec | None,
+            credentials: Credentials = PLAINTEXT) -> list[ProcessStatus]:
     """Ask every process for its health and its `Admin.Status` (in parallel,
     each with a short deadline)."""
     owned = ownership(spec) if spec is not None else {}
@@ -119,14 +122,14 @@ def collect(document: dict[str, Any], spec: ClusterSpec | None) -> list[ProcessS
 
     def ask(entry: dict[str, Any]) -> admin_pb2.StatusResponse | RemoteError:
         try:
-            return fetch_status(entry["address"], PROBE_TIMEOUT_SECONDS)
+            return fetch_status(entry["address"], PROBE_TIMEOUT_SECONDS, credentials)
         except RemoteError as exc:
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(entries)))) as pool:
         answers = list(pool.map(ask, entries))
         down_by = seen_down_by({e["id"]: a for e, a in zip(entries, answers)})
-        return list(pool.map(lambda pair: _status(pair[0], owned, pair[1], down_by),
+        return list(pool.map(lambda pair: _status(pair[0], owned, pair[1], down_by, credentials),
                              zip(entries, answers)))
 
 
@@ -179,4 +182,7 @@ def connection_hints(document: dict[str, Any]) -> list[str]:
         f"CLI:     kvstore put greeting hello --address {entry[0]}",
         f"         kvstore get greeting --address {entry[0]}",
         "Any node address works as well: every node can coordinate a request.",
+        *(["Credentials: cluster.json's \"tls\" (kvclient.TLS(**tls)) and \"tokens\" "
+           "(token=...); the CLI finds them with --data-dir."]
+          if "tls" in document or "tokens" in document else []),
     ]

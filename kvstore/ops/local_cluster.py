@@ -28,6 +28,11 @@ from kvstore.ops.cluster_layout import (CLUSTER_JSON, PROMETHEUS_TARGETS, Layout
 from kvstore.placement.membership import ClusterSpec
 from kvstore.ops.probe import is_serving
 from kvstore.ops.processes import ServerProcess, launch, stop_all
+from kvclient.security import PLAINTEXT, TLS, Credentials
+from kvstore.security.local_pki import ADMIN
+from kvstore.security.certificates import write_private
+from kvstore.security.secret import ensure_secret
+from kvstore.security.tokens import TOKEN_FILE, write_token_file
 
 LOCK_FILE = "cluster.lock"
 READY_TIMEOUT_SECONDS = 60.0
@@ -134,8 +139,9 @@ class Supervisor:
     """Starts the children, waits for them, watches them, stops them."""
 
     def __init__(self, children: list[Child], signals: Signals,
-                 report: Callable[[str], None]) -> None:
+                 report: Callable[[str], None], credentials: Credentials = PLAINTEXT) -> None:
         self.children, self.signals, self.report = children, signals, report
+        self.credentials = credentials  # what the health checks present
 
     def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
         """Start every child and wait until all serve: True; False if a stop
@@ -151,7 +157,8 @@ class Supervisor:
                 if code is not None:
                     raise StartupFailed(
                         self._failure(child, f"{describe_exit(code)} while starting"))
-            waiting = [c for c in waiting if not is_serving(c.plan.address, timeout=0.5)]
+            waiting = [c for c in waiting
+                       if not is_serving(c.plan.address, 0.5, self.credentials)]
             if waiting and time.monotonic() >= deadline:
                 raise StartupFailed(self._failure(
                     waiting[0],
@@ -222,6 +229,12 @@ def prepare(requested: Requested, data_dir: Path,
     layout = resolve(requested, saved, data_dir)
     if saved is None or node_settings:
         write_config(layout, data_dir, node_settings)
+    if layout.tls:
+        layout.pki(data_dir).ensure(layout.process_ids)
+    else:
+        ensure_secret(data_dir)
+    if layout.auth_tokens and not (data_dir / TOKEN_FILE).exists():
+        write_token_file(data_dir / TOKEN_FILE)
     # With the lock held, a cluster.json here is left by a run that was
     # killed; it must not pass for the processes about to start.
     (data_dir / CLUSTER_JSON).unlink(missing_ok=True)
@@ -233,12 +246,25 @@ def publish(layout: Layout, children: list[Child], data_dir: Path, existed: bool
     if not existed:
         save_layout(layout, data_dir)
     pids = [c.process.pid for c in children]  # type: ignore[union-attr]
-    document = cluster_document(layout, [c.plan for c in children], pids)
+    document = cluster_document(layout, [c.plan for c in children], pids, data_dir)
     targets = data_dir / PROMETHEUS_TARGETS
     targets.parent.mkdir(exist_ok=True)
     write_atomically(targets, json.dumps(prometheus_targets(document), indent=2) + "\n")
-    write_atomically(data_dir / CLUSTER_JSON, json.dumps(document, indent=2) + "\n")
+    text = json.dumps(document, indent=2) + "\n"
+    if "tokens" in document:  # it holds secrets: for its owner's eyes only
+        write_private(data_dir / CLUSTER_JSON, text.encode())
+    else:
+        write_atomically(data_dir / CLUSTER_JSON, text)
     return document
+
+
+def _supervisor_credentials(layout: Layout, data_dir: Path) -> Credentials:
+    """With TLS the health checks need a certificate: the admin's."""
+    if not layout.tls:
+        return PLAINTEXT
+    pki = layout.pki(data_dir)
+    admin = pki.pair(ADMIN)
+    return Credentials(tls=TLS(ca=pki.ca, cert=admin.cert, key=admin.key))
 
 
 def run_cluster(requested: Requested, data_dir: Path, *,
@@ -256,7 +282,8 @@ def run_cluster(requested: Requested, data_dir: Path, *,
         children = [Child(plan) for plan in layout.plans(data_dir.resolve())]
         signals = Signals()
         with signals.installed():
-            supervisor = Supervisor(children, signals, warn)
+            supervisor = Supervisor(children, signals, warn, _supervisor_credentials(layout,
+                                                                                    data_dir))
             try:
                 if supervisor.start():
                     on_up(publish(layout, children, data_dir, existed), layout.spec, existed)

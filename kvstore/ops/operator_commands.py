@@ -7,12 +7,17 @@ nothing here reads the machine that started the cluster, except the default
 address (see `kvstore.ops.remote.resolve_address`).
 """
 
+import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from kvclient.security import Credentials
 
 from kvstore.ops.probe import health_status as health
 from kvstore.ops.remote import (ADDRESS_ENV, DEFAULT_ADDRESS, RemoteError, as_dict, endpoints,
@@ -34,10 +39,64 @@ timeout_option = click.option("--timeout", type=float, default=3.0, show_default
                               help="Seconds to wait for each process's answer.")
 
 
-def _ask(address: str | None, timeout: float) -> "admin_pb2.StatusResponse":
-    target = resolve_address(address)
+@dataclass(frozen=True)
+class Access:
+    """Where a command finds a local cluster and what it presents to it."""
+
+    data_dir: Path
+    credentials: Credentials
+
+    def address(self, given: str | None) -> str:
+        return resolve_address(given, self.data_dir)
+
+
+def access_options(role: str) -> Callable[[Any], Any]:
+    """--data-dir, --token, --ca, --cert and --key (and their environment
+    variables), handed to the command as one `access: Access`. `role`:
+    "admin" (operator tools: the cluster's admin certificate or secret) or
+    "client" (the cluster's client certificate)."""
+    path = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def run(*args: Any, data_dir: Path, token: str | None, ca_file: Path | None,
+                cert_file: Path | None, key_file: Path | None, **kwargs: Any) -> Any:
+            from kvstore.ops.credentials import (CredentialsError, client_credentials,
+                                                 given_tls, operator_credentials)
+
+            find = operator_credentials if role == "admin" else client_credentials
+            try:
+                credentials = find(data_dir, token, given_tls(ca_file, cert_file, key_file))
+            except (CredentialsError, ValueError) as exc:
+                raise click.UsageError(str(exc)) from None
+            return command(*args, access=Access(data_dir, credentials), **kwargs)
+
+        found_with = ("cluster.json's admin_tls, else its cluster.secret" if role == "admin"
+                      else "cluster.json's tls")
+        for option in reversed([
+            click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+                         default=Path("data"), show_default=True,
+                         help=f"A local cluster's data dir: its address and credentials "
+                              f"({found_with}) unless given."),
+            click.option("--token", envvar="KVSTORE_TOKEN", show_envvar=True,
+                         help="A bearer token to present."),
+            click.option("--ca", "ca_file", type=path, envvar="KVSTORE_CA", show_envvar=True,
+                         help="TLS: the CA certificate (PEM) to check the server against."),
+            click.option("--cert", "cert_file", type=path, envvar="KVSTORE_CERT", show_envvar=True,
+                         help="TLS: a client certificate (PEM) to present (mTLS)."),
+            click.option("--key", "key_file", type=path, envvar="KVSTORE_KEY", show_envvar=True,
+                         help="TLS: the private key (PEM) of --cert."),
+        ]):
+            run = option(run)
+        return run
+
+    return decorate
+
+
+def _ask(access: Access, address: str | None, timeout: float) -> "admin_pb2.StatusResponse":
+    target = access.address(address)
     try:
-        return fetch_status(target, timeout)
+        return fetch_status(target, timeout, access.credentials)
     except RemoteError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -62,11 +121,12 @@ def _bytes(count: int) -> str:
 @address_option
 @output_option
 @timeout_option
-def status(address: str | None, output: str, timeout: float) -> None:
+@access_options("admin")
+def status(address: str | None, output: str, timeout: float, access: Access) -> None:
     """The cluster as the processes see it: every storage node's own answer
     (up, keys, disk, store use, hints) and who holds whom down."""
-    first = _ask(address, timeout)
-    answers = member_statuses(first, timeout)
+    first = _ask(access, address, timeout)
+    answers = member_statuses(first, timeout, access.credentials)
     down_by = seen_down_by({first.id: first, **answers})
     document = {
         "asked": as_dict(first),
@@ -112,9 +172,10 @@ def status(address: str | None, output: str, timeout: float) -> None:
 @address_option
 @output_option
 @timeout_option
-def ring(address: str | None, output: str, timeout: float) -> None:
+@access_options("admin")
+def ring(address: str | None, output: str, timeout: float, access: Access) -> None:
     """Every partition and its replicas, in preference order."""
-    first = _ask(address, timeout)
+    first = _ask(access, address, timeout)
     rows = ring_rows(first)
 
     def table() -> "Table":
@@ -138,9 +199,11 @@ def ring(address: str | None, output: str, timeout: float) -> None:
 @address_option
 @output_option
 @timeout_option
-def endpoints_command(key: str, address: str | None, output: str, timeout: float) -> None:
+@access_options("admin")
+def endpoints_command(key: str, address: str | None, output: str, timeout: float,
+                      access: Access) -> None:
     """KEY's partition and replicas, with their addresses."""
-    first = _ask(address, timeout)
+    first = _ask(access, address, timeout)
     found = endpoints(first, key.encode())
 
     def table() -> "Table":
@@ -162,10 +225,11 @@ def endpoints_command(key: str, address: str | None, output: str, timeout: float
 @address_option
 @output_option
 @timeout_option
-def health_command(address: str | None, output: str, timeout: float) -> None:
+@access_options("admin")
+def health_command(address: str | None, output: str, timeout: float, access: Access) -> None:
     """The process's gRPC health (exit 0 only when SERVING): for probes."""
-    target = resolve_address(address)
-    state = health(target, timeout)
+    target = access.address(address)
+    state = health(target, timeout, access.credentials)
     if output == "json":
         click.echo(json.dumps({"address": target, "status": state}))
     else:

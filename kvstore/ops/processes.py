@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.ops.ports import free_port
 from kvstore.ops.probe import wait_serving
 
@@ -133,14 +134,16 @@ def stop_all(processes: Sequence[ServerProcess], timeout: float = STOP_TIMEOUT_S
 
 @dataclass
 class NodeProcess:
-    """A started `kvstore node` or `kvstore coordinator` and where it serves
-    (a coordinator's data_dir is its config file)."""
+    """A started `kvstore node` or `kvstore coordinator`, where it serves
+    (a coordinator's data_dir is its config file) and what to present to it
+    (the health checks use it; tests reach its internal service with it)."""
 
     node_id: str
     address: str
     metrics_port: int
     data_dir: Path
     process: ServerProcess
+    credentials: Credentials = PLAINTEXT
 
     @property
     def pid(self) -> int:
@@ -149,7 +152,8 @@ class NodeProcess:
     def wait_serving(self, timeout: float = 30.0) -> None:
         """Return once it serves; RuntimeError as soon as it exits,
         TimeoutError after `timeout`."""
-        wait_serving(self.address, timeout, alive=lambda: self.process.exit_code() is None)
+        wait_serving(self.address, timeout, alive=lambda: self.process.exit_code() is None,
+                     credentials=self.credentials)
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
         """SIGTERM, wait for a graceful exit (SIGKILL after timeout); exit code."""
@@ -179,24 +183,28 @@ def cluster_up_command(data_dir: Path, extra: Sequence[str] = ()) -> list[str]:
 
 def start_node(node_id: str, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                metrics_port: int | None = None, extra: list[str] | None = None,
-               log_file: Path | None = None, ready_timeout: float = 30.0) -> NodeProcess:
+               log_file: Path | None = None, ready_timeout: float = 30.0,
+               credentials: Credentials = PLAINTEXT) -> NodeProcess:
     """Start `kvstore node` and return once it serves."""
     address = f"{host}:{port or free_port(host)}"
     metrics = metrics_port if metrics_port is not None else free_port(host)
     process = launch(node_command(node_id, address, data_dir, metrics, extra), log_file)
-    return _started(NodeProcess(node_id, address, metrics, data_dir, process), ready_timeout)
+    return _started(NodeProcess(node_id, address, metrics, data_dir, process, credentials),
+                    ready_timeout)
 
 
 def start_coordinator(coordinator_id: str, config: Path, *, host: str = "127.0.0.1",
                       port: int | None = None, metrics_port: int | None = None,
                       extra: list[str] | None = None, log_file: Path | None = None,
-                      ready_timeout: float = 30.0) -> NodeProcess:
+                      ready_timeout: float = 30.0,
+                      credentials: Credentials = PLAINTEXT) -> NodeProcess:
     """Start `kvstore coordinator` and return once it serves (data_dir: its config)."""
     address = f"{host}:{port or free_port(host)}"
     metrics = metrics_port if metrics_port is not None else free_port(host)
     process = launch(coordinator_command(coordinator_id, address, metrics, config, extra),
                      log_file)
-    return _started(NodeProcess(coordinator_id, address, metrics, config, process), ready_timeout)
+    return _started(NodeProcess(coordinator_id, address, metrics, config, process, credentials),
+                    ready_timeout)
 
 
 def _started(server: NodeProcess, ready_timeout: float) -> NodeProcess:

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from kvclient.pb import admin_pb2, admin_pb2_grpc
 from kvstore.ops.cluster_layout import CLUSTER_JSON
 from kvstore.placement.ring import partition_of
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.rpc.channels import open_channel
 
 DEFAULT_ADDRESS = "127.0.0.1:7201"
@@ -45,8 +46,9 @@ def resolve_address(given: str | None, data_dir: Path = LOCAL_DATA_DIR) -> str:
         return DEFAULT_ADDRESS
 
 
-def fetch_status(address: str, timeout: float) -> admin_pb2.StatusResponse:
-    with open_channel(address) as channel:
+def fetch_status(address: str, timeout: float,
+                 credentials: Credentials = PLAINTEXT) -> admin_pb2.StatusResponse:
+    with open_channel(address, credentials=credentials) as channel:
         try:
             answer: admin_pb2.StatusResponse = admin_pb2_grpc.AdminStub(channel).Status(
                 admin_pb2.StatusRequest(), timeout=timeout)
@@ -76,7 +78,8 @@ def as_dict(message: Message) -> dict[str, Any]:
 
 
 
-def member_statuses(first: admin_pb2.StatusResponse, timeout: float
+def member_statuses(first: admin_pb2.StatusResponse, timeout: float,
+                    credentials: Credentials = PLAINTEXT
                     ) -> dict[str, admin_pb2.StatusResponse | RemoteError]:
     """Every storage node's own answer (in parallel), by id; the asked
     process's answer is reused for itself."""
@@ -84,7 +87,7 @@ def member_statuses(first: admin_pb2.StatusResponse, timeout: float
 
     def ask(address: str) -> admin_pb2.StatusResponse | RemoteError:
         try:
-            return fetch_status(address, timeout)
+            return fetch_status(address, timeout, credentials)
         except RemoteError as exc:
             return exc
 

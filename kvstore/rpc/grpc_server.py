@@ -13,10 +13,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as reflection_service
 from prometheus_client import CollectorRegistry, start_http_server
 
+from kvstore.rpc.access import AccessControl
 from kvstore.rpc.channels import open_server
+from kvstore.security.rotation import CertificateFiles, CertificateWatcher
+from kvstore.security.settings import Security
 from kvstore.server.config import parse_address
 
 log = logging.getLogger(__name__)
@@ -47,17 +50,27 @@ def metrics_endpoint(listen: str, port: int, registry: CollectorRegistry) -> Any
 async def serving(
     listen: str, max_message_bytes: int, services: Sequence[str],
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
-    on_stopping: Callable[[], None] = lambda: None,
+    on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
+    access: AccessControl | None = None, reflection: bool = True,
+    tls_files: CertificateFiles | None = None,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
-    each of `services`) and reflection; stopped gracefully on exit: health
-    NOT_SERVING, `on_stopping()` (which tells long-lived streams, client
+    each of `services`) and (unless `reflection` is off) reflection, behind
+    `security`'s TLS (served from `tls_files` when given, to share them
+    with a `CertificateWatcher`) and `access` (default:
+    `access_control(security)`); stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
+    (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
     in-flight calls get `grace_seconds` to finish."""
     try:
-        server, port = open_server(listen, max_message_bytes)
-    except RuntimeError as exc:
+        if access is None:
+            access = access_control(security)
+        if tls_files is None and security.tls is not None:
+            tls_files = security.tls.files()
+        server, port = open_server(listen, max_message_bytes, tls=tls_files,
+                                   interceptors=[access])
+    except (RuntimeError, OSError, ValueError) as exc:  # ValueError: e.g. the secret file
         raise StartupError(f"cannot listen on {listen}: {exc}") from exc
     if port == 0:
         raise StartupError(f"cannot listen on {listen}: the address is taken or invalid")
@@ -65,7 +78,9 @@ async def serving(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
+    if reflection:
+        reflection_service.enable_server_reflection(
+            (*services, health_name, reflection_service.SERVICE_NAME), server)
     await server.start()
     try:
         for service in ("", *services):
@@ -78,19 +93,60 @@ async def serving(
         await server.stop(grace_seconds)
 
 
-def run_until_signalled(serve: Callable[[asyncio.Event], Any]) -> None:
-    """Run `serve(stop)` on uvloop; SIGTERM and SIGINT set `stop`."""
+@contextlib.asynccontextmanager
+async def watching_certificates(files: CertificateFiles | None, reload: asyncio.Event,
+                                on_reloaded: Callable[[], None]) -> AsyncIterator[None]:
+    """With TLS: a `CertificateWatcher` of `files` (every 2 s, and on SIGHUP)."""
+    if files is None:
+        yield
+        return
+    async with CertificateWatcher(files, reload, on_reloaded):
+        yield
+
+
+def load_tls_files(security: Security) -> CertificateFiles | None:
+    """The TLS files `security` names, loaded now; StartupError if they cannot be."""
+    if security.tls is None:
+        return None
+    try:
+        return security.tls.files()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def access_control(security: Security,
+                   on_refused: Callable[[str], None] = lambda reason: None) -> AccessControl:
+    """The interceptor `security` describes; `on_refused(reason)` counts refusals.
+    StartupError when a file it names cannot be read now."""
+    try:
+        return AccessControl(security.policy(), certificates=security.tls is not None,
+                             on_refused=on_refused, limiter=security.auth.rate_limiter())
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"cannot load the access settings: {exc}") from exc
+
+
+def warn_if_unguarded(security: Security) -> None:
+    if security.unguarded:
+        log.warning("insecure: plaintext without a cluster secret; any caller that can reach "
+                    "this process may call its internal Replica service and admin operations "
+                    "(give --cluster-secret-file, or TLS)")
+
+
+def run_until_signalled(serve: Callable[[asyncio.Event, asyncio.Event], Any]) -> None:
+    """Run `serve(stop, reload)` on uvloop; SIGTERM and SIGINT set `stop`,
+    SIGHUP sets `reload` (re-read the TLS files)."""
     import uvloop
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
         try:
-            await serve(stop)
+            await serve(stop, reload)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
     try:

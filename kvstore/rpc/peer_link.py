@@ -30,6 +30,11 @@ peer that goes away may come back upgraded, so the stream is tried again).
 
 The sender and each stream's receiver are tasks of the owner's task group;
 `stop()` ends them, failing what is still queued or in flight.
+
+`renew()` (after this process's TLS files were rotated) opens a new channel,
+which reads the files again: the next message goes on a new stream over
+it, while the old stream is closed for writing, answers what it carried,
+and its channel is closed after it.
 """
 
 import asyncio
@@ -42,9 +47,10 @@ from typing import Any, TypeVar
 import grpc
 
 from kvclient.pb import replica_pb2
+from kvclient.security import PLAINTEXT, Credentials
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.rpc.batches import encode_batch, framed_size, take_batch
-from kvstore.rpc.channels import open_aio_channel
+from kvstore.rpc.channels import open_aio_channel, split_token
 from kvstore.rpc.replica_stream import DEFAULT_MAX_BATCH_BYTES
 from kvstore.rpc.status import error_of
 
@@ -65,6 +71,8 @@ class LinkSettings:
     # waits: what makes batches grow with load (see the module docstring).
     max_messages_in_flight: int = 1
     max_message_bytes: int = 64 * 1024 * 1024
+    # What this process presents to its peers: its certificate, or the cluster secret.
+    credentials: Credentials = PLAINTEXT
 
     def __post_init__(self) -> None:
         if not 0 < self.max_batch_bytes <= self.max_message_bytes // 2:
@@ -167,15 +175,9 @@ class PeerLink:
         self._where = f"replica {node_id} at {address}"
         self._settings = settings
         self._tasks = tasks
-        # Its options include a reconnect backoff of at most a second: a
-        # replica that restarts is reachable again soon.
-        self._channel = open_aio_channel(address, settings.max_message_bytes)
-        # Requests go out as the bytes `encode_batch` put together.
-        deserialize = replica_pb2.ReplicaBatchResponse.FromString
-        self._open: grpc.aio.StreamStreamMultiCallable[bytes, Any] = (
-            self._channel.stream_stream(_STREAM, response_deserializer=deserialize))
-        self._batch: grpc.aio.UnaryUnaryMultiCallable[bytes, Any] = (
-            self._channel.unary_unary(_BATCH, response_deserializer=deserialize))
+        self._open_channel()
+        self._renewing = False  # renew() asked for a new channel
+        self._retiring: set[grpc.aio.Channel] = set()  # old channels, closed after their stream
         self._queue: deque[_Pending] = deque()
         self._next_id = 1
         self._stream: _Stream | None = None
@@ -188,6 +190,56 @@ class PeerLink:
         # operations were queued in order with the same timeout.
         self._deadlines: dict[float, deque[_Pending]] = {}
         self._timer: asyncio.TimerHandle | None = None
+
+    def _open_channel(self) -> None:
+        # Its options include a reconnect backoff of at most a second: a
+        # replica that restarts is reachable again soon.
+        # A plaintext token (the cluster secret) goes as the calls' metadata.
+        credentials, self._metadata = split_token(self._settings.credentials)
+        self._channel = open_aio_channel(self.address, self._settings.max_message_bytes,
+                                         credentials)
+        # Requests go out as the bytes `encode_batch` put together.
+        deserialize = replica_pb2.ReplicaBatchResponse.FromString
+        self._open: grpc.aio.StreamStreamMultiCallable[bytes, Any] = (
+            self._channel.stream_stream(_STREAM, response_deserializer=deserialize))
+        self._batch: grpc.aio.UnaryUnaryMultiCallable[bytes, Any] = (
+            self._channel.unary_unary(_BATCH, response_deserializer=deserialize))
+
+    def renew(self) -> None:
+        """Reconnect with the credentials' files as they are now (the sender
+        does it between two messages, so no write is cut short)."""
+        if self._stopped:
+            return
+        if self._sender is None:  # nothing sent yet: no stream to wind up
+            self._retire(self._channel, None)
+            self._open_channel()
+            return
+        self._renewing = True
+        self._wake.set()
+
+    def _replace_channel(self) -> None:
+        self._renewing = False
+        old_channel, old_stream = self._channel, self._stream
+        self._stream = None  # the next message opens one on the new channel
+        self._open_channel()
+        self._retire(old_channel, old_stream)
+
+    def _retire(self, channel: grpc.aio.Channel, stream: "_Stream | None") -> None:
+        self._retiring.add(channel)
+
+        async def wind_up() -> None:
+            try:
+                if stream is not None and stream.receiver is not None:
+                    try:
+                        await stream.call.done_writing()  # the peer answers, then ends it
+                    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                        pass  # over already
+                    await asyncio.wait((stream.receiver,))
+            finally:
+                self._retiring.discard(channel)
+                await channel.close()
+
+        self._tasks.create_task(wind_up())
 
     @property
     def streaming(self) -> bool:
@@ -239,13 +291,16 @@ class PeerLink:
         self._wake.set()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in [*self._retiring, self._channel]:
+            await channel.close()
 
     # -- sending ------------------------------------------------------------
 
     async def _send(self) -> None:
         try:
             while not self._stopped:
+                if self._renewing:
+                    self._replace_channel()
                 if not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
@@ -286,7 +341,7 @@ class PeerLink:
         self._wake.set()
 
     def _open_stream(self) -> _Stream:
-        stream = _Stream(self._open())
+        stream = _Stream(self._open(metadata=self._metadata))
         stream.receiver = self._tasks.create_task(self._receive(stream))
         self._stream = stream
         return stream
@@ -298,7 +353,7 @@ class PeerLink:
             return
         try:
             response = await self._batch(encode_batch([pending.encoded for pending in batch]),
-                                         timeout=settings.call_timeout)
+                                         timeout=settings.call_timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._unary = False  # it went away: it may come back upgraded

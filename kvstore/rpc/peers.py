@@ -50,6 +50,12 @@ class Peers(Background):
         for link in self._links.values():
             await link.close()
 
+    def renew_channels(self) -> None:
+        """Every link reconnects with its credentials' files as they are now
+        (this process's certificate was rotated)."""
+        for link in self._links.values():
+            link.renew()
+
     def link(self, node_id: str) -> PeerLink:
         link = self._links.get(node_id)
         if link is None:

@@ -239,8 +239,12 @@ class KVService(kv_pb2_grpc.KVServicer):
     def __init__(self, coordinator: Coordinator, limits: validation.Limits,
                  metrics: RequestMetrics, *, request_timeout: float,
                  topology: kv_pb2.TopologyResponse,
-                 cache: LruCache | None = None, session_max_in_flight: int = 1024) -> None:
-        """`topology`: what `KV.Topology` answers (`rpc.topology`)."""
+                 cache: LruCache | None = None, session_max_in_flight: int = 1024,
+                 admit: Callable[[str], status_pb2.Status | None] | None = None) -> None:
+        """`topology`: what `KV.Topology` answers (`rpc.topology`); `admit(kind)`:
+        whether the caller of a Session may run an operation of that kind
+        (`kvstore.rpc.access`), None or the status to answer it with."""
+        self._admit = admit
         self.coordinator = coordinator
         self._topology = topology
         self.limits = limits
@@ -358,6 +362,12 @@ class KVService(kv_pb2_grpc.KVServicer):
                 message="the operation sets no kind this server knows (get, put, delete, "
                         "get_many, put_many, ping); send it as its unary call"))
         known = self._OPERATIONS[kind]
+        if self._admit is not None:
+            refused = self._admit(kind)
+            if refused is not None:
+                code = next(c for c in grpc.StatusCode if c.value[0] == refused.code)
+                self.metrics.observe_request(known.method, code.name, 0.0)
+                return kv_pb2.SessionResult(error=refused)
         timeout = self.request_timeout
         if operation.timeout_ms:
             timeout = min(timeout, operation.timeout_ms / 1000)

@@ -11,6 +11,9 @@ from typing import Any
 
 from kvstore.placement.membership import ClusterSpec, MembershipError
 from kvstore.placement.ring import DEFAULT_PARTITIONS, validate_partition_count
+from kvstore.security.settings import FLAGS as SECURITY_FLAGS
+from kvstore.security.settings import (Security, SecuritySettingError, exposure_refusal,
+                                       load_security)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -66,11 +69,13 @@ class NodeConfig:
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
+    security: Security = Security()  # [tls], [auth] and `insecure`
+    reflection: bool = True  # serve gRPC server reflection
 
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.session_max_in_flight)
+                               self.session_max_in_flight, self.security)
         if self.max_hints_per_target < 0 or self.max_hint_bytes_per_target < 0:
             raise ConfigError("max_hints_per_target and max_hint_bytes_per_target must be >= 0")
         if not 0 < self.hint_replay_rate_per_second <= 1_000_000:
@@ -151,11 +156,13 @@ class CoordinatorConfig:
     request_timeout_seconds: float = 5.0
     replica_timeout_seconds: float = 2.0
     session_max_in_flight: int = 1024  # as NodeConfig's
+    security: Security = Security()  # [tls], [auth] and `insecure`
+    reflection: bool = True
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.session_max_in_flight)
+                               self.session_max_in_flight, self.security)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
         if self.cache_bytes < 0:
@@ -181,10 +188,13 @@ def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 
 def _check_server_settings(process_id: str, listen: str, metrics_port: int,
                            request_timeout: float, replica_timeout: float,
-                           session_max_in_flight: int) -> None:
+                           session_max_in_flight: int, security: Security) -> None:
     if not process_id or len(process_id) > 64 or not process_id.isprintable():
         raise ConfigError("id must be 1..64 printable characters")
-    parse_address(listen, "listen")
+    host, _ = parse_address(listen, "listen")
+    refusal = exposure_refusal(host, security)
+    if refusal is not None:
+        raise ConfigError(refusal)
     if not 0 <= metrics_port <= 65535:
         raise ConfigError(f"metrics_port must be 0..65535, got {metrics_port}")
     if not 0 < request_timeout <= 3600:
@@ -228,22 +238,29 @@ def load_coordinator_config(config_file: Path | None,
 def _load(kind: type, table: str, config_file: Path | None,
           overrides: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    document: dict[str, Any] = {}
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster"})
+        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster", "tls", "auth"})
         if unknown_tables:
             raise ConfigError(f"unknown table(s) in {config_file}: {', '.join(unknown_tables)}; "
-                              "expected [node], [coordinator] and [cluster]")
+                              "expected [node], [coordinator], [cluster], [tls] and [auth]")
         values.update(document.get(table, {}))
         if "cluster" in document:
             try:
                 values["cluster"] = ClusterSpec.from_table(document["cluster"])
             except (MembershipError, ValueError, TypeError) as exc:
                 raise ConfigError(f"[cluster] in {config_file}: {exc}") from exc
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items()
+                   if v is not None and k not in SECURITY_FLAGS})
+    try:
+        values["security"] = load_security(document.get("tls"), document.get("auth"), overrides,
+                                           values.pop("insecure", False))
+    except SecuritySettingError as exc:
+        raise ConfigError(str(exc)) from None
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -18,7 +18,9 @@ from kvclient.pb import admin_pb2
 from kvstore.server.cache import LruCache
 from kvstore.server.config import CoordinatorConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
+                                     run_until_signalled, serving, warn_if_unguarded,
+                                     watching_certificates)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -31,25 +33,34 @@ from kvstore.rpc.validation import Limits
 log = logging.getLogger(__name__)
 
 
-async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
+async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
+                            reload: asyncio.Event | None = None) -> None:
+    tls_files = load_tls_files(config.security)
     spec = config.cluster
     cache = LruCache(config.cache_bytes, config.cache_ttl_ms / 1000, time.monotonic)
     metrics = CoordinatorMetrics(cache)
     limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
     links = LinkSettings(call_timeout=config.replica_timeout_seconds,
-                         max_message_bytes=config.max_message_bytes)
+                         max_message_bytes=config.max_message_bytes,
+                         credentials=config.security.peer_credentials())
     addresses = {m.node_id: m.address for m in spec.members}
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
-        async with Peers(addresses, None, links) as peers, peer_liveness(
+        if tls_files is not None:
+            metrics.watch_certificates(lambda: tls_files.material.expiries)
+        async with Peers(addresses, None, links) as peers, watching_certificates(
+            tls_files, reload or asyncio.Event(), peers.renew_channels,
+        ), peer_liveness(
             peers, metrics, config.replica_timeout_seconds
         ) as liveness, Coordinator(
             spec, peers, on_repair=metrics.observe_read_repairs, is_up=liveness.is_up,
         ) as coordinator:
+            access = access_control(config.security, metrics.observe_refusal)
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache,
                            session_max_in_flight=config.session_max_in_flight,
                            topology=topology_response(spec, config.coordinator_id,
-                                                      "coordinator"))
+                                                      "coordinator"),
+                           admit=access.admit_operation)
 
             def coordinator_stats() -> admin_pb2.CoordinatorStats:
                 return admin_pb2.CoordinatorStats(
@@ -66,15 +77,19 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> N
 
             async with serving(config.listen, config.max_message_bytes,
                                (KV.full_name, ADMIN.full_name), add_services,
-                               config.shutdown_grace_seconds, on_stopping=kv.stop_sessions):
+                               config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
+                               security=config.security, access=access, tls_files=tls_files,
+                               reflection=config.reflection):
+                warn_if_unguarded(config.security)
                 log.info("coordinator serving", extra={
                     "coordinator_id": config.coordinator_id, "listen": config.listen,
                     "metrics_port": config.metrics_port, "members": len(spec.members),
                     "cache_bytes": config.cache_bytes, "cache_ttl_ms": config.cache_ttl_ms,
+                    "tls": config.security.tls is not None,
                 })
                 await stop.wait()
     log.info("coordinator stopped", extra={"coordinator_id": config.coordinator_id})
 
 
 def run_coordinator(config: CoordinatorConfig) -> None:
-    run_until_signalled(lambda stop: serve_coordinator(config, stop))
+    run_until_signalled(lambda stop, reload: serve_coordinator(config, stop, reload))

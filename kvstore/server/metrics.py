@@ -57,6 +57,25 @@ class RequestMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._refusals = Counter(
+            "kvstore_auth_refusals", "Calls refused by access control, by reason "
+            "(no_credentials, bad_token, not_permitted, rate_limited)", ["reason"],
+            registry=self.registry)
+        for reason in ("no_credentials", "bad_token", "not_permitted", "rate_limited"):
+            self._refusals.labels(reason)
+
+    def watch_certificates(self, expiries: Callable[[], dict[str, float]]) -> None:
+        """The expiry of the CA and the certificate this process serves, as
+        loaded now (a reload moves it)."""
+        gauge = Gauge("kvstore_tls_certificate_expiry_timestamp_seconds",
+                      "When a TLS certificate this process uses expires (Unix time), by "
+                      "certificate: cert (its own) or ca", ["certificate"],
+                      registry=self.registry)
+        for name in ("ca", "cert"):
+            gauge.labels(name).set_function(functools.partial(lambda n: expiries()[n], name))
+
+    def observe_refusal(self, reason: str) -> None:
+        self._refusals.labels(reason).inc()
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         children = self._children.get((method, code))

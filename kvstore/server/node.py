@@ -19,7 +19,9 @@ from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
-from kvstore.rpc.grpc_server import metrics_endpoint, run_until_signalled, serving
+from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
+                                     run_until_signalled, serving, warn_if_unguarded,
+                                     watching_certificates)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -42,8 +44,11 @@ REPLICA = replica_pb2.DESCRIPTOR.services_by_name["Replica"]
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 
 
-async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
-    """Run the node until `stop` is set, then shut down gracefully."""
+async def serve_node(config: NodeConfig, stop: asyncio.Event,
+                     reload: asyncio.Event | None = None) -> None:
+    """Run the node until `stop` is set, then shut down gracefully; `reload`
+    (SIGHUP) re-reads the TLS files."""
+    tls_files = load_tls_files(config.security)
     spec = config.cluster_spec
     clock = SYSTEM_CLOCK
     engine = LmdbEngine(
@@ -56,7 +61,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                               config.map_size)
         limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
-                             max_message_bytes=config.max_message_bytes)
+                             max_message_bytes=config.max_message_bytes,
+                             credentials=config.security.peer_credentials())
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
             # Trees only where there are other replicas to compare with.
             trees = ReplicaTrees()
@@ -81,7 +87,11 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                 metrics.watch_anti_entropy()
                 metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
                                     replica.hint_book.pending)
-                async with Peers(addresses, replica, links) as peers, peer_liveness(
+                if tls_files is not None:
+                    metrics.watch_certificates(lambda: tls_files.material.expiries)
+                async with Peers(addresses, replica, links) as peers, watching_certificates(
+                    tls_files, reload or asyncio.Event(), peers.renew_channels,
+                ), peer_liveness(
                     peers, metrics, config.replica_timeout_seconds, clock
                 ) as liveness, HintReplayer(
                     replica, peers, liveness.is_up, clock=clock,
@@ -103,10 +113,12 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                     spec, peers, self_id=config.node_id, on_repair=metrics.observe_read_repairs,
                     is_up=liveness.is_up,
                 ) as coordinator:
+                    access = access_control(config.security, metrics.observe_refusal)
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds,
                                    session_max_in_flight=config.session_max_in_flight,
-                                   topology=topology_response(spec, config.node_id, "node"))
+                                   topology=topology_response(spec, config.node_id, "node"),
+                                   admit=access.admit_operation)
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
@@ -138,12 +150,16 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
                         config.listen, config.max_message_bytes,
                         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
                         config.shutdown_grace_seconds, on_stopping=stop_streams,
+                        security=config.security, access=access, tls_files=tls_files,
+                        reflection=config.reflection,
                     ):
+                        warn_if_unguarded(config.security)
                         log.info("node serving", extra={
                             "node_id": config.node_id, "listen": config.listen,
                             "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
                             "durability": config.durability, "members": len(spec.members),
                             "replicas": spec.replicas, "partitions": spec.partitions,
+                            "tls": config.security.tls is not None,
                         })
                         await stop.wait()
     finally:
@@ -153,4 +169,4 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event) -> None:
 
 def run_node(config: NodeConfig) -> None:
     """Entry point of `kvstore node`: serve on uvloop until a stop signal."""
-    run_until_signalled(lambda stop: serve_node(config, stop))
+    run_until_signalled(lambda stop, reload: serve_node(config, stop, reload))
