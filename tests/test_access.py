@@ -3,6 +3,7 @@ policy's decisions, and a plaintext cluster's internal service refusing a
 caller without the cluster secret, on unary and stream calls alike."""
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import urllib.request
@@ -97,6 +98,15 @@ def _batch(address: str, credentials: Credentials = PLAINTEXT) -> None:
 async def _stream_status(address: str, credentials: Credentials) -> grpc.StatusCode:
     async with open_aio_channel(address, credentials=credentials) as channel:
         call = replica_pb2_grpc.ReplicaStub(channel).Stream(timeout=10)
+        # A refusal ends the call as it opens; a message written after that
+        # end would turn its status into a local INTERNAL. So first give the
+        # refusal the time to come (an accepted stream may send no headers
+        # before its first answer: then the wait just ends).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await call.initial_metadata()
+        if call.done():
+            return await call.code()
         try:
             await call.write(replica_pb2.ReplicaBatchRequest(ops=[
                 replica_pb2.ReplicaOp(id=1, ping=replica_pb2.ReplicaPing())]))
