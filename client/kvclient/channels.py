@@ -28,6 +28,11 @@ def channel_options(max_message_bytes: int,
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
+        # Connections of its own: by default gRPC shares a connection between
+        # channels to one address with the same options, so a new client
+        # took over the reconnect backoff of an old one's connection to a
+        # server that had since restarted, and failed at once until it ran out.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if credentials.tls is not None and credentials.tls.server_name:
         options.append(("grpc.ssl_target_name_override", credentials.tls.server_name))
