@@ -5,6 +5,7 @@ network: the clients below are constructed but never reach a server."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import grpc
 import pytest
@@ -284,6 +285,13 @@ def test_messages_are_packed_within_their_budget_and_a_large_item_goes_alone() -
     assert list(framing.pack([])) == []
 
 
+def test_messages_are_packed_within_their_count_of_items_too() -> None:
+    pings = [kv_pb2.PingRequest(payload=b"%d" % i) for i in range(10)]
+    runs = list(framing.pack(pings, budget=1 << 20, max_items=4))
+    assert [len(run) for run in runs] == [4, 4, 2]
+    assert [item for run in runs for item in run] == pings
+
+
 # --- results and the sibling rule ------------------------------------------
 
 
@@ -446,6 +454,22 @@ def test_message_limit_reaches_the_channel_options() -> None:
     assert options["grpc.max_send_message_length"] == 1024
     assert options["grpc.max_receive_message_length"] == 1024
     assert options["grpc.max_reconnect_backoff_ms"] <= 1000  # a restarted server is found again
+
+
+def test_the_bounds_of_a_stream_message_are_checked() -> None:
+    def create(**bounds: Any) -> ClientConfig:
+        return ClientConfig.create(NOWHERE, timeout=1.0, max_attempts=1, backoff_base=0.0,
+                                   backoff_cap=0.0, resolver=None, max_message_bytes=1024,
+                                   **bounds)
+
+    assert create().message_batch_bytes == framing.MESSAGE_BUDGET_BYTES
+    assert create(message_batch_operations=8).message_batch_operations == 8
+    with pytest.raises(errors.InvalidArgument, match="message_batch_bytes"):
+        create(message_batch_bytes=0)
+    with pytest.raises(TypeError, match="message_batch_operations"):
+        create(message_batch_operations=2.5)
+    with pytest.raises(errors.InvalidArgument, match="message_batch_bytes"):
+        kvclient.Client(NOWHERE, message_batch_bytes=-1)
 
 
 def test_batch_responses_of_the_wrong_length_are_internal_errors() -> None:
