@@ -247,6 +247,56 @@ def test_a_streamed_operations_typed_error_is_judged_as_its_call_would_be() -> N
     assert caught.value is refused and caught.value.__cause__ is None
 
 
+def _overloaded(retry_after: float = 0.05) -> errors.ResourceExhausted:
+    return errors.ResourceExhausted(
+        "overloaded: 512 requests in flight", reason="OVERLOADED",
+        metadata={"outcome": "not_applied", "bound": "max_requests_in_flight"},
+        retry_after=retry_after)
+
+
+def test_an_overload_refusal_is_retried_elsewhere_after_its_delay_not_as_a_failed_attempt(
+        ) -> None:
+    attempts = _attempts(AddressRotation(3), max_attempts=2, timeout=100.0, cap=1.0)
+    seen, delays = [attempts.address], []
+    for _ in range(10):  # ten refusals in a row: more than max_attempts
+        delays.append(attempts.after_failure(_overloaded(0.05), now=0.0))
+        seen.append(attempts.address)
+    assert seen == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1]
+    # At least the server's delay, plus a full-jitter backoff that grows.
+    ceilings = [min(1.0, 0.01 * 2**n) for n in range(10)]
+    assert all(0.05 <= d <= 0.05 + c for d, c in zip(delays, ceilings))
+    # A real failure still counts: max_attempts=2 allows one retry of it.
+    attempts.after_failure(errors.Unavailable("down"), now=0.0)
+    with pytest.raises(errors.Unavailable):
+        attempts.after_failure(errors.Unavailable("down"), now=0.0)
+
+
+def test_an_overload_refusal_that_cannot_be_retried_in_time_is_raised_as_it_is() -> None:
+    attempts = _attempts(AddressRotation(1), timeout=1.0)
+    refusal = _overloaded(retry_after=2.0)
+    with pytest.raises(errors.ResourceExhausted) as caught:
+        attempts.after_failure(refusal, now=0.0)
+    assert caught.value is refusal and caught.value.reason == "OVERLOADED"
+    assert caught.value.outcome == "not_applied"
+
+
+def test_resource_exhausted_is_retried_only_with_a_delay_and_never_for_a_full_store() -> None:
+    for error in (errors.ResourceExhausted("message too large"),
+                  errors.ResourceExhausted("the store is full", reason="STORE_FULL",
+                                           retry_after=0.1)):
+        with pytest.raises(errors.ResourceExhausted) as caught:
+            _attempts(AddressRotation(2)).after_failure(error, now=0.0)
+        assert caught.value is error
+
+
+def test_a_refusal_after_an_attempt_that_may_have_applied_does_not_say_not_applied() -> None:
+    attempts = _attempts(AddressRotation(2), timeout=1.0)
+    attempts.after_failure(_refused("unknown"), now=0.0)
+    with pytest.raises(errors.ResourceExhausted) as last:
+        attempts.after_failure(_overloaded(retry_after=5.0), now=0.0)
+    assert last.value.outcome == "unknown"
+
+
 # --- the KV.Session stream's pure parts ----------------------------------------
 
 
