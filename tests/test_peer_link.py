@@ -185,6 +185,33 @@ async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alon
     assert len(replica.messages) < len(sizes)  # still batched
 
 
+async def test_a_message_that_cannot_grow_goes_without_waiting_up_to_the_bytes_in_flight(
+        ) -> None:
+    replica = ScriptedReplica()
+    big = [b"%d" % i + b"B" * 40_000 for i in range(3)]  # over max_batch_bytes: alone, full
+    replica.held.update({b"held", big[0], big[1]})
+    settings = LinkSettings(call_timeout=30.0, max_batch_bytes=32 * 1024,
+                            max_bytes_in_flight=60_000)
+    async with Linked(replica, settings) as link:
+        held = link.submit(read(b"held"), state, timeout=3.0)
+        await until(lambda: len(replica.messages) == 1)
+        # Queued behind a message awaiting answers: "small" cannot grow (the
+        # next operation would not fit with it), nor can each large one.
+        small = link.submit(read(b"small"), state)
+        large = [link.submit(read(key), state, timeout=3.0) for key in big[:2]]
+        large.append(link.submit(read(big[2]), state))  # the link's 30 s
+        assert await small == b"small"
+        await until(lambda: len(replica.messages) == 4)
+        # In flight now: "held" and two large ones, 80 kB: the third waits.
+        assert not any(future.done() for future in (held, *large))
+        assert [m.ops[0].read.key for m in replica.messages] == [b"held", b"small", *big[:2]]
+        for future in (held, *large[:2]):
+            with pytest.raises(DeadlineExceeded):
+                await future
+        assert await large[2] == big[2]  # sent once the others were done
+    assert len(replica.messages) == 5
+
+
 async def test_answers_out_of_order_reach_their_own_operations() -> None:
     replica = ScriptedReplica(reverse=True)
     async with Linked(replica, LinkSettings()) as link:
