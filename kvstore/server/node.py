@@ -102,6 +102,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                 ) as liveness, HintReplayer(
                     replica, peers, liveness.is_up, clock=clock,
                     rate_per_second=config.hint_replay_rate_per_second,
+                    batch_bytes=config.message_batch_bytes,
                     on_replayed=metrics.observe_hints_replayed,
                 ), AntiEntropy(
                     config.node_id, spec, replica, trees, peers, liveness.is_up, clock=clock,
