@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.ops.bench import Server, Workload, targets_of_cluster_file, workloads
+from kvstore.ops.bench import (Server, Workload, _admitted_latency, targets_of_cluster_file,
+                               workloads)
+from kvstore.ops.scrape import Samples
 from kvstore.ops.process_memory import reset_peak, resident
 
 
@@ -57,9 +59,10 @@ def test_cluster_file_targets_coordinators_or_nodes_and_watches_every_process(
     ], "replicas": 1, "partitions": 64, "mode": "leaderless"}
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps(document))
-    servers = [Server("n1", 11, "127.0.0.1:9101"), Server("c1", 12, None)]
-    assert targets_of_cluster_file(path, "coordinators") == (["127.0.0.1:7201"], servers)
-    assert targets_of_cluster_file(path, "nodes") == (["127.0.0.1:7101"], servers)
+    to_c1 = [Server("n1", 11, "127.0.0.1:9101", False), Server("c1", 12, None, True)]
+    assert targets_of_cluster_file(path, "coordinators") == (["127.0.0.1:7201"], to_c1)
+    to_n1 = [Server("n1", 11, "127.0.0.1:9101", True), Server("c1", 12, None, False)]
+    assert targets_of_cluster_file(path, "nodes") == (["127.0.0.1:7101"], to_n1)
 
 
 def test_resident_memory_and_a_new_peak_come_from_proc() -> None:
@@ -72,3 +75,18 @@ def test_resident_memory_and_a_new_peak_come_from_proc() -> None:
     del ballast
     if reset_peak(os.getpid()):  # a kernel that allows it starts the peak again from now
         assert resident(os.getpid()).peak < grown.peak
+
+
+def test_admitted_latency_is_the_bucket_bound_of_the_servers_ok_kv_requests_in_the_phase() -> None:
+    def samples(counts: dict[str, float], method: str = "Put", code: str = "OK") -> Samples:
+        return {("kvstore_request_duration_seconds_bucket",
+                 frozenset({"le": le, "method": method, "code": code}.items())): count
+                for le, count in counts.items()}
+
+    before = {"c1": samples({"0.1": 50, "1.0": 50, "2.5": 50, "+Inf": 50})}
+    after = {"c1": {**samples({"0.1": 100, "1.0": 148, "2.5": 150, "+Inf": 150}),
+                    **samples({"0.1": 0, "1.0": 0, "2.5": 0, "+Inf": 900}, code="CANCELLED"),
+                    **samples({"0.1": 0, "1.0": 0, "2.5": 0, "+Inf": 900}, method="Ping")}}
+    # 100 requests in the phase: 50 within 0.1 s, 98 within 1 s, all within 2.5 s.
+    assert _admitted_latency(after, before) == {0.5: 0.1, 0.99: 2.5}
+    assert _admitted_latency(before, before) == {}

@@ -52,6 +52,7 @@ class Server:
     name: str
     pid: int
     metrics: str | None = None
+    target: bool = True  # the client sends to it (its KV latencies are the admitted requests')
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ class PhaseResult:
     refused: dict[str, float] = field(default_factory=dict)  # bound -> refusals, all servers
     memory: dict[str, Resident] = field(default_factory=dict)  # server name -> its memory
     peak_is_phase: bool = True  # False: peaks are since each process started
+    # Latency of the requests the servers admitted and answered OK (a call's
+    # latency above includes its refusals and backoffs): fraction -> at most
+    # this many seconds, the upper bound of the histogram bucket it falls in.
+    admitted: dict[float, float] = field(default_factory=dict)
 
     @property
     def ops_per_second(self) -> float:
@@ -151,6 +156,10 @@ def _size(value_size: int) -> str:
     if value_size >= 1000 and value_size % 1000 == 0:
         return f"{value_size // 1000}kB"
     return f"{value_size}B"
+
+
+def _seconds(seconds: float) -> str:
+    return "over 10 s" if seconds == float("inf") else f"{seconds * 1000:g} ms"
 
 
 def _count(keys: int) -> str:
@@ -195,7 +204,8 @@ class _Watch:
                     pass  # no metrics from it: its hops are left out
         return found
 
-    def finish(self) -> tuple[dict[str, float], dict[str, float], dict[str, Resident]]:
+    def finish(self) -> tuple[dict[str, float], dict[str, float], dict[str, Resident],
+                              dict[float, float]]:
         after = self._scrape()
         memory = {server.name: resident(server.pid) for server in self._servers}
         both = [name for name in after if name in self._before]
@@ -218,7 +228,35 @@ class _Watch:
                   if key == "bound"}
         refused = {bound: grown("kvstore_requests_refused_total", {"bound": bound})
                    for bound in sorted(bounds)}
-        return per_message, {b: n for b, n in refused.items() if n}, memory
+        targets = [server.name for server in self._servers
+                   if server.target and server.name in both]
+        admitted = _admitted_latency(
+            {n: after[n] for n in targets}, {n: self._before[n] for n in targets})
+        return per_message, {b: n for b, n in refused.items() if n}, memory, admitted
+
+
+_KV_METHODS = ("Get", "Put", "Delete", "GetMany", "PutMany")
+
+
+def _admitted_latency(after: dict[str, Samples], before: dict[str, Samples]
+                      ) -> dict[float, float]:
+    """p50 and p99 (as bucket upper bounds) of the KV requests answered OK
+    by these servers between the two scrapes."""
+    counts: dict[float, float] = {}
+    for name, samples in after.items():
+        for (sample, labels), value in samples.items():
+            label = dict(labels)
+            if (sample == "kvstore_request_duration_seconds_bucket" and label.get("code") == "OK"
+                    and label.get("method") in _KV_METHODS):
+                earlier = before[name].get((sample, labels), 0.0)
+                edge = float(label["le"])
+                counts[edge] = counts.get(edge, 0.0) + value - earlier
+    edges = sorted(counts)
+    if not edges or not counts[edges[-1]]:
+        return {}
+    everything = counts[edges[-1]]  # buckets are cumulative: +Inf holds all
+    return {fraction: next(edge for edge in edges if counts[edge] >= fraction * everything)
+            for fraction in (0.5, 0.99)}
 
 
 async def _closed_loop(name: str, operation: Callable[[random.Random], Awaitable[None]],
@@ -232,11 +270,11 @@ async def _closed_loop(name: str, operation: Callable[[random.Random], Awaitable
     errors = await _run_workers(operation, options, concurrency, options.duration, latencies)
     elapsed = time.perf_counter() - started
     cpu_after, client_after = _server_cpu(options.servers), _client_cpu()
-    per_message, refused, memory = watch.finish()
+    per_message, refused, memory, admitted = watch.finish()
     latencies.sort()
     return PhaseResult(name, len(latencies), sum(errors.values()), elapsed, latencies,
                        cpu_after - cpu_before, client_after - client_before, dict(errors),
-                       per_message, refused, memory, watch.peak_is_phase)
+                       per_message, refused, memory, watch.peak_is_phase, admitted)
 
 
 async def _run_workers(operation: Callable[[random.Random], Awaitable[None]],
@@ -341,6 +379,10 @@ def _details(result: PhaseResult, idle: dict[str, Resident]) -> list[str]:
     if result.refused:
         details.append("refused by the servers (and retried): " + ", ".join(
             f"{bound} {count:.0f}" for bound, count in result.refused.items()))
+    if result.admitted and result.refused:
+        details.append("admitted requests at the servers: " + ", ".join(
+            f"p{fraction * 100:g} <= {_seconds(seconds)}"
+            for fraction, seconds in result.admitted.items()))
     if result.per_message:
         details.append("operations per message: " + ", ".join(
             f"{hop} {value:.1f}" for hop, value in result.per_message.items()))
@@ -394,4 +436,5 @@ def targets_of_cluster_file(path: Path, via: str) -> tuple[list[str], list[Serve
     coordinators = [p["address"] for p in processes if p["role"] == "coordinator"]
     nodes = [p["address"] for p in processes if p["role"] == "node"]
     targets = nodes if via == "nodes" or not coordinators else coordinators
-    return targets, [Server(p["id"], int(p["pid"]), p.get("metrics") or None) for p in processes]
+    return targets, [Server(p["id"], int(p["pid"]), p.get("metrics") or None,
+                            p["address"] in targets) for p in processes]
