@@ -66,9 +66,14 @@ class Overloaded(ResourceExhausted):
     """Refused at once by admission control: too many requests (or bytes of
     them) in flight. Nothing was applied; retry after `retry_after`."""
 
-    def __init__(self, message: str, *, bound: str, retry_after: float) -> None:
+    def __init__(self, message: str, *, bound: str, retry_after: float,
+                 expected_latency: float = 0.0) -> None:
+        # expected_latency_ms: how long a request admitted now would need,
+        # as far as the process can tell; a client retries only with at
+        # least that much of its deadline left.
         super().__init__(message, reason=OVERLOADED,
-                         metadata={"outcome": NOT_APPLIED, "bound": bound},
+                         metadata={"outcome": NOT_APPLIED, "bound": bound,
+                                   "expected_latency_ms": f"{expected_latency * 1000:.0f}"},
                          retry_after=retry_after)
 
 

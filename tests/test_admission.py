@@ -1,6 +1,7 @@
 """Admission control: a request past a bound of requests or bytes in flight
 (the process's, or its stream's) is refused at once with OVERLOADED and a
-retry delay; one request alone always gets in; holds keep a request's share
+retry delay, as is one that a busy process could not answer within its
+deadline; one request alone always gets in; holds keep a request's share
 until the work it left running is done; and the settings a config file gives
 are checked by name."""
 
@@ -11,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvstore.errors import NOT_APPLIED, OVERLOADED, Overloaded
-from kvstore.rpc.admission import (PROCESS_BYTES, PROCESS_REQUESTS, SESSION_BYTES,
-                                   SESSION_REQUESTS, Admission, AdmissionLimits, Ticket)
+from kvstore.rpc.admission import (EXPECTED_LATENCY, PROCESS_BYTES,
+                                   PROCESS_REQUESTS, SESSION_BYTES, SESSION_REQUESTS, Admission,
+                                   AdmissionLimits, Ticket)
 from kvstore.server.config import ConfigError, load_coordinator_config, load_node_config
 from tests.properties import properties
 
@@ -87,6 +89,27 @@ def test_a_ticket_holds_its_share_until_the_request_and_every_hold_are_done() ->
     admission.admit(1)
 
 
+def test_a_busy_process_refuses_a_deadline_too_short_for_what_requests_take_now() -> None:
+    refused: list[str] = []
+    admission = _admission(refused, max_requests=4)
+    for seconds in [0.1, 0.3] * 200:  # 200 ms on average, 100 ms from it
+        admission.observe_latency(seconds)
+    assert admission.latency == pytest.approx(0.2, abs=0.01)
+    assert admission.deviation == pytest.approx(0.1, abs=0.01)
+    expected = admission.expected_latency
+    assert expected == pytest.approx(0.6, abs=0.05)  # the average and four deviations
+    admission.admit(1, deadline=0.01)  # not busy: a short deadline is the client's choice
+    admission.admit(1)  # half full from here on
+    admission.admit(1, deadline=expected + 0.01)  # enough time left
+    with pytest.raises(Overloaded) as caught:
+        admission.admit(1, deadline=0.3)
+    assert caught.value.metadata["bound"] == EXPECTED_LATENCY
+    assert caught.value.metadata["expected_latency_ms"] == f"{expected * 1000:.0f}"
+    assert "this one's deadline is 300 ms away" in str(caught.value)
+    assert caught.value.retry_after is not None and refused == [EXPECTED_LATENCY]
+    admission.admit(1)  # without a deadline, only the bounds apply
+
+
 @pytest.mark.parametrize("limits", [dict(max_requests=0), dict(session_max_bytes=-1),
                                     dict(max_bytes=1.5), dict(retry_after=-1),
                                     dict(session_max_requests=True)])
@@ -118,7 +141,7 @@ def test_what_is_admitted_never_passes_a_bound_unless_alone(
         total = sum(c for _, c in held)
         assert admission.process.requests == len(held) <= max_requests
         assert admission.process.bytes == total
-        assert total <= max_bytes or len(held) == 1
+        assert total <= max_bytes or len([c for _, c in held if c]) == 1
 
 
 def test_the_config_file_sets_the_bounds_and_a_bad_one_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -247,10 +247,11 @@ def test_a_streamed_operations_typed_error_is_judged_as_its_call_would_be() -> N
     assert caught.value is refused and caught.value.__cause__ is None
 
 
-def _overloaded(retry_after: float = 0.05) -> errors.ResourceExhausted:
+def _overloaded(retry_after: float = 0.05, expected_ms: str = "0") -> errors.ResourceExhausted:
     return errors.ResourceExhausted(
         "overloaded: 512 requests in flight", reason="OVERLOADED",
-        metadata={"outcome": "not_applied", "bound": "max_requests_in_flight"},
+        metadata={"outcome": "not_applied", "bound": "max_requests_in_flight",
+                  "expected_latency_ms": expected_ms},
         retry_after=retry_after)
 
 
@@ -278,6 +279,20 @@ def test_an_overload_refusal_that_cannot_be_retried_in_time_is_raised_as_it_is()
         attempts.after_failure(refusal, now=0.0)
     assert caught.value is refusal and caught.value.reason == "OVERLOADED"
     assert caught.value.outcome == "not_applied"
+
+
+def test_an_overload_is_not_retried_with_less_left_than_the_server_expects_a_request_to_need(
+        ) -> None:
+    attempts = _attempts(AddressRotation(1), timeout=2.0, cap=0.01)
+    assert attempts.after_failure(_overloaded(0.05, expected_ms="1000"), now=0.0) < 0.07
+    refusal = _overloaded(0.05, expected_ms="1000")
+    with pytest.raises(errors.ResourceExhausted) as caught:
+        attempts.after_failure(refusal, now=0.95)  # 1.05 s left, less the delay: under 1 s
+    assert caught.value is refusal
+    # A server that says nothing (or nonsense) of its latency: only the delay counts.
+    for said in ("", "soon"):
+        later = _attempts(AddressRotation(1), timeout=2.0, cap=0.01)
+        assert later.after_failure(_overloaded(0.05, expected_ms=said), now=1.9) < 0.07
 
 
 def test_resource_exhausted_is_retried_only_with_a_delay_and_never_for_a_full_store() -> None:

@@ -65,11 +65,12 @@ def test_a_batch_item_carries_its_reason_and_outcome() -> None:
 
 def test_an_overload_refusal_carries_its_reason_outcome_bound_and_retry_delay() -> None:
     refusal = Overloaded("overloaded: 512 requests in flight", bound="max_requests_in_flight",
-                         retry_after=0.05)
+                         retry_after=0.05, expected_latency=0.3)
     assert status_of(refusal) == grpc.StatusCode.RESOURCE_EXHAUSTED
     reason, metadata, retry_after = errors.rich_details(status_details(refusal))
     assert reason == "OVERLOADED" and retry_after == 0.05
-    assert metadata == {"outcome": "not_applied", "bound": "max_requests_in_flight"}
+    assert metadata == {"outcome": "not_applied", "bound": "max_requests_in_flight",
+                        "expected_latency_ms": "300"}
     typed = errors.from_status(rich_status(refusal))  # as a KV.Session result carries it
     assert isinstance(typed, errors.ResourceExhausted)
     assert (typed.reason, typed.outcome, typed.retry_after) == ("OVERLOADED", "not_applied", 0.05)

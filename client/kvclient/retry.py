@@ -18,7 +18,9 @@ store (reason STORE_FULL) whatever it carries. Such a refusal is not a
 failed attempt: it is retried until the call's deadline, not
 `max_attempts` times, each time after at least the server's delay plus an
 exponential backoff with full jitter, at the next address (another process
-may have room).
+may have room), as long as what is left of the deadline then is at least
+what the server said a request needs now (`expected_latency_ms`): a later
+attempt would end DEADLINE_EXCEEDED, an outcome a write cannot be sure of.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def is_overload(error: errors.KVError) -> bool:
     and never a full store (reason STORE_FULL), whatever delay it carries."""
     return (error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is not None
             and error.reason != STORE_FULL)
+
+
+def _expected_latency(refusal: errors.KVError) -> float:
+    """Seconds the refusing server expects an admitted request to need now
+    (0 when it did not say, or said something else than a number)."""
+    try:
+        return max(0.0, float(refusal.metadata.get("expected_latency_ms", 0)) / 1000)
+    except ValueError:
+        return 0.0
 
 
 class Uniform(Protocol):
@@ -168,10 +179,12 @@ class Attempts:
             if typed is error:
                 raise typed
             raise typed from error
-        if now + delay >= self._deadline:
-            if is_overload(typed):
-                # The refusal says what happened better than a timeout would.
+        if is_overload(typed):
+            if now + delay + _expected_latency(typed) >= self._deadline:
+                # Too late for another attempt to make it: the refusal says
+                # what happened better than a timeout would.
                 raise typed from (None if typed is error else error)
+        elif now + delay >= self._deadline:
             raise self._deadline_error() from error
         return delay
 

@@ -14,11 +14,21 @@ A request larger than a bytes bound is still admitted when nothing else
 holds bytes under that bound, so a value at the size limit always goes
 through, as a message of one item does.
 
+While a gate is at least half full, a request whose deadline is nearer
+than what requests take now is refused too: admitted, it would most likely
+end DEADLINE_EXCEEDED, an outcome the client cannot tell from a write that
+applied, after holding a place others could have used. Refused, its client
+learns at once that the process is overloaded. What requests take is
+estimated as TCP estimates a retransmission timeout (RFC 6298): a moving
+average of the latest answered requests' latencies plus four times their
+moving mean deviation, so a tail well above the average is allowed for.
+
 Pure: no I/O, no clock; the caller counts the refusals (`on_refused`).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from kvstore.errors import Overloaded
 
@@ -28,13 +38,19 @@ PROCESS_REQUESTS = "max_requests_in_flight"
 PROCESS_BYTES = "max_request_bytes_in_flight"
 SESSION_REQUESTS = "session_max_in_flight"
 SESSION_BYTES = "session_max_bytes_in_flight"
+EXPECTED_LATENCY = "expected_latency"
+
+# Weights of each answered request in the moving average of latencies and
+# in that of their deviation (RFC 6298 uses 1/8 and 1/4: these are smoother).
+_LATENCY_WEIGHT = 0.05
+_DEVIATION_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
 class AdmissionLimits:
     max_requests: int = 512  # requests in flight in the process
     max_bytes: int = 64 * 1024 * 1024  # bytes of their requests
-    session_max_requests: int = 512  # operations in flight on one KV.Session stream
+    session_max_requests: int = 256  # operations in flight on one KV.Session stream
     session_max_bytes: int = 64 * 1024 * 1024  # bytes of them
     retry_after: float = 0.05  # seconds, the refusal's RetryInfo
 
@@ -128,21 +144,43 @@ class Admission:
         self.process = Gate(limits.max_requests, limits.max_bytes, PROCESS_REQUESTS,
                             PROCESS_BYTES)
         self._on_refused = on_refused
+        self.latency = 0.0  # seconds: a moving average of answered requests' latency
+        self.deviation = 0.0  # seconds: a moving average of their distance from it
+
+    @property
+    def expected_latency(self) -> float:
+        """Seconds a request admitted now should be given to be answered."""
+        return self.latency + 4 * self.deviation
+
+    def observe_latency(self, seconds: float) -> None:
+        """A request was answered after `seconds`."""
+        self.deviation += _DEVIATION_WEIGHT * (abs(seconds - self.latency) - self.deviation)
+        self.latency += _LATENCY_WEIGHT * (seconds - self.latency)
 
     def session_gate(self) -> Gate:
         return Gate(self.limits.session_max_requests, self.limits.session_max_bytes,
                     SESSION_REQUESTS, SESSION_BYTES)
 
-    def admit(self, cost: int, session: Gate | None = None) -> Ticket:
-        """A ticket for a request of `cost` bytes, or `Overloaded` naming the
-        bound it would pass (the stream's own first, then the process's)."""
+    def admit(self, cost: int, session: Gate | None = None,
+              deadline: float | None = None) -> Ticket:
+        """A ticket for a request of `cost` bytes with `deadline` seconds left
+        (None: no deadline), or `Overloaded` naming the bound it would pass
+        (the stream's own first, then the process's, then its deadline)."""
         gates = (self.process,) if session is None else (session, self.process)
         for gate in gates:
             bound = gate.exceeded(cost)
             if bound is not None:
-                self._on_refused(bound)
-                raise Overloaded(
-                    f"overloaded: {gate.describe(bound)}; retry after a backoff (the client "
-                    "does), send to another address, or raise the bound if the process has "
-                    "the memory and CPU for it", bound=bound, retry_after=self.limits.retry_after)
+                self._refuse(f"{gate.describe(bound)}", bound)
+        if (deadline is not None and deadline < self.expected_latency
+                and any(2 * gate.requests >= gate.max_requests for gate in gates)):
+            self._refuse(f"requests may take {self.expected_latency * 1000:.0f} ms now and this "
+                         f"one's deadline is {deadline * 1000:.0f} ms away", EXPECTED_LATENCY)
         return Ticket(gates, cost)
+
+    def _refuse(self, why: str, bound: str) -> NoReturn:
+        self._on_refused(bound)
+        raise Overloaded(
+            f"overloaded: {why}; retry after a backoff (the client does), send to another "
+            "address, or raise the bound if the process has the memory and CPU for it",
+            bound=bound, retry_after=self.limits.retry_after,
+            expected_latency=self.expected_latency)

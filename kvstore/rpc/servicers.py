@@ -100,8 +100,10 @@ def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor)
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
-async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response]) -> Response:
-    """`work`'s response, its time and outcome counted under `method`."""
+async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response],
+                  on_ok: Callable[[float], None] | None = None) -> Response:
+    """`work`'s response, its time and outcome counted under `method`; the
+    seconds it took also to `on_ok` when it succeeded."""
     start = time.perf_counter()
 
     def observe(code: str) -> None:
@@ -122,6 +124,8 @@ async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response
         log.exception("unexpected error in %s", method)
         raise
     observe("OK")
+    if on_ok is not None:
+        on_ok(time.perf_counter() - start)
     return response
 
 
@@ -129,8 +133,10 @@ def _internal_message(error: BaseException) -> str:
     return f"internal error ({type(error).__name__}: {error}); see the node's log"
 
 
-def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
-    """Time the call, count it by status, and turn errors into statuses."""
+def rpc(method: str, on_ok: Callable[[Any, float], None] | None = None,
+        ) -> Callable[[Handler[Response]], Handler[Response]]:
+    """Time the call, count it by status, and turn errors into statuses;
+    `on_ok(servicer, seconds)` after each that succeeded."""
 
     def decorate(handler: Handler[Response]) -> Handler[Response]:
         async def checked(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
@@ -142,8 +148,10 @@ def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
 
         @functools.wraps(handler)
         async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+            done = None if on_ok is None else functools.partial(on_ok, self)
             try:
-                return await counted(self.metrics, method, checked(self, request, context))
+                return await counted(self.metrics, method, checked(self, request, context),
+                                     done)
             except KVStoreError as exc:
                 await context.abort(status_of(exc), str(exc), trailing_metadata=status_details(exc))
             except Exception as exc:
@@ -219,13 +227,16 @@ def _unary(method: str, operation: Callable[[Any, Any, float, Ticket], Awaitable
     """The unary method `method` of an operation: admitted (or refused) by
     the process's bounds, its deadline from the call's."""
 
-    @rpc(method)
-    async def call(self: "KVService", request: Any, context: Any) -> Response:
-        ticket = self.admission.admit(request.ByteSize())
+    async def admitted(self: "KVService", request: Any, timeout: float) -> Response:
+        ticket = self.admission.admit(request.ByteSize(), deadline=timeout)
         try:
-            return await operation(self, request, self._timeout(context), ticket)
+            return await operation(self, request, timeout, ticket)
         finally:
             ticket.release()
+
+    @rpc(method, on_ok=lambda self, seconds: self.admission.observe_latency(seconds))
+    async def call(self: "KVService", request: Any, context: Any) -> Response:
+        return await admitted(self, request, self._timeout(context))
 
     call.__name__ = call.__qualname__ = method
     return call
@@ -386,7 +397,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         """Admit one operation of a stream under its stream's bounds and the
         process's, or its refusal, counted as its unary call's would be."""
         try:
-            return self.admission.admit(operation.ByteSize(), session)
+            return self.admission.admit(operation.ByteSize(), session,
+                                        deadline=self._operation_timeout(operation))
         except KVStoreError as refusal:
             kind = operation.WhichOneof("kind")
             method = self._OPERATIONS[kind].method if kind in self._OPERATIONS else "Session"
@@ -410,9 +422,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 code = next(c for c in grpc.StatusCode if c.value[0] == refused.code)
                 self.metrics.observe_request(known.method, code.name, 0.0)
                 return kv_pb2.SessionResult(error=refused)
-        timeout = self.request_timeout
-        if operation.timeout_ms:
-            timeout = min(timeout, operation.timeout_ms / 1000)
+        timeout = self._operation_timeout(operation)
         try:
             # A backstop, for work with no deadline of its own (a one-replica
             # write waits for its commit only): the operations' own timers,
@@ -421,7 +431,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             async with asyncio.timeout(timeout + _BACKSTOP_GRACE_SECONDS):
                 response = await counted(self.metrics, known.method,
                                          known.run(self, getattr(operation, kind), timeout,
-                                                   ticket))
+                                                   ticket), self.admission.observe_latency)
         except KVStoreError as exc:
             return kv_pb2.SessionResult(error=rich_status(exc))
         except TimeoutError:
@@ -433,6 +443,13 @@ class KVService(kv_pb2_grpc.KVServicer):
             return kv_pb2.SessionResult(error=status_pb2.Status(
                 code=grpc.StatusCode.INTERNAL.value[0], message=_internal_message(exc)))
         return kv_pb2.SessionResult(**{kind: response})
+
+    def _operation_timeout(self, operation: kv_pb2.SessionOperation) -> float:
+        """The seconds a stream's operation may take: its own deadline, at
+        most the server's."""
+        if operation.timeout_ms:
+            return min(self.request_timeout, operation.timeout_ms / 1000)
+        return self.request_timeout
 
     def _timeout(self, context: Any) -> float:
         remaining = context.time_remaining()
