@@ -206,6 +206,15 @@ def _batch_items(item: Any, outcomes: list[Any], respond: Callable[[Any], Any]) 
 _BACKSTOP_GRACE_SECONDS = 0.05
 
 
+# What CPython holds for a decoded state besides its values' bytes, so that
+# the cache's bound is its memory: measured with tracemalloc on 3.11, about
+# 450 bytes per state and 220 per sibling (its dot, timestamp, version and
+# the bytes object's header). Counted at 64 per sibling, a cache of 100-byte
+# values held twice its cache_bytes.
+_STATE_BYTES = 448
+_SIBLING_BYTES = 256
+
+
 class _Absent:
     """Cached answer for a key no replica holds (so misses are cached too)."""
 
@@ -488,7 +497,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         if state is None:
             self.cache.put(key, _ABSENT, 0)
         else:
-            self.cache.put(key, state, sum(len(s.value) + 64 for s in state.siblings))
+            self.cache.put(key, state, _STATE_BYTES + sum(len(s.value) + _SIBLING_BYTES
+                                                          for s in state.siblings))
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
