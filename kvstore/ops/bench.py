@@ -41,6 +41,7 @@ from kvstore.ops.processes import cpu_seconds, start_node
 from kvstore.ops.scrape import Samples, scrape, total
 
 PRELOAD_BATCH = 500
+PRELOAD_BATCHES_IN_FLIGHT = 8
 MIB = 1024 * 1024
 
 
@@ -301,11 +302,23 @@ async def _run_workers(operation: Callable[[random.Random], Awaitable[None]],
 
 
 async def _preload(client: AsyncClient, workload: Workload) -> None:
+    """Write every key of `workload` once, in batches of at most 1 MiB, a
+    few at a time (so a million keys take minutes, not an hour)."""
     value = os.urandom(workload.value_size)
     batch = max(1, min(PRELOAD_BATCH, MIB // max(1, workload.value_size)))
-    for start in range(0, workload.keys, batch):
-        items = [(_key(i), value) for i in range(start, min(start + batch, workload.keys))]
-        await client.put_many(items, timeout=60)
+    room = asyncio.Semaphore(PRELOAD_BATCHES_IN_FLIGHT)
+
+    async def put_batch(start: int) -> None:
+        try:
+            items = [(_key(i), value) for i in range(start, min(start + batch, workload.keys))]
+            await client.put_many(items, timeout=120)
+        finally:
+            room.release()
+
+    async with asyncio.TaskGroup() as group:
+        for start in range(0, workload.keys, batch):
+            await room.acquire()  # released by the batch once it is written
+            group.create_task(put_batch(start))
 
 
 async def run_bench(options: BenchOptions) -> list[PhaseResult]:
