@@ -40,8 +40,9 @@ from kvstore.ops.process_memory import Resident, reset_peak, resident
 from kvstore.ops.processes import cpu_seconds, start_node
 from kvstore.ops.scrape import Samples, scrape, total
 
-PRELOAD_BATCH = 500
-PRELOAD_BATCHES_IN_FLIGHT = 8
+PRELOAD_BATCH = 250
+PRELOAD_BATCHES_IN_FLIGHT = 4
+PRELOAD_ATTEMPTS = 3
 MIB = 1024 * 1024
 
 
@@ -303,15 +304,22 @@ async def _run_workers(operation: Callable[[random.Random], Awaitable[None]],
 
 async def _preload(client: AsyncClient, workload: Workload) -> None:
     """Write every key of `workload` once, in batches of at most 1 MiB, a
-    few at a time (so a million keys take minutes, not an hour)."""
+    few at a time (so a million keys take minutes, not an hour; more at once
+    would pass the server's request deadline, each item being a write)."""
     value = os.urandom(workload.value_size)
     batch = max(1, min(PRELOAD_BATCH, MIB // max(1, workload.value_size)))
     room = asyncio.Semaphore(PRELOAD_BATCHES_IN_FLIGHT)
 
     async def put_batch(start: int) -> None:
+        items = [(_key(i), value) for i in range(start, min(start + batch, workload.keys))]
         try:
-            items = [(_key(i), value) for i in range(start, min(start + batch, workload.keys))]
-            await client.put_many(items, timeout=120)
+            for attempt in range(PRELOAD_ATTEMPTS):
+                try:
+                    await client.put_many(items, timeout=120)
+                    return
+                except KVError:  # e.g. a batch past the server's deadline: write it again
+                    if attempt == PRELOAD_ATTEMPTS - 1:
+                        raise
         finally:
             room.release()
 
