@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import uvloop
 import pytest
 
 from kvclient.pb import replica_pb2
@@ -305,3 +306,20 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.001)
+
+
+def test_a_deadline_already_past_on_uvloop_fails_its_operation_and_the_link_goes_on() -> None:
+    # Nodes run on uvloop, whose call_at gives a plain Handle (no when())
+    # for a time already past, as a loop running late meets: the next
+    # operation's deadline must still be kept.
+    async def run() -> None:
+        replica = ScriptedReplica()
+        replica.held.add(b"held")
+        async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+            late = link.submit(read(b"held"), state, timeout=-0.001)
+            later = link.submit(read(b"k"), state)
+            with pytest.raises(DeadlineExceeded):
+                await late
+            assert await later == b"k"
+
+    uvloop.run(run())

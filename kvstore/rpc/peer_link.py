@@ -205,7 +205,10 @@ class PeerLink:
         # Deadlines by timeout: each queue is in deadline order, since its
         # operations were queued in order with the same timeout.
         self._deadlines: dict[float, deque[_Pending]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at returns a plain Handle, without when(), for a time
+        # already past (a loop running late): so the time is kept here.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
 
     def _open_channel(self) -> None:
         # Its options include a reconnect backoff of at most a second: a
@@ -468,10 +471,11 @@ class PeerLink:
         while queue and queue[0].future is None:  # answered already: forget it
             queue.popleft()
         queue.append(pending)
-        if self._timer is None or pending.deadline < self._timer.when():
+        if self._timer is None or pending.deadline < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(pending.deadline, self._expire)
+            self._timer_at = pending.deadline
 
     def _expire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -487,6 +491,7 @@ class PeerLink:
                 following = queue[0].deadline
         if following is not None and not self._stopped:
             self._timer = loop.call_at(following, self._expire)
+            self._timer_at = following
 
     def _time_out(self, pending: _Pending, timeout: float) -> None:
         if pending.stream is not None:
