@@ -295,10 +295,12 @@ def test_an_overload_is_not_retried_with_less_left_than_the_server_expects_a_req
         assert later.after_failure(_overloaded(0.05, expected_ms=said), now=1.9) < 0.07
 
 
-def test_resource_exhausted_is_retried_only_with_a_delay_and_never_for_a_full_store() -> None:
+def test_resource_exhausted_is_retried_only_when_overloaded_with_a_delay() -> None:
     for error in (errors.ResourceExhausted("message too large"),
+                  errors.ResourceExhausted("overloaded", reason="OVERLOADED"),
                   errors.ResourceExhausted("the store is full", reason="STORE_FULL",
-                                           retry_after=0.1)):
+                                           retry_after=0.1),
+                  errors.ResourceExhausted("slow down", reason="RATE_LIMITED", retry_after=0.1)):
         with pytest.raises(errors.ResourceExhausted) as caught:
             _attempts(AddressRotation(2)).after_failure(error, now=0.0)
         assert caught.value is error

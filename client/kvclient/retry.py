@@ -11,16 +11,17 @@ Reads are safe to retry. Writes are retried on the same codes only because each
 carries a client request id that stays the same on every attempt (see
 `requests.new_request_id`): the server applies a retried write once.
 
-RESOURCE_EXHAUSTED is retried only when it carries a retry delay (a
-`RetryInfo`: the server's admission control refused the call at once,
-reason OVERLOADED, nothing applied), never otherwise, and never a full
-store (reason STORE_FULL) whatever it carries. Such a refusal is not a
-failed attempt: it is retried until the call's deadline, not
-`max_attempts` times, each time after at least the server's delay plus an
-exponential backoff with full jitter, at the next address (another process
-may have room), as long as what is left of the deadline then is at least
-what the server said a request needs now (`expected_latency_ms`): a later
-attempt would end DEADLINE_EXCEEDED, an outcome a write cannot be sure of.
+RESOURCE_EXHAUSTED is retried only when the server's admission control
+refused the call at once (reason OVERLOADED, nothing applied) and says
+when to try again (a `RetryInfo`); never otherwise: not a full store
+(STORE_FULL), nor a rate limit (RATE_LIMITED), whatever delay they carry.
+Such a refusal is not a failed attempt: it is retried until the call's
+deadline, not `max_attempts` times, each time after at least the server's
+delay plus an exponential backoff with full jitter, at the next address
+(another process may have room), as long as what is left of the deadline
+then is at least what the server said a request needs now
+(`expected_latency_ms`): a later attempt would end DEADLINE_EXCEEDED, an
+outcome a write cannot be sure of.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from kvclient import errors
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
 NOT_APPLIED, UNKNOWN = "not_applied", "unknown"  # a failed write's outcome (errors.KVError)
-STORE_FULL = "STORE_FULL"  # the reason of a write refused for want of room: never retried
+OVERLOADED = "OVERLOADED"  # the reason of an admission control refusal: retried
 
 # Beyond this exponent base * 2**attempt is past any sane cap; clamping it
 # keeps the float arithmetic from overflowing on absurd attempt counts.
@@ -49,10 +50,12 @@ _MAX_EXPONENT = 62
 
 
 def is_overload(error: errors.KVError) -> bool:
-    """A refusal by admission control: RESOURCE_EXHAUSTED with a retry delay,
-    and never a full store (reason STORE_FULL), whatever delay it carries."""
+    """A refusal by admission control: RESOURCE_EXHAUSTED, reason OVERLOADED,
+    with a retry delay. Not a full store (STORE_FULL), nor a rate limit
+    (RATE_LIMITED: the caller is to slow down, which a retry would not do),
+    whatever delay they carry."""
     return (error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is not None
-            and error.reason != STORE_FULL)
+            and error.reason == OVERLOADED)
 
 
 def _expected_latency(refusal: errors.KVError) -> float:
