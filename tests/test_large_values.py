@@ -30,8 +30,9 @@ def _key(tag: bytes) -> bytes:
 
 
 def _held(node: NodeProcess, key: bytes) -> list[bytes] | None:
-    """The values one replica holds for `key`, asked directly (None: nothing)."""
-    with open_channel(node.address) as channel:
+    """The values one replica holds for `key`, asked directly, as an admin
+    (None: nothing)."""
+    with open_channel(node.address, credentials=node.credentials) as channel:
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
         [result] = replica_pb2_grpc.ReplicaStub(channel).Batch(
             replica_pb2.ReplicaBatchRequest(ops=[op]), timeout=10).results
