@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvclient.pb import replica_pb2
-from kvstore.rpc.batches import encode_batch, framed_size, take_batch
+from kvstore.rpc.batches import batch_is_full, encode_batch, framed_size, take_batch
 from tests.properties import properties
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,3 +83,19 @@ def test_sizes_count_the_length_prefix_of_large_items() -> None:
     message = encode_batch([big, b""])
     assert len(message) == framed_size(big) + framed_size(b"") == len(big) + 1 + 3 + 2
     assert replica_pb2.ReplicaBatchResponse.FromString(message).results[0].state == b"v" * 1_048_576
+
+
+@properties(300)
+@given(items, st.integers(1, 20), st.integers(1, 4000))
+def test_a_batch_is_full_when_taking_it_stops_at_a_bound_not_at_the_end(
+        queued: list[tuple[int, int, bool]], max_count: int, max_bytes: int) -> None:
+    full = batch_is_full(deque(queued), max_count, max_bytes, _size, _live)
+    queue = deque(queued)
+    batch = take_batch(queue, max_count, max_bytes, _size, _live)
+    left_live = [item for item in queue if item[2]]
+    if not full:  # everything live went, within both bounds
+        assert not left_live and len(batch) < max_count
+        assert sum(map(_size, batch)) < max_bytes
+    else:  # at a bound: the count, the bytes, or an item that did not fit
+        assert (left_live or len(batch) == max_count
+                or sum(map(_size, batch)) >= max_bytes)

@@ -7,6 +7,7 @@ flight, with real gRPC flow control."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,10 @@ from google.rpc import error_details_pb2, status_pb2
 import kvclient
 from kvclient import errors
 from kvclient.pb import kv_pb2, kv_pb2_grpc
+from kvstore.errors import Overloaded
+from kvstore.rpc.admission import Admission, AdmissionLimits, Gate, Ticket
 from kvstore.rpc.session import SessionStream
+from kvstore.rpc.status import rich_status
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
 
@@ -207,16 +211,19 @@ async def test_the_blocking_client_shares_one_stream_between_threads(serve) -> N
 
 
 class Bounded(kv_pb2_grpc.KVServicer):
-    """Session served by the real SessionStream, with operations that wait
-    until the test releases them."""
+    """Session served by the real SessionStream and admission control, with
+    operations that wait until the test releases them."""
 
     def __init__(self, max_in_flight: int) -> None:
+        self.admission = Admission(AdmissionLimits(session_max_requests=max_in_flight,
+                                                   retry_after=0.01))
         self.max_in_flight = max_in_flight
+        self.refused = 0
         self.running = 0
         self.most = 0
         self.release = asyncio.Semaphore(0)
 
-    async def perform(self, op: kv_pb2.SessionOperation) -> kv_pb2.SessionResult:
+    async def perform(self, op: kv_pb2.SessionOperation, ticket: Ticket) -> kv_pb2.SessionResult:
         self.running += 1
         self.most = max(self.most, self.running)
         try:
@@ -225,17 +232,28 @@ class Bounded(kv_pb2_grpc.KVServicer):
             self.running -= 1
         return kv_pb2.SessionResult(ping=kv_pb2.PingResponse(payload=op.ping.payload))
 
+    def admit(self, gate: Gate, op: kv_pb2.SessionOperation) -> Ticket | kv_pb2.SessionResult:
+        try:
+            return self.admission.admit(op.ByteSize(), gate)
+        except Overloaded as refusal:
+            self.refused += 1
+            return kv_pb2.SessionResult(error=rich_status(refusal))
+
     async def Session(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
-        await SessionStream(self.perform, max_in_flight=self.max_in_flight).serve(
-            requests, context)
+        admit = functools.partial(self.admit, self.admission.session_gate())
+        await SessionStream(self.perform, admit=admit, max_unanswered=2 * self.max_in_flight,
+                            ).serve(requests, context)
 
 
-async def test_the_server_runs_at_most_its_bound_of_operations_of_a_stream_at_once(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_the_server_runs_at_most_its_bound_of_operations_of_a_stream_and_refuses_more(
+        serve) -> None:  # type: ignore[no-untyped-def]
     servicer = Bounded(max_in_flight=3)
     async with kvclient.AsyncClient(await serve(servicer), timeout=20) as client:
         calls = [asyncio.create_task(client.ping(b"%d" % i)) for i in range(10)]
-        await poll(lambda: servicer.running == 3, "three operations running")
+        await poll(lambda: servicer.running == 3 and servicer.refused >= 7,
+                   "three operations running, the others refused")
         for _ in range(10):
             servicer.release.release()
+        # The client retried the refused ones, with backoff, until they got in.
         assert await asyncio.gather(*calls) == [b"%d" % i for i in range(10)]
     assert servicer.most == 3  # ten sent, never more than three let in

@@ -5,6 +5,7 @@ network: the clients below are constructed but never reach a server."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import grpc
 import pytest
@@ -246,6 +247,73 @@ def test_a_streamed_operations_typed_error_is_judged_as_its_call_would_be() -> N
     assert caught.value is refused and caught.value.__cause__ is None
 
 
+def _overloaded(retry_after: float = 0.05, expected_ms: str = "0") -> errors.ResourceExhausted:
+    return errors.ResourceExhausted(
+        "overloaded: 512 requests in flight", reason="OVERLOADED",
+        metadata={"outcome": "not_applied", "bound": "max_requests_in_flight",
+                  "expected_latency_ms": expected_ms},
+        retry_after=retry_after)
+
+
+def test_an_overload_refusal_is_retried_elsewhere_after_its_delay_not_as_a_failed_attempt(
+        ) -> None:
+    attempts = _attempts(AddressRotation(3), max_attempts=2, timeout=100.0, cap=1.0)
+    seen, delays = [attempts.address], []
+    for _ in range(10):  # ten refusals in a row: more than max_attempts
+        delays.append(attempts.after_failure(_overloaded(0.05), now=0.0))
+        seen.append(attempts.address)
+    assert seen == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1]
+    # At least the server's delay, plus a full-jitter backoff that grows.
+    ceilings = [min(1.0, 0.01 * 2**n) for n in range(10)]
+    assert all(0.05 <= d <= 0.05 + c for d, c in zip(delays, ceilings))
+    # A real failure still counts: max_attempts=2 allows one retry of it.
+    attempts.after_failure(errors.Unavailable("down"), now=0.0)
+    with pytest.raises(errors.Unavailable):
+        attempts.after_failure(errors.Unavailable("down"), now=0.0)
+
+
+def test_an_overload_refusal_that_cannot_be_retried_in_time_is_raised_as_it_is() -> None:
+    attempts = _attempts(AddressRotation(1), timeout=1.0)
+    refusal = _overloaded(retry_after=2.0)
+    with pytest.raises(errors.ResourceExhausted) as caught:
+        attempts.after_failure(refusal, now=0.0)
+    assert caught.value is refusal and caught.value.reason == "OVERLOADED"
+    assert caught.value.outcome == "not_applied"
+
+
+def test_an_overload_is_not_retried_with_less_left_than_the_server_expects_a_request_to_need(
+        ) -> None:
+    attempts = _attempts(AddressRotation(1), timeout=2.0, cap=0.01)
+    assert attempts.after_failure(_overloaded(0.05, expected_ms="1000"), now=0.0) < 0.07
+    refusal = _overloaded(0.05, expected_ms="1000")
+    with pytest.raises(errors.ResourceExhausted) as caught:
+        attempts.after_failure(refusal, now=0.95)  # 1.05 s left, less the delay: under 1 s
+    assert caught.value is refusal
+    # A server that says nothing (or nonsense) of its latency: only the delay counts.
+    for said in ("", "soon"):
+        later = _attempts(AddressRotation(1), timeout=2.0, cap=0.01)
+        assert later.after_failure(_overloaded(0.05, expected_ms=said), now=1.9) < 0.07
+
+
+def test_resource_exhausted_is_retried_only_when_overloaded_with_a_delay() -> None:
+    for error in (errors.ResourceExhausted("message too large"),
+                  errors.ResourceExhausted("overloaded", reason="OVERLOADED"),
+                  errors.ResourceExhausted("the store is full", reason="STORE_FULL",
+                                           retry_after=0.1),
+                  errors.ResourceExhausted("slow down", reason="RATE_LIMITED", retry_after=0.1)):
+        with pytest.raises(errors.ResourceExhausted) as caught:
+            _attempts(AddressRotation(2)).after_failure(error, now=0.0)
+        assert caught.value is error
+
+
+def test_a_refusal_after_an_attempt_that_may_have_applied_does_not_say_not_applied() -> None:
+    attempts = _attempts(AddressRotation(2), timeout=1.0)
+    attempts.after_failure(_refused("unknown"), now=0.0)
+    with pytest.raises(errors.ResourceExhausted) as last:
+        attempts.after_failure(_overloaded(retry_after=5.0), now=0.0)
+    assert last.value.outcome == "unknown"
+
+
 # --- the KV.Session stream's pure parts ----------------------------------------
 
 
@@ -282,6 +350,13 @@ def test_messages_are_packed_within_their_budget_and_a_large_item_goes_alone() -
     assert [len(run) for run in runs] == [3, 2, 1, 3, 2]
     assert runs[2] == [large]
     assert list(framing.pack([])) == []
+
+
+def test_messages_are_packed_within_their_count_of_items_too() -> None:
+    pings = [kv_pb2.PingRequest(payload=b"%d" % i) for i in range(10)]
+    runs = list(framing.pack(pings, budget=1 << 20, max_items=4))
+    assert [len(run) for run in runs] == [4, 4, 2]
+    assert [item for run in runs for item in run] == pings
 
 
 # --- results and the sibling rule ------------------------------------------
@@ -446,6 +521,22 @@ def test_message_limit_reaches_the_channel_options() -> None:
     assert options["grpc.max_send_message_length"] == 1024
     assert options["grpc.max_receive_message_length"] == 1024
     assert options["grpc.max_reconnect_backoff_ms"] <= 1000  # a restarted server is found again
+
+
+def test_the_bounds_of_a_stream_message_are_checked() -> None:
+    def create(**bounds: Any) -> ClientConfig:
+        return ClientConfig.create(NOWHERE, timeout=1.0, max_attempts=1, backoff_base=0.0,
+                                   backoff_cap=0.0, resolver=None, max_message_bytes=1024,
+                                   **bounds)
+
+    assert create().message_batch_bytes == framing.MESSAGE_BUDGET_BYTES
+    assert create(message_batch_operations=8).message_batch_operations == 8
+    with pytest.raises(errors.InvalidArgument, match="message_batch_bytes"):
+        create(message_batch_bytes=0)
+    with pytest.raises(TypeError, match="message_batch_operations"):
+        create(message_batch_operations=2.5)
+    with pytest.raises(errors.InvalidArgument, match="message_batch_bytes"):
+        kvclient.Client(NOWHERE, message_batch_bytes=-1)
 
 
 def test_batch_responses_of_the_wrong_length_are_internal_errors() -> None:

@@ -9,8 +9,8 @@ from google.rpc import error_details_pb2, status_pb2
 from kvclient import errors
 from kvclient.pb import kv_pb2
 from kvclient.requests import _check_item
-from kvstore.errors import NOT_APPLIED, Unavailable
-from kvstore.rpc.status import status_details
+from kvstore.errors import NOT_APPLIED, Overloaded, Unavailable
+from kvstore.rpc.status import rich_status, status_details, status_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -61,3 +61,16 @@ def test_a_batch_item_carries_its_reason_and_outcome() -> None:
         _check_item(3, b"k", status)
     assert caught.value.reason == "QUORUM_NOT_REACHED" and caught.value.outcome == "unknown"
     assert "batch item 3" in caught.value.details
+
+
+def test_an_overload_refusal_carries_its_reason_outcome_bound_and_retry_delay() -> None:
+    refusal = Overloaded("overloaded: 512 requests in flight", bound="max_requests_in_flight",
+                         retry_after=0.05, expected_latency=0.3)
+    assert status_of(refusal) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason, metadata, retry_after = errors.rich_details(status_details(refusal))
+    assert reason == "OVERLOADED" and retry_after == 0.05
+    assert metadata == {"outcome": "not_applied", "bound": "max_requests_in_flight",
+                        "expected_latency_ms": "300"}
+    typed = errors.from_status(rich_status(refusal))  # as a KV.Session result carries it
+    assert isinstance(typed, errors.ResourceExhausted)
+    assert (typed.reason, typed.outcome, typed.retry_after) == ("OVERLOADED", "not_applied", 0.05)

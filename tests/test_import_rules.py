@@ -53,6 +53,7 @@ PURE_CORES = [
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
     "kvstore/security/identity.py",  # who a caller is and what it may call
     "kvstore/security/rate_limit.py",  # the token buckets, on the caller's clock
+    "kvstore/rpc/admission.py",  # admission control's bounds and refusals
 ]
 
 PURE_BUT_AT_THE_EDGE = {

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import uvloop
 import pytest
 
 from kvclient.pb import replica_pb2
@@ -185,6 +186,33 @@ async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alon
     assert len(replica.messages) < len(sizes)  # still batched
 
 
+async def test_a_message_that_cannot_grow_goes_without_waiting_up_to_the_bytes_in_flight(
+        ) -> None:
+    replica = ScriptedReplica()
+    big = [b"%d" % i + b"B" * 40_000 for i in range(3)]  # over max_batch_bytes: alone, full
+    replica.held.update({b"held", big[0], big[1]})
+    settings = LinkSettings(call_timeout=30.0, max_batch_bytes=32 * 1024,
+                            max_bytes_in_flight=60_000)
+    async with Linked(replica, settings) as link:
+        held = link.submit(read(b"held"), state, timeout=3.0)
+        await until(lambda: len(replica.messages) == 1)
+        # Queued behind a message awaiting answers: "small" cannot grow (the
+        # next operation would not fit with it), nor can each large one.
+        small = link.submit(read(b"small"), state)
+        large = [link.submit(read(key), state, timeout=3.0) for key in big[:2]]
+        large.append(link.submit(read(big[2]), state))  # the link's 30 s
+        assert await small == b"small"
+        await until(lambda: len(replica.messages) == 4)
+        # In flight now: "held" and two large ones, 80 kB: the third waits.
+        assert not any(future.done() for future in (held, *large))
+        assert [m.ops[0].read.key for m in replica.messages] == [b"held", b"small", *big[:2]]
+        for future in (held, *large[:2]):
+            with pytest.raises(DeadlineExceeded):
+                await future
+        assert await large[2] == big[2]  # sent once the others were done
+    assert len(replica.messages) == 5
+
+
 async def test_answers_out_of_order_reach_their_own_operations() -> None:
     replica = ScriptedReplica(reverse=True)
     async with Linked(replica, LinkSettings()) as link:
@@ -278,3 +306,20 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.001)
+
+
+def test_a_deadline_already_past_on_uvloop_fails_its_operation_and_the_link_goes_on() -> None:
+    # Nodes run on uvloop, whose call_at gives a plain Handle (no when())
+    # for a time already past, as a loop running late meets: the next
+    # operation's deadline must still be kept.
+    async def run() -> None:
+        replica = ScriptedReplica()
+        replica.held.add(b"held")
+        async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+            late = link.submit(read(b"held"), state, timeout=-0.001)
+            later = link.submit(read(b"k"), state)
+            with pytest.raises(DeadlineExceeded):
+                await late
+            assert await later == b"k"
+
+    uvloop.run(run())

@@ -270,6 +270,29 @@ async def test_beyond_its_bound_of_operations_in_flight_a_stream_is_not_read(
     await served
 
 
+@pytest.fixture
+async def byte_bounded() -> AsyncIterator[Node]:
+    async for made in node_fixture(StreamSettings(max_in_flight_bytes=1000))():
+        yield made
+
+
+async def test_while_its_unanswered_messages_hold_their_bound_of_bytes_a_stream_is_not_read(
+        byte_bounded: Node) -> None:
+    node = byte_bounded
+    requests, context, served = node.stream()
+    requests.send(repair(1), merge(2, b"big", b"v" * 2000))  # one message over 1000 bytes
+    requests.send(read(3, b"big"))
+    await until(lambda: 2 in context.answers(), "the merge answered")
+    await settled()
+    # The repair still holds the first message's bytes: the read waits, unread.
+    assert requests.taken == 1 and set(context.answers()) == {2}
+    node.repairs.release.set()
+    await until(lambda: len(context.answers()) == 3, "all answered")
+    assert requests.taken == 2
+    requests.close()
+    await served
+
+
 async def test_answers_completed_together_are_split_by_bytes(bounded: Node) -> None:
     big = b"x" * 400_000
     for i in range(3):

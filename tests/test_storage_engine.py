@@ -640,6 +640,19 @@ def test_hints_are_kept_in_order_apart_from_the_data_and_survive_a_reopen(
     assert fourth.hint_seq == 3  # type: ignore[union-attr]  # numbering goes on after the last
 
 
+def test_a_scan_of_hints_stays_within_its_bytes_but_takes_one_larger_hint_alone(
+        engine: AnyEngine) -> None:
+    engine.commit([StoreHint("n2", b"k%d" % i, record(b"v" * 1000)) for i in range(5)])
+    engine.commit([StoreHint("n2", b"big", record(b"v" * 5000))])
+    sizes = [hint.size for hint in engine.scan_hints()]
+    assert sizes[:5] == [len(b"k0") + len(hint.record.value) for hint in engine.scan_hints()[:5]]
+    assert [h.seq for h in engine.scan_hints(max_bytes=2 * sizes[0])] == [0, 1]
+    assert [h.seq for h in engine.scan_hints(max_bytes=3 * sizes[0] - 1)] == [0, 1]
+    assert [h.seq for h in engine.scan_hints(after=3, max_bytes=3 * sizes[0])] == [4]
+    assert [h.seq for h in engine.scan_hints(after=4, max_bytes=1)] == [5]  # alone, however large
+    assert [h.seq for h in engine.scan_hints(limit=2, max_bytes=1 << 30)] == [0, 1]
+
+
 def test_decide_can_remove_a_key(engine: AnyEngine) -> None:
     engine.commit([Write(0, b"k", put(b"v"))])
     [removed] = engine.commit([Write(0, b"k", lambda current: DELETE)])

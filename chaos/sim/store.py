@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from kvstore.errors import KVStoreError, Unavailable
-from kvstore.storage.engine import Change, Engine, Hint, WriteResult
+from kvstore.storage.engine import UNBOUNDED, Change, Engine, Hint, WriteResult
 from kvstore.storage.record import Record
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ class SimStore:
     def read(self, partition: int, key: bytes) -> Record | None:
         return self._engine.read(partition, key)
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
-        return self._engine.scan_hints(after, limit)
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]:
+        return self._engine.scan_hints(after, limit, max_bytes)
 
     async def _commit_all(self) -> None:
         while self._queue:

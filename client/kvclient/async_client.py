@@ -28,7 +28,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from kvclient import errors, requests
+from kvclient import errors, framing, requests
 from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
@@ -69,6 +69,8 @@ class AsyncClient:
         token_aware: bool | None = None,
         tls: TLS | None = None,
         token: str | None = None,
+        message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+        message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -80,6 +82,8 @@ class AsyncClient:
             max_message_bytes=max_message_bytes,
             tls=tls,
             token=token,
+            message_batch_bytes=message_batch_bytes,
+            message_batch_operations=message_batch_operations,
         )
         if token_aware not in (None, True, False):
             raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
@@ -281,7 +285,9 @@ class AsyncClient:
             return None
         link = self._links.get(address)
         if link is None:
-            link = self._links[address] = SessionLink(self._stub(address))
+            link = self._links[address] = SessionLink(
+                self._stub(address), batch_bytes=self._config.message_batch_bytes,
+                batch_operations=self._config.message_batch_operations)
         return link
 
     def _stub(self, address: str) -> kv_pb2_grpc.KVStub:

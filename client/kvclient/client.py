@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from kvclient import fork_guard
+from kvclient import fork_guard, framing
 from kvclient.async_client import AsyncClient
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
@@ -61,7 +61,9 @@ class Client:
     Calls travel as operations of one KV.Session stream per address, those
     made together sharing its messages; an address that has no Session
     (UNIMPLEMENTED) gets the unary calls instead, for good. `stream=False`:
-    always the unary calls.
+    always the unary calls. One message carries at most
+    `message_batch_operations` operations and `message_batch_bytes` bytes
+    of them (an operation larger than that goes alone).
 
     `tls`: a `kvclient.TLS` (the CA to check servers against, and a client
     certificate and key for mTLS; each PEM bytes or a file path, read again
@@ -86,6 +88,8 @@ class Client:
         token_aware: bool | None = None,
         tls: TLS | None = None,
         token: str | None = None,
+        message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+        message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
     ) -> None:
         # Checks the arguments now; opens nothing until the first call.
         self._client = AsyncClient(
@@ -100,6 +104,8 @@ class Client:
             token_aware=token_aware,
             tls=tls,
             token=token,
+            message_batch_bytes=message_batch_bytes,
+            message_batch_operations=message_batch_operations,
         )
         self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
         self._lock = threading.Lock()

@@ -1,7 +1,7 @@
 """The settings a client is built with, checked once, shared by both clients.
 
 Owns the constructor arguments of `Client` and `AsyncClient` (addresses,
-default timeout, retry policy, resolver, message size), their validation
+default timeout, retry policy, resolver, message size and batch bounds), their validation
 and the per-call timeout rule. Pure: no I/O.
 """
 
@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvclient import errors
+from kvclient import errors, framing
 from kvclient.results import Resolver
 from kvclient.retry import RetryPolicy
 from kvclient.security import PLAINTEXT, TLS, Credentials
@@ -32,6 +32,9 @@ class ClientConfig:
     resolver: Resolver | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     credentials: Credentials = PLAINTEXT
+    # What one KV.Session message carries at most (one larger operation goes alone).
+    message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES
+    message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
 
     @classmethod
     def create(
@@ -46,6 +49,8 @@ class ClientConfig:
         max_message_bytes: int,
         tls: TLS | None = None,
         token: str | None = None,
+        message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+        message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
     ) -> ClientConfig:
         """A checked config from the clients' keyword arguments."""
         if resolver is not None and not callable(resolver):
@@ -57,6 +62,9 @@ class ClientConfig:
             resolver=resolver,
             max_message_bytes=_check_message_bytes(max_message_bytes),
             credentials=Credentials(tls=tls, token=token),
+            message_batch_bytes=_check_positive(message_batch_bytes, "message_batch_bytes"),
+            message_batch_operations=_check_positive(message_batch_operations,
+                                                     "message_batch_operations"),
         )
 
     def call_timeout(self, timeout: float | None) -> float:
@@ -94,3 +102,12 @@ def _check_message_bytes(limit: int) -> int:
             f"max_message_bytes must be between 1 and {_MAX_MESSAGE_LIMIT}, got {limit}"
         )
     return limit
+
+
+def _check_positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 < value <= _MAX_MESSAGE_LIMIT:
+        raise errors.InvalidArgument(f"{name} must be between 1 and {_MAX_MESSAGE_LIMIT}, "
+                                     f"got {value}")
+    return value

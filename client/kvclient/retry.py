@@ -10,6 +10,18 @@ source, so every schedule is a plain unit test.
 Reads are safe to retry. Writes are retried on the same codes only because each
 carries a client request id that stays the same on every attempt (see
 `requests.new_request_id`): the server applies a retried write once.
+
+RESOURCE_EXHAUSTED is retried only when the server's admission control
+refused the call at once (reason OVERLOADED, nothing applied) and says
+when to try again (a `RetryInfo`); never otherwise: not a full store
+(STORE_FULL), nor a rate limit (RATE_LIMITED), whatever delay they carry.
+Such a refusal is not a failed attempt: it is retried until the call's
+deadline, not `max_attempts` times, each time after at least the server's
+delay plus an exponential backoff with full jitter, at the next address
+(another process may have room), as long as what is left of the deadline
+then is at least what the server said a request needs now
+(`expected_latency_ms`): a later attempt would end DEADLINE_EXCEEDED, an
+outcome a write cannot be sure of.
 """
 
 from __future__ import annotations
@@ -24,15 +36,35 @@ from kvclient import errors
 
 # UNAVAILABLE: the server was unreachable, starting or stopping, or too few
 # replicas answered. ABORTED: the server gave up on a conflict. Nothing else
-# is retried: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, DATA_LOSS and the rest
-# would fail the same way again.
+# is retried (besides the overload refusals of `is_overload`):
+# INVALID_ARGUMENT, RESOURCE_EXHAUSTED without a retry delay (a full store),
+# DATA_LOSS and the rest would fail the same way again.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
 NOT_APPLIED, UNKNOWN = "not_applied", "unknown"  # a failed write's outcome (errors.KVError)
+OVERLOADED = "OVERLOADED"  # the reason of an admission control refusal: retried
 
 # Beyond this exponent base * 2**attempt is past any sane cap; clamping it
 # keeps the float arithmetic from overflowing on absurd attempt counts.
 _MAX_EXPONENT = 62
+
+
+def is_overload(error: errors.KVError) -> bool:
+    """A refusal by admission control: RESOURCE_EXHAUSTED, reason OVERLOADED,
+    with a retry delay. Not a full store (STORE_FULL), nor a rate limit
+    (RATE_LIMITED: the caller is to slow down, which a retry would not do),
+    whatever delay they carry."""
+    return (error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after is not None
+            and error.reason == OVERLOADED)
+
+
+def _expected_latency(refusal: errors.KVError) -> float:
+    """Seconds the refusing server expects an admitted request to need now
+    (0 when it did not say, or said something else than a number)."""
+    try:
+        return max(0.0, float(refusal.metadata.get("expected_latency_ms", 0)) / 1000)
+    except ValueError:
+        return 0.0
 
 
 class Uniform(Protocol):
@@ -116,6 +148,7 @@ class Attempts:
         self._timeout = timeout
         self._deadline = now + timeout
         self._failures = 0
+        self._overloads = 0  # refusals by admission control, retried until the deadline
         self._last: errors.KVError | None = None
         # An attempt failed without saying it applied nothing (a write's
         # outcome "not_applied"), so it may have applied it.
@@ -131,9 +164,7 @@ class Attempts:
 
     def after_failure(self, error: grpc.RpcError | errors.KVError, now: float) -> float:
         """The seconds to wait before the next attempt; raises when there is none."""
-        self._failures += 1
         typed = error if isinstance(error, errors.KVError) else errors.from_rpc_error(error)
-        code = typed.code
         if typed.outcome == NOT_APPLIED and self._maybe_applied:
             # This attempt applied nothing, but an earlier one may have (its
             # write may still be running): the call's outcome is unknown.
@@ -142,21 +173,44 @@ class Attempts:
         elif typed.outcome != NOT_APPLIED:
             self._maybe_applied = True
         self._last = typed
-        if code not in RETRYABLE_CODES or self._failures >= self._policy.max_attempts:
+        delay: float | None
+        if is_overload(typed):
+            delay = self._after_overload(typed)
+        else:
+            delay = self._after_failed_attempt(typed)
+        if delay is None:
             if typed is error:
                 raise typed
             raise typed from error
-        delay = self._policy.backoff(self._failures - 1, self._rng)
-        if now + delay >= self._deadline:
+        if is_overload(typed):
+            if now + delay + _expected_latency(typed) >= self._deadline:
+                # Too late for another attempt to make it: the refusal says
+                # what happened better than a timeout would.
+                raise typed from (None if typed is error else error)
+        elif now + delay >= self._deadline:
             raise self._deadline_error() from error
-        if code == grpc.StatusCode.UNAVAILABLE:
-            self.address = self._rotation.after(self.address)
         return delay
+
+    def _after_failed_attempt(self, typed: errors.KVError) -> float | None:
+        self._failures += 1
+        if typed.code not in RETRYABLE_CODES or self._failures >= self._policy.max_attempts:
+            return None
+        if typed.code == grpc.StatusCode.UNAVAILABLE:
+            self.address = self._rotation.after(self.address)
+        return self._policy.backoff(self._failures - 1, self._rng)
+
+    def _after_overload(self, typed: errors.KVError) -> float:
+        # Not a failed attempt: retried until the deadline, elsewhere, after
+        # the server's delay and a backoff that grows with each refusal.
+        self._overloads += 1
+        assert typed.retry_after is not None
+        self.address = self._rotation.after(self.address)
+        return typed.retry_after + self._policy.backoff(self._overloads - 1, self._rng)
 
     def _deadline_error(self) -> errors.DeadlineExceeded:
         # Also raised just before the deadline, when the backoff would end past it.
-        message = (f"the call's {self._timeout:g} s timeout ran out after {self._failures} "
-                   "attempt(s)")
+        message = (f"the call's {self._timeout:g} s timeout ran out after "
+                   f"{self._failures + self._overloads} attempt(s)")
         if self._last is not None:
             message += f"; last error: {self._last}"
         return errors.DeadlineExceeded(message)

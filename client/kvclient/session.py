@@ -7,7 +7,8 @@ gRPC call) and the operations in flight on it:
 
 - a call becomes an operation with the next id and the time left of the
   call as its deadline; the calls made in the same turn of the event loop
-  go in one message (the writer task wakes through an `asyncio.Event`,
+  go in one message, or several when they pass its bounds in bytes or in
+  operations (the writer task wakes through an `asyncio.Event`,
   which resumes it with `call_soon`: no timer, so no added latency at low
   load), and those made while it writes go in the next;
 - results come back in any order and complete their calls by id;
@@ -57,8 +58,12 @@ class SessionUnsupported(Exception):
 class SessionStream:
     """One KV.Session call and its operations in flight; useless once `broken`."""
 
-    def __init__(self, stub: kv_pb2_grpc.KVStub) -> None:
+    def __init__(self, stub: kv_pb2_grpc.KVStub, *,
+                 batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+                 batch_operations: int = framing.MESSAGE_MAX_ITEMS) -> None:
         self._call: Any = stub.Session()
+        self._batch_bytes = batch_bytes
+        self._batch_operations = batch_operations
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[kv_pb2.SessionResult]] = {}
         self._outbox: list[kv_pb2.SessionOperation] = []
@@ -140,7 +145,7 @@ class SessionStream:
                 cancels, self._cancels = self._cancels, []
                 if operations:
                     self._last_sent = operations[-1].id
-                for run in framing.pack(operations):
+                for run in framing.pack(operations, self._batch_bytes, self._batch_operations):
                     await self._call.write(kv_pb2.SessionRequest(operations=run, cancel=cancels))
                     cancels = []
                 if cancels:
@@ -186,8 +191,12 @@ class SessionStream:
 class SessionLink:
     """The KV.Session stream of one address, (re)opened when a call needs it."""
 
-    def __init__(self, stub: kv_pb2_grpc.KVStub) -> None:
+    def __init__(self, stub: kv_pb2_grpc.KVStub, *,
+                 batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+                 batch_operations: int = framing.MESSAGE_MAX_ITEMS) -> None:
         self._stub = stub
+        self._batch_bytes = batch_bytes
+        self._batch_operations = batch_operations
         self._stream: SessionStream | None = None
         self.supported = True
 
@@ -198,7 +207,8 @@ class SessionLink:
             raise SessionUnsupported()
         stream = self._stream
         if stream is None or stream.broken:
-            stream = self._stream = SessionStream(self._stub)
+            stream = self._stream = SessionStream(self._stub, batch_bytes=self._batch_bytes,
+                                                  batch_operations=self._batch_operations)
         try:
             return await stream.call(rpc, request, timeout)
         except SessionUnsupported:

@@ -133,12 +133,27 @@ class Coordinator(Background):
     # -- writes ----------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
-                  request_id: bytes, timeout: float, *, sloppy: bool = True) -> DVVSet:
+                  request_id: bytes, timeout: float, *, sloppy: bool = True,
+                  on_settled: Callable[[], None] = lambda: None) -> DVVSet:
         """Write through an origin replica; the state it produced, once `w`
         replicas hold it durably. With `sloppy`, a replica that is down is
         stood in for by the next healthy node along the ring, which keeps the
         state as a durable hint and hands it over when the replica is back
-        (its acknowledgement counts for that replica)."""
+        (its acknowledgement counts for that replica). `on_settled` is
+        called once every replica (or stand-in) has answered or failed,
+        which may be after this returns: what the write holds until then
+        (its value, and the state on its way to each replica) counts in the
+        process's admission bounds."""
+        outstanding = _Outstanding(on_settled)
+        try:
+            return await self._put(key, value, tombstone, context, w, request_id, timeout,
+                                   sloppy, outstanding)
+        finally:
+            outstanding.done()
+
+    async def _put(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
+                   request_id: bytes, timeout: float, sloppy: bool,
+                   outstanding: "_Outstanding") -> DVVSet:
         replicas = self.spec.preference_list(key)
         if len(replicas) == 1 and replicas[0] == self._self_id:
             # A one-replica cluster on this node: no quorum to keep, and no
@@ -153,7 +168,7 @@ class Coordinator(Background):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         answer: asyncio.Future[DVVSet] = loop.create_future()
-        operation = _WriteOperation(key, value, tombstone, context, request_id)
+        operation = _WriteOperation(key, value, tombstone, context, request_id, outstanding)
         origin = self._carry_out_write(operation, request, request.start(), answer)
         try:
             async with asyncio.timeout_at(deadline):
@@ -193,11 +208,13 @@ class Coordinator(Background):
                 case write.Apply(node_id):
                     origin = node_id
                 case write.Replicate(node_id, state):
+                    operation.outstanding.start()
                     self._then(self._ops.merge(node_id, operation.key, state,
                                                operation.request_id),
                                functools.partial(self._replicated, operation, request, node_id,
                                                  answer))
                 case write.Hint(owner, via, state):
+                    operation.outstanding.start()
                     self._then(self._ops.merge(via, operation.key, state, operation.request_id,
                                                hint_for=owner),
                                functools.partial(self._hinted, operation, request, owner, via,
@@ -211,6 +228,7 @@ class Coordinator(Background):
     def _replicated(self, operation: "_WriteOperation", request: write.WriteRequest,
                     node_id: str, answer: "asyncio.Future[DVVSet]",
                     outcome: "asyncio.Future[None]") -> None:
+        operation.outstanding.done()
         if outcome.cancelled():
             return
         error = _failure(outcome, "replication")
@@ -223,6 +241,7 @@ class Coordinator(Background):
     def _hinted(self, operation: "_WriteOperation", request: write.WriteRequest,
                 owner: str, via: str, answer: "asyncio.Future[DVVSet]",
                 outcome: "asyncio.Future[None]") -> None:
+        operation.outstanding.done()
         if outcome.cancelled():
             return
         error = _failure(outcome, "hint")
@@ -245,6 +264,25 @@ def _failure(outcome: "asyncio.Future[Any]", what: str) -> KVStoreError | None:
     return Unavailable(f"internal error in the {what} ({type(error).__name__}: {error})")
 
 
+class _Outstanding:
+    """What of one write is still running: the request itself, and each
+    replication or hint it started; `settled` is called when none is."""
+
+    __slots__ = ("_count", "_settled")
+
+    def __init__(self, settled: Callable[[], None]) -> None:
+        self._count = 1  # the request
+        self._settled = settled
+
+    def start(self) -> None:
+        self._count += 1
+
+    def done(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._settled()
+
+
 @dataclass(frozen=True, slots=True)
 class _WriteOperation:
     """The client's write, as the replicas are asked to apply or merge it."""
@@ -254,3 +292,4 @@ class _WriteOperation:
     tombstone: bool
     context: bytes
     request_id: bytes
+    outstanding: _Outstanding

@@ -21,9 +21,13 @@ from kvstore.leaderless.hints import HintBook, HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock, physical_ms
 from kvstore.storage.record import Record
 from kvstore.placement.ring import partition_of
-from kvstore.storage.engine import (DELETE, Delete, DurableStore, Hint, RemoveHint, StoreHint,
-                                    Write)
+from kvstore.storage.engine import (DELETE, UNBOUNDED, Delete, DurableStore, Hint, RemoveHint,
+                                    StoreHint, Write)
 from kvstore.causality.versions import DVVSet
+
+# Bytes of hints read at once while counting them at start: hints of large
+# values must not all be in memory together.
+_LOAD_SCAN_BYTES = 16 * 1024 * 1024
 
 
 def state_record(state: DVVSet) -> Record:
@@ -68,7 +72,7 @@ class LocalReplica:
     def load_hints(self) -> None:
         """Count the hints stored before a restart (bounds and metrics)."""
         entries, after = [], -1
-        while hints := self._store.scan_hints(after, 1024):
+        while hints := self._store.scan_hints(after, 1024, _LOAD_SCAN_BYTES):
             entries += [(h.target, h.seq, _hint_size(h.key, h.record)) for h in hints]
             self._hints_by_partition.update(self._partition(h.key) for h in hints)
             after = hints[-1].seq
@@ -95,9 +99,11 @@ class LocalReplica:
         self.hint_book.count_stored(target, result.hint_seq, size)
         self._on_hint_stored()  # only now: a refused or failed hint was never kept
 
-    def hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
-        """Stored hints with sequence numbers above `after`, oldest first."""
-        return self._store.scan_hints(after, limit)
+    def hints(self, after: int = -1, limit: int = 256,
+              max_bytes: int = UNBOUNDED) -> list[Hint]:
+        """Stored hints with sequence numbers above `after`, oldest first: at
+        most `limit`, within `max_bytes` of them (or one larger alone)."""
+        return self._store.scan_hints(after, limit, max_bytes)
 
     async def remove_hint(self, hint: Hint) -> None:
         """Forget a hint once its target holds it durably."""

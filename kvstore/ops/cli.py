@@ -421,59 +421,108 @@ def delete(key: str, addresses: tuple[str, ...], timeout: float,
     click.echo("OK")
 
 
+class _ListOf(click.ParamType):
+    """A comma-separated list of values of one type (each checked by `convert`)."""
+
+    name = "list"
+
+    def __init__(self, convert: Any, describe: str) -> None:
+        self._convert = convert
+        self.name = describe
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            items = tuple(self._convert(item) for item in str(value).split(",") if item.strip())
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        if not items:
+            self.fail("give at least one value", param, ctx)
+        return items
+
+
+def _at_least(minimum: int) -> Any:
+    def convert(text: str) -> int:
+        number = int(text)
+        if number < minimum:
+            raise ValueError(f"{number} is below {minimum}")
+        return number
+    return convert
+
+
+def _ratio(text: str) -> float:
+    ratio = float(text)
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"{ratio} is not within 0..1")
+    return ratio
+
+
 @main.command()
 @_address_option
 @click.option("--server-pid", "server_pids", type=int, multiple=True,
-              help="PID of a server process behind --address, for CPU per operation (repeatable).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
+              help="PID of a server process behind --address, for CPU and memory (repeatable).")
+@click.option("--concurrency", type=_ListOf(_at_least(1), "N[,N...]"), default="64",
+              show_default=True, help="Requests in flight; a list gives a phase for each.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds per phase.")
 @click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Unmeasured seconds before each phase.")
-@click.option("--keys", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--value-size", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--read-ratio", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Fraction of gets (0: all puts, 1: all gets, after a preload).")
+@click.option("--keys", type=_ListOf(_at_least(1), "N[,N...]"), default="10000",
+              show_default=True, help="Keys the phase uses (a list: a phase for each).")
+@click.option("--value-size", type=_ListOf(_at_least(0), "BYTES[,BYTES...]"), default="100",
+              show_default=True, help="Bytes per value (a list: a phase for each).")
+@click.option("--read-ratio", type=_ListOf(_ratio, "R[,R...]"), default="0",
+              show_default=True,
+              help="Fraction of gets (0: all puts, 1: all gets, after a preload; a list: a phase "
+                   "for each).")
 @click.option("--echo", is_flag=True, help="First measure KV.Ping: the transport's ceiling.")
 @click.option("--durability", type=click.Choice(["sync", "nosync"]), default="sync",
               show_default=True, help="For the temporary node started when no --address is given.")
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+              help="Seconds each call may take, its retries included.")
 @click.option("-r", help="Consistency of gets: one, quorum, all or a number.")
 @click.option("-w", help="Consistency of puts: one, quorum, all or a number.")
 @click.option("--cluster-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A running cluster's cluster.json: send to its coordinators (or nodes) "
-                   "and count every process's CPU.")
+                   "and watch every process's CPU, memory and metrics.")
 @click.option("--via", type=click.Choice(["coordinators", "nodes"]), default="coordinators",
               show_default=True, help="With --cluster-file: which processes the client talks to.")
 @click.option("--unary", is_flag=True,
               help="Send unary calls instead of the client's default, the KV.Session stream.")
 def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: str,
           r: str | None, w: str | None, cluster_file: Path | None, via: str,
-          **settings: Any) -> None:
-    """Closed-loop benchmark: ops/s, p50/p99/p999 latency, CPU per operation.
+          concurrency: tuple[int, ...], keys: tuple[int, ...], value_size: tuple[int, ...],
+          read_ratio: tuple[float, ...], **settings: Any) -> None:
+    """Closed-loop benchmark: ops/s, p50/p99/p999 latency, CPU per operation,
+    errors, operations per message on each hop, peak resident memory.
 
     Without --address or --cluster-file it starts a temporary single node
-    (and stops it after).
+    (and stops it after). Lists of concurrency, value size, keys and read
+    ratio give a phase for each combination.
     """
-    from kvstore.ops.bench import (BenchOptions, format_results, run_against,
-                               run_against_temporary_node, targets_of_cluster_file)
-
     from kvclient.security import PLAINTEXT
+    from kvstore.ops.bench import (BenchOptions, Server, format_results, run_against,
+                                   run_against_temporary_node, targets_of_cluster_file,
+                                   workloads)
     from kvstore.ops.credentials import client_credentials
 
     credentials = PLAINTEXT
+    servers = [Server(f"pid {pid}", pid) for pid in server_pids]
     if cluster_file is not None:
-        cluster_addresses, cluster_pids = targets_of_cluster_file(cluster_file, via)
+        cluster_addresses, cluster_servers = targets_of_cluster_file(cluster_file, via)
         addresses = tuple(cluster_addresses) + addresses
-        server_pids = tuple(cluster_pids) + server_pids
+        servers = cluster_servers + servers
         credentials = client_credentials(cluster_file.parent)  # its tls, or its write token
-    options = BenchOptions(addresses=list(addresses), server_pids=list(server_pids),
-                           r=_level(r), w=_level(w), credentials=credentials, **settings)
+    options = BenchOptions(addresses=list(addresses), servers=servers, r=_level(r), w=_level(w),
+                           workloads=workloads(concurrency, value_size, keys, read_ratio),
+                           credentials=credentials, **settings)
     if addresses:
-        results = run_against(options)
+        results, idle = run_against(options)
     else:
-        results = run_against_temporary_node(options, durability)
-    click.echo(format_results(results, options))
+        results, idle = run_against_temporary_node(options, durability)
+    click.echo(format_results(results, options, idle))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,22 @@ def take_batch(queue: "deque[Item]", max_count: int, max_bytes: int,
     return batch
 
 
+def batch_is_full(queue: "deque[Item]", max_count: int, max_bytes: int,
+                  size: Callable[[Item], int], live: Callable[[Item], bool]) -> bool:
+    """Whether the next `take_batch` would stop at a bound (count or bytes)
+    rather than at the end of the queue: a full batch gains nothing by
+    waiting for more items. Looks at most `max_count` live items."""
+    count = total = 0
+    for item in queue:
+        if not live(item):
+            continue
+        count += 1
+        total += size(item)
+        if count >= max_count or total >= max_bytes:
+            return True
+    return False
+
+
 def framed_size(encoded: bytes) -> int:
     """What `encoded` adds to a batch message: its tag, its length and itself."""
     return 1 + _varint_size(len(encoded)) + len(encoded)

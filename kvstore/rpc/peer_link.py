@@ -12,6 +12,11 @@ link sends at once, a busy one sends fewer, fuller messages, with no timer
 it comes would cost a message per client request). A message holds at most
 `max_batch` operations and `max_batch_bytes` bytes; an operation larger
 than that goes alone, so a value at the size limit always goes through.
+A message that is full already goes without waiting its turn, as long as
+the messages awaiting answers hold less than `max_bytes_in_flight`: it
+would gain nothing by waiting, and with large values (one per message)
+waiting would allow one write per round trip and hold every other queued
+here.
 
 Answers come back by id, in any order. Each operation has its own deadline
 (the link's `call_timeout`, or the one given), kept by one timer per link:
@@ -49,7 +54,7 @@ import grpc
 from kvclient.pb import replica_pb2
 from kvclient.security import PLAINTEXT, Credentials
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
-from kvstore.rpc.batches import encode_batch, framed_size, take_batch
+from kvstore.rpc.batches import batch_is_full, encode_batch, framed_size, take_batch
 from kvstore.rpc.channels import open_aio_channel, split_token
 from kvstore.rpc.replica_stream import DEFAULT_MAX_BATCH_BYTES
 from kvstore.rpc.status import error_of
@@ -70,6 +75,8 @@ class LinkSettings:
     # Messages sent and not answered in full, per stream, before the next
     # waits: what makes batches grow with load (see the module docstring).
     max_messages_in_flight: int = 1
+    # Bytes of the messages awaiting answers past which even a full message waits.
+    max_bytes_in_flight: int = 16 * 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024
     # What this process presents to its peers: its certificate, or the cluster secret.
     credentials: Credentials = PLAINTEXT
@@ -136,16 +143,17 @@ class _Message:
     """A message sent on a stream, until each of its operations is answered,
     failed or timed out; then the link may send another in its place."""
 
-    __slots__ = ("unanswered", "done")
+    __slots__ = ("unanswered", "size", "done")
 
-    def __init__(self, unanswered: int, done: Callable[[], None]) -> None:
+    def __init__(self, unanswered: int, size: int, done: "Callable[[_Message], None]") -> None:
         self.unanswered = unanswered
+        self.size = size
         self.done = done
 
     def answered_one(self) -> None:
         self.unanswered -= 1
         if self.unanswered == 0:
-            self.done()
+            self.done(self)
 
 
 def _size(pending: _Pending) -> int:
@@ -159,18 +167,25 @@ def _live(pending: _Pending) -> bool:
 class _Stream:
     """One `Replica.Stream` call and the operations it carries, by id."""
 
-    __slots__ = ("call", "in_flight", "receiver")
+    __slots__ = ("call", "in_flight", "receiver", "answered")
 
     def __init__(self, call: Any) -> None:
         self.call = call
         self.in_flight: dict[int, _Pending] = {}
         self.receiver: asyncio.Task[None] | None = None
+        # Once the peer has answered on it, the stream is served: nothing it
+        # carries will be sent again over Batch, so an operation's bytes can
+        # go as soon as they are written (with large values, most of what a
+        # coordinator holds would otherwise be copies awaiting answers).
+        self.answered = False
 
 
 class PeerLink:
     def __init__(self, node_id: str, address: str, settings: LinkSettings,
-                 tasks: asyncio.TaskGroup) -> None:
+                 tasks: asyncio.TaskGroup,
+                 on_message: Callable[[str, int], None] = lambda direction, items: None) -> None:
         self.node_id = node_id
+        self._on_message = on_message  # ("sent" or "received", operations or answers in it)
         self.address = address
         self._where = f"replica {node_id} at {address}"
         self._settings = settings
@@ -185,11 +200,15 @@ class PeerLink:
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._messages_in_flight = 0
+        self._bytes_in_flight = 0
         self._stopped = False
         # Deadlines by timeout: each queue is in deadline order, since its
         # operations were queued in order with the same timeout.
         self._deadlines: dict[float, deque[_Pending]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at returns a plain Handle, without when(), for a time
+        # already past (a loop running late): so the time is kept here.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
 
     def _open_channel(self) -> None:
         # Its options include a reconnect backoff of at most a second: a
@@ -306,7 +325,7 @@ class PeerLink:
                     await self._wake.wait()
                 elif self._unary:
                     await self._send_unary()
-                elif self._messages_in_flight >= self._settings.max_messages_in_flight:
+                elif not self._may_send():
                     self._wake.clear()
                     await self._wake.wait()
                 else:
@@ -316,28 +335,44 @@ class PeerLink:
                 raise
             # A write cut short by stop(): the stream was cancelled under it.
 
+    def _may_send(self) -> bool:
+        """Whether the next message may go now (see the module docstring)."""
+        settings = self._settings
+        if self._messages_in_flight < settings.max_messages_in_flight:
+            return True
+        return (self._bytes_in_flight < settings.max_bytes_in_flight
+                and batch_is_full(self._queue, settings.max_batch, settings.max_batch_bytes,
+                                  _size, _live))
+
     async def _send_on_stream(self) -> None:
         settings = self._settings
         batch = take_batch(self._queue, settings.max_batch, settings.max_batch_bytes, _size, _live)
         if not batch:
             return
         stream = self._stream if self._stream is not None else self._open_stream()
-        message = _Message(len(batch), self._message_answered)
+        message = _Message(len(batch), sum(map(_size, batch)), self._message_answered)
         self._messages_in_flight += 1
+        self._bytes_in_flight += message.size
         for pending in batch:
             pending.stream = stream
             pending.message = message
             stream.in_flight[pending.id] = pending
         try:
             await stream.call.write(encode_batch([pending.encoded for pending in batch]))
+            self._on_message("sent", len(batch))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             # The stream is over; its receiver settles what it carried (this
             # batch too) and may switch the link to Batch: wait for it.
             assert stream.receiver is not None
             await asyncio.wait((stream.receiver,))
+            return
+        if stream.answered:
+            for pending in batch:
+                pending.encoded = b""
 
-    def _message_answered(self) -> None:
+    def _message_answered(self, message: _Message) -> None:
         self._messages_in_flight -= 1
+        self._bytes_in_flight -= message.size
         self._wake.set()
 
     def _open_stream(self) -> _Stream:
@@ -375,6 +410,8 @@ class PeerLink:
     async def _receive(self, stream: _Stream) -> None:
         try:
             async for response in stream.call:
+                stream.answered = True
+                self._on_message("received", len(response.results))
                 for result in response.results:
                     pending = stream.in_flight.pop(result.id, None)
                     if pending is not None:
@@ -408,6 +445,7 @@ class PeerLink:
             self._stream = None
         self._unary = True
         self._messages_in_flight = 0  # those messages are sent again, as Batch calls
+        self._bytes_in_flight = 0
         carried = sorted(stream.in_flight.values(), key=lambda pending: pending.id)
         stream.in_flight.clear()
         for pending in reversed(carried):
@@ -433,10 +471,11 @@ class PeerLink:
         while queue and queue[0].future is None:  # answered already: forget it
             queue.popleft()
         queue.append(pending)
-        if self._timer is None or pending.deadline < self._timer.when():
+        if self._timer is None or pending.deadline < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(pending.deadline, self._expire)
+            self._timer_at = pending.deadline
 
     def _expire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -452,6 +491,7 @@ class PeerLink:
                 following = queue[0].deadline
         if following is not None and not self._stopped:
             self._timer = loop.call_at(following, self._expire)
+            self._timer_at = following
 
     def _time_out(self, pending: _Pending, timeout: float) -> None:
         if pending.stream is not None:

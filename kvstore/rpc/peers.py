@@ -35,11 +35,13 @@ class Peers(Background):
     """
 
     def __init__(self, addresses: Mapping[str, str], local: LocalReplica | None,
-                 settings: LinkSettings = LinkSettings()) -> None:
+                 settings: LinkSettings = LinkSettings(),
+                 on_message: Callable[[str, int], None] = lambda direction, items: None) -> None:
         super().__init__()
         self._addresses = dict(addresses)
         self._local = local
         self._settings = settings
+        self._on_message = on_message  # each link's messages: ("sent" or "received", items)
         self._links: dict[str, PeerLink] = {}
 
     async def _stop(self) -> None:
@@ -59,7 +61,8 @@ class Peers(Background):
     def link(self, node_id: str) -> PeerLink:
         link = self._links.get(node_id)
         if link is None:
-            link = PeerLink(node_id, self._addresses[node_id], self._settings, self._tasks)
+            link = PeerLink(node_id, self._addresses[node_id], self._settings, self._tasks,
+                            self._on_message)
             self._links[node_id] = link
         return link
 

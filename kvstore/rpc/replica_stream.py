@@ -7,8 +7,10 @@ answered at once, writes once their commit completes. Answers that complete
 in one event-loop turn go out in one message (the writer wakes on the first
 and finds the others queued), bounded in count and bytes like every batch.
 
-At most `max_in_flight` operations of a stream run at once; beyond that the
-stream is not read, so gRPC's flow control pushes back on the sender.
+While `max_in_flight` operations of a stream run, or its messages still
+being answered hold `max_in_flight_bytes` (a message's bytes are held until
+the last of its operations is answered), the stream is not read, so gRPC's
+flow control pushes back on the sender.
 
 Operations still running when the stream breaks are allowed to finish, not
 cancelled: their tasks belong to the service, not to the stream. Nobody
@@ -45,17 +47,20 @@ class StreamSettings:
     max_in_flight: int = 1024  # operations of one stream running at once; beyond, it is not read
     max_batch: int = 256  # answers in one message at most
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # their bytes, unless one alone is more
+    max_in_flight_bytes: int = 64 * 1024 * 1024  # of messages read and not yet answered in full
 
 
 class _Message:
-    """One message read: when, and how many of its operations are unanswered
-    (it is counted in the metrics once all are)."""
+    """One message read: when, its bytes, and how many of its operations are
+    unanswered (it is counted in the metrics, and its bytes let go, once all
+    are)."""
 
-    __slots__ = ("received", "unanswered")
+    __slots__ = ("received", "unanswered", "size")
 
-    def __init__(self, received: float, unanswered: int) -> None:
+    def __init__(self, received: float, unanswered: int, size: int) -> None:
         self.received = received
         self.unanswered = unanswered
+        self.size = size
 
 
 def _always(_: bytes) -> bool:
@@ -72,13 +77,17 @@ class StreamSession:
                  spawn: Callable[[Coroutine[Any, Any, replica_pb2.ReplicaResult]],
                                  "asyncio.Task[replica_pb2.ReplicaResult]"],
                  settings: StreamSettings,
-                 observe: Callable[[str, str, float], None]) -> None:
+                 observe: Callable[[str, str, float], None],
+                 on_message: Callable[[str, int], None] = lambda direction, items: None,
+                 ) -> None:
         self._start = start
+        self._on_message = on_message  # ("received" or "sent", operations or answers in it)
         self._spawn = spawn  # tasks owned by the service: they outlive a broken stream
         self._settings = settings
         self._observe = observe
         self._answers: deque[bytes] = deque()  # serialized results, not yet sent
         self._in_flight = 0
+        self._in_flight_bytes = 0
         self._reading = True
         self._stopped = False
         self._refusal: KVStoreError | None = None
@@ -106,8 +115,9 @@ class StreamSession:
             async for request in requests:
                 if self._stopped:
                     return
+                self._on_message("received", len(request.ops))
                 self._run(request)
-                while self._in_flight >= self._settings.max_in_flight and not self._stopped:
+                while self._full() and not self._stopped:
                     self._room.clear()
                     await self._room.wait()
         except KVStoreError as exc:
@@ -116,8 +126,16 @@ class StreamSession:
             self._reading = False
             self._wake.set()
 
+    def _full(self) -> bool:
+        settings = self._settings
+        return (self._in_flight >= settings.max_in_flight
+                or self._in_flight_bytes >= settings.max_in_flight_bytes)
+
     def _run(self, request: replica_pb2.ReplicaBatchRequest) -> None:
-        message = _Message(time.perf_counter(), len(request.ops))
+        # An empty message is never answered, so it holds no bytes.
+        message = _Message(time.perf_counter(), len(request.ops),
+                           request.ByteSize() if request.ops else 0)
+        self._in_flight_bytes += message.size
         for op in request.ops:
             started = self._start(op)
             if isinstance(started, replica_pb2.ReplicaResult):
@@ -130,19 +148,27 @@ class StreamSession:
     def _finished(self, op_id: int, message: _Message,
                   task: "asyncio.Task[replica_pb2.ReplicaResult]") -> None:
         self._in_flight -= 1
-        if self._in_flight < self._settings.max_in_flight:
-            self._room.set()
         if task.cancelled():  # the node is going down before the write could finish
-            return
-        self._answer(op_id, message, task.result())
+            self._answered(message)
+        else:
+            self._answer(op_id, message, task.result())
+        if not self._full():
+            self._room.set()
 
     def _answer(self, op_id: int, message: _Message, result: replica_pb2.ReplicaResult) -> None:
         result.id = op_id
         self._answers.append(result.SerializeToString())
         self._wake.set()
-        message.unanswered -= 1
-        if message.unanswered == 0:
+        if self._answered(message):
             self._observe(METHOD, "OK", time.perf_counter() - message.received)
+
+    def _answered(self, message: _Message) -> bool:
+        """One more operation of `message` is done; whether it was the last."""
+        message.unanswered -= 1
+        if message.unanswered:
+            return False
+        self._in_flight_bytes -= message.size
+        return True
 
     async def _send_answers(self, context: Any) -> None:
         settings = self._settings
@@ -151,6 +177,7 @@ class StreamSession:
                 batch = take_batch(self._answers, settings.max_batch, settings.max_batch_bytes,
                                    framed_size, _always)
                 await context.write(encode_batch(batch))
+                self._on_message("sent", len(batch))
             if self._in_flight == 0 and (self._stopped or not self._reading):
                 return
             self._wake.clear()

@@ -33,6 +33,8 @@ from kvstore.leaderless.coordinator import Coordinator
 from kvstore.leaderless.merkle import PartitionTrees
 from kvstore.server.metrics import RequestMetrics
 from kvstore.leaderless.replica import LocalReplica
+from kvclient import framing
+from kvstore.rpc.admission import Admission, AdmissionLimits, Gate, Ticket
 from kvstore.rpc.replica_stream import METHOD as STREAM_METHOD
 from kvstore.rpc.replica_stream import Started, StreamSession, StreamSettings
 from kvstore.rpc.session import STOPPING, SessionStream
@@ -98,8 +100,10 @@ def register(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor)
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
-async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response]) -> Response:
-    """`work`'s response, its time and outcome counted under `method`."""
+async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response],
+                  on_ok: Callable[[float], None] | None = None) -> Response:
+    """`work`'s response, its time and outcome counted under `method`; the
+    seconds it took also to `on_ok` when it succeeded."""
     start = time.perf_counter()
 
     def observe(code: str) -> None:
@@ -120,6 +124,8 @@ async def counted(metrics: RequestMetrics, method: str, work: Awaitable[Response
         log.exception("unexpected error in %s", method)
         raise
     observe("OK")
+    if on_ok is not None:
+        on_ok(time.perf_counter() - start)
     return response
 
 
@@ -127,8 +133,10 @@ def _internal_message(error: BaseException) -> str:
     return f"internal error ({type(error).__name__}: {error}); see the node's log"
 
 
-def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
-    """Time the call, count it by status, and turn errors into statuses."""
+def rpc(method: str, on_ok: Callable[[Any, float], None] | None = None,
+        ) -> Callable[[Handler[Response]], Handler[Response]]:
+    """Time the call, count it by status, and turn errors into statuses;
+    `on_ok(servicer, seconds)` after each that succeeded."""
 
     def decorate(handler: Handler[Response]) -> Handler[Response]:
         async def checked(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
@@ -140,8 +148,10 @@ def rpc(method: str) -> Callable[[Handler[Response]], Handler[Response]]:
 
         @functools.wraps(handler)
         async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+            done = None if on_ok is None else functools.partial(on_ok, self)
             try:
-                return await counted(self.metrics, method, checked(self, request, context))
+                return await counted(self.metrics, method, checked(self, request, context),
+                                     done)
             except KVStoreError as exc:
                 await context.abort(status_of(exc), str(exc), trailing_metadata=status_details(exc))
             except Exception as exc:
@@ -196,6 +206,15 @@ def _batch_items(item: Any, outcomes: list[Any], respond: Callable[[Any], Any]) 
 _BACKSTOP_GRACE_SECONDS = 0.05
 
 
+# What CPython holds for a decoded state besides its values' bytes, so that
+# the cache's bound is its memory: measured with tracemalloc on 3.11, about
+# 450 bytes per state and 220 per sibling (its dot, timestamp, version and
+# the bytes object's header). Counted at 64 per sibling, a cache of 100-byte
+# values held twice its cache_bytes.
+_STATE_BYTES = 448
+_SIBLING_BYTES = 256
+
+
 class _Absent:
     """Cached answer for a key no replica holds (so misses are cached too)."""
 
@@ -205,19 +224,28 @@ _ABSENT = _Absent()
 
 class _Operation(NamedTuple):
     """A kind of SessionOperation: the method it is counted under, and its
-    implementation (service, request, timeout in seconds) -> response."""
+    implementation (service, request, timeout in seconds, admission ticket)
+    -> response."""
 
     method: str
-    run: Callable[[Any, Any, float], Awaitable[Any]]
+    run: Callable[[Any, Any, float, Ticket], Awaitable[Any]]
 
 
-def _unary(method: str, operation: Callable[[Any, Any, float], Awaitable[Response]],
+def _unary(method: str, operation: Callable[[Any, Any, float, Ticket], Awaitable[Response]],
            ) -> Handler[Response]:
-    """The unary method `method` of an operation: its deadline from the call's."""
+    """The unary method `method` of an operation: admitted (or refused) by
+    the process's bounds, its deadline from the call's."""
 
-    @rpc(method)
+    async def admitted(self: "KVService", request: Any, timeout: float) -> Response:
+        ticket = self.admission.admit(request.ByteSize(), deadline=timeout)
+        try:
+            return await operation(self, request, timeout, ticket)
+        finally:
+            ticket.release()
+
+    @rpc(method, on_ok=lambda self, seconds: self.admission.observe_latency(seconds))
     async def call(self: "KVService", request: Any, context: Any) -> Response:
-        return await operation(self, request, self._timeout(context))
+        return await admitted(self, request, self._timeout(context))
 
     call.__name__ = call.__qualname__ = method
     return call
@@ -239,7 +267,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     def __init__(self, coordinator: Coordinator, limits: validation.Limits,
                  metrics: RequestMetrics, *, request_timeout: float,
                  topology: kv_pb2.TopologyResponse,
-                 cache: LruCache | None = None, session_max_in_flight: int = 1024,
+                 cache: LruCache | None = None,
+                 admission: AdmissionLimits = AdmissionLimits(),
+                 message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
+                 message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
                  admit: Callable[[str], status_pb2.Status | None] | None = None) -> None:
         """`topology`: what `KV.Topology` answers (`rpc.topology`); `admit(kind)`:
         whether the caller of a Session may run an operation of that kind
@@ -252,34 +283,42 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.replicas = coordinator.spec.replicas
         self.request_timeout = request_timeout
         self.cache = cache
-        self.session_max_in_flight = session_max_in_flight
+        self.admission = Admission(admission, metrics.observe_overload)
+        metrics.watch_admission(self.admission.process)
+        self._message_batch_bytes = message_batch_bytes
+        self._message_batch_operations = message_batch_operations
         self._sessions: set[SessionStream] = set()
         self._stopping = False
 
     # -- the operations ----------------------------------------------------------
 
-    async def get(self, request: kv_pb2.GetRequest, timeout: float) -> kv_pb2.GetResponse:
+    async def get(self, request: kv_pb2.GetRequest, timeout: float,
+                  ticket: Ticket) -> kv_pb2.GetResponse:
         validation.check_key(request.key, self.limits)
         r = validation.replica_count(request.r, self.replicas, "r")
         return _get_response(await self._read(request.key, r, timeout))
 
-    async def put(self, request: kv_pb2.PutRequest, timeout: float) -> kv_pb2.PutResponse:
+    async def put(self, request: kv_pb2.PutRequest, timeout: float,
+                  ticket: Ticket) -> kv_pb2.PutResponse:
         self._check_put(request, "")
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, request.value, False, request.context, w,
-                                  request.request_id, timeout, sloppy=not request.strict_quorum)
+                                  request.request_id, timeout, ticket,
+                                  sloppy=not request.strict_quorum)
         return _put_response(state)
 
-    async def delete(self, request: kv_pb2.DeleteRequest, timeout: float) -> kv_pb2.DeleteResponse:
+    async def delete(self, request: kv_pb2.DeleteRequest, timeout: float,
+                     ticket: Ticket) -> kv_pb2.DeleteResponse:
         validation.check_key(request.key, self.limits)
         validation.check_write_extras(request.context, request.request_id)
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, b"", True, request.context, w,
-                                  request.request_id, timeout, sloppy=not request.strict_quorum)
+                                  request.request_id, timeout, ticket,
+                                  sloppy=not request.strict_quorum)
         return kv_pb2.DeleteResponse(context=causal_context.encode(versions.join(state)))
 
-    async def get_many(self, request: kv_pb2.GetManyRequest,
-                       timeout: float) -> kv_pb2.GetManyResponse:
+    async def get_many(self, request: kv_pb2.GetManyRequest, timeout: float,
+                       ticket: Ticket) -> kv_pb2.GetManyResponse:
         validation.check_batch(request.keys, self.limits, "keys")
         for index, key in enumerate(request.keys):
             validation.check_key(key, self.limits, f"keys[{index}]")
@@ -290,26 +329,27 @@ class KVService(kv_pb2_grpc.KVServicer):
         return kv_pb2.GetManyResponse(
             items=_batch_items(kv_pb2.GetManyResponse.Item, states, _get_response))
 
-    async def put_many(self, request: kv_pb2.PutManyRequest,
-                       timeout: float) -> kv_pb2.PutManyResponse:
+    async def put_many(self, request: kv_pb2.PutManyRequest, timeout: float,
+                       ticket: Ticket) -> kv_pb2.PutManyResponse:
         validation.check_batch(request.puts, self.limits, "puts")
         for index, put in enumerate(request.puts):
             self._check_put(put, f"puts[{index}].")
         w = validation.replica_count(request.w, self.replicas, "w")
         states = await asyncio.gather(
             *(self._write(put.key, put.value, False, put.context, w, put.request_id, timeout,
-                          sloppy=not put.strict_quorum)
+                          ticket, sloppy=not put.strict_quorum)
               for put in request.puts),
             return_exceptions=True,
         )
         return kv_pb2.PutManyResponse(
             items=_batch_items(kv_pb2.PutManyResponse.Item, states, _put_response))
 
-    async def ping(self, request: kv_pb2.PingRequest, timeout: float) -> kv_pb2.PingResponse:
+    async def ping(self, request: kv_pb2.PingRequest, timeout: float,
+                   ticket: Ticket) -> kv_pb2.PingResponse:
         return kv_pb2.PingResponse(payload=request.payload)
 
-    async def topology(self, request: kv_pb2.TopologyRequest,
-                       timeout: float) -> kv_pb2.TopologyResponse:
+    async def topology(self, request: kv_pb2.TopologyRequest, timeout: float,
+                       ticket: Ticket) -> kv_pb2.TopologyResponse:
         return self._topology
 
     # -- the unary methods -------------------------------------------------------
@@ -329,7 +369,16 @@ class KVService(kv_pb2_grpc.KVServicer):
         """Many operations over one stream (see `kvstore.rpc.session`)."""
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
-        stream = SessionStream(self._perform, max_in_flight=self.session_max_in_flight)
+        limits = self.admission.limits
+        stream = SessionStream(
+            self._perform,
+            admit=functools.partial(self._admit_operation, self.admission.session_gate()),
+            # Room for as many refusals as admitted operations: past that, a
+            # client that sends more than it reads is held back by not reading.
+            max_unanswered=2 * limits.session_max_requests,
+            message_budget=self._message_batch_bytes,
+            message_max_items=self._message_batch_operations,
+            on_message=functools.partial(self.metrics.observe_stream_message, "KV.Session"))
         self._sessions.add(stream)
         try:
             await stream.serve(requests, context)
@@ -352,9 +401,23 @@ class KVService(kv_pb2_grpc.KVServicer):
         "ping": _Operation("Ping", ping),
     }
 
-    async def _perform(self, operation: kv_pb2.SessionOperation) -> kv_pb2.SessionResult:
-        """One operation of a stream, as its unary method would run it; every
-        error becomes the result's status."""
+    def _admit_operation(self, session: Gate,
+                         operation: kv_pb2.SessionOperation) -> Ticket | kv_pb2.SessionResult:
+        """Admit one operation of a stream under its stream's bounds and the
+        process's, or its refusal, counted as its unary call's would be."""
+        try:
+            return self.admission.admit(operation.ByteSize(), session,
+                                        deadline=self._operation_timeout(operation))
+        except KVStoreError as refusal:
+            kind = operation.WhichOneof("kind")
+            method = self._OPERATIONS[kind].method if kind in self._OPERATIONS else "Session"
+            self.metrics.observe_request(method, status_of(refusal).name, 0.0)
+            return kv_pb2.SessionResult(error=rich_status(refusal))
+
+    async def _perform(self, operation: kv_pb2.SessionOperation,
+                       ticket: Ticket) -> kv_pb2.SessionResult:
+        """One admitted operation of a stream, as its unary method would run
+        it; every error becomes the result's status."""
         kind = operation.WhichOneof("kind")
         if kind is None:
             return kv_pb2.SessionResult(error=status_pb2.Status(
@@ -368,9 +431,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 code = next(c for c in grpc.StatusCode if c.value[0] == refused.code)
                 self.metrics.observe_request(known.method, code.name, 0.0)
                 return kv_pb2.SessionResult(error=refused)
-        timeout = self.request_timeout
-        if operation.timeout_ms:
-            timeout = min(timeout, operation.timeout_ms / 1000)
+        timeout = self._operation_timeout(operation)
         try:
             # A backstop, for work with no deadline of its own (a one-replica
             # write waits for its commit only): the operations' own timers,
@@ -378,7 +439,8 @@ class KVService(kv_pb2_grpc.KVServicer):
             # cancels a unary call at its deadline.
             async with asyncio.timeout(timeout + _BACKSTOP_GRACE_SECONDS):
                 response = await counted(self.metrics, known.method,
-                                         known.run(self, getattr(operation, kind), timeout))
+                                         known.run(self, getattr(operation, kind), timeout,
+                                                   ticket), self.admission.observe_latency)
         except KVStoreError as exc:
             return kv_pb2.SessionResult(error=rich_status(exc))
         except TimeoutError:
@@ -390,6 +452,13 @@ class KVService(kv_pb2_grpc.KVServicer):
             return kv_pb2.SessionResult(error=status_pb2.Status(
                 code=grpc.StatusCode.INTERNAL.value[0], message=_internal_message(exc)))
         return kv_pb2.SessionResult(**{kind: response})
+
+    def _operation_timeout(self, operation: kv_pb2.SessionOperation) -> float:
+        """The seconds a stream's operation may take: its own deadline, at
+        most the server's."""
+        if operation.timeout_ms:
+            return min(self.request_timeout, operation.timeout_ms / 1000)
+        return self.request_timeout
 
     def _timeout(self, context: Any) -> float:
         remaining = context.time_remaining()
@@ -411,12 +480,14 @@ class KVService(kv_pb2_grpc.KVServicer):
         return state
 
     async def _write(self, key: bytes, value: bytes, tombstone: bool, context: bytes, w: int,
-                     request_id: bytes, timeout: float, *, sloppy: bool) -> DVVSet:
+                     request_id: bytes, timeout: float, ticket: Ticket, *,
+                     sloppy: bool) -> DVVSet:
         if self.cache is not None:
             # Until the write's outcome is known, no older answer may be served.
             self.cache.invalidate(key)
+        # The ticket is held until the replication past W is done too.
         state = await self.coordinator.put(key, value, tombstone, context, w, request_id, timeout,
-                                           sloppy=sloppy)
+                                           sloppy=sloppy, on_settled=ticket.hold())
         self._remember(key, state)
         return state
 
@@ -426,7 +497,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         if state is None:
             self.cache.put(key, _ABSENT, 0)
         else:
-            self.cache.put(key, state, sum(len(s.value) + 64 for s in state.siblings))
+            self.cache.put(key, state, _STATE_BYTES + sum(len(s.value) + _SIBLING_BYTES
+                                                          for s in state.siblings))
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
@@ -483,8 +555,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
         if self._stopping.is_set():
             stopping = Unavailable("this node is stopping; use another replica")
             await context.abort(status_of(stopping), str(stopping))
-        session = StreamSession(self._start_op, self._tasks.create_task, self._stream_settings,
-                                self.metrics.observe_request)
+        session = StreamSession(
+            self._start_op, self._tasks.create_task, self._stream_settings,
+            self.metrics.observe_request,
+            functools.partial(self.metrics.observe_stream_message, STREAM_METHOD))
         self._sessions.add(session)
         try:
             refusal = await session.serve(_well_formed(requests), context)

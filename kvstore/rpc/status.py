@@ -5,6 +5,7 @@ error's message; anything else becomes INTERNAL (logged), never a crash.
 """
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from kvstore import errors
@@ -42,21 +43,26 @@ def error_of(code: int | grpc.StatusCode, message: str) -> errors.KVStoreError:
 
 
 def rich_status(error: errors.KVStoreError) -> status_pb2.Status:
-    """The `google.rpc.Status` of `error`: its code and message, and an
-    `ErrorInfo` (its reason and fields) when it has a reason. A failed call
+    """The `google.rpc.Status` of `error`: its code and message, an
+    `ErrorInfo` (its reason and fields) when it has a reason, and a
+    `RetryInfo` when it has a `retry_after`. A failed call
     carries it in its trailing metadata (`status_details`); a failed
     operation of a KV.Session stream carries it in its result."""
     status = status_pb2.Status(code=status_of(error).value[0], message=str(error))
     if error.reason is not None:
         status.details.add().Pack(error_details_pb2.ErrorInfo(
             reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(error.retry_after * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return status
 
 
 def status_details(error: errors.KVStoreError) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying the `rich_status` of an error that has a
-    reason; empty otherwise. gRPC's rich error model: grpcio-status reads it
-    back."""
-    if error.reason is None:
+    reason or a retry delay; empty otherwise. gRPC's rich error model:
+    grpcio-status reads it back."""
+    if error.reason is None and error.retry_after is None:
         return ()
     return (("grpc-status-details-bin", rich_status(error).SerializeToString()),)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from kvclient import framing
 from kvstore.placement.membership import ClusterSpec, MembershipError
+from kvstore.rpc.admission import AdmissionLimits
 from kvstore.placement.ring import DEFAULT_PARTITIONS, validate_partition_count
 from kvstore.security.settings import FLAGS as SECURITY_FLAGS
 from kvstore.security.settings import (Security, SecuritySettingError, exposure_refusal,
@@ -51,9 +53,23 @@ class NodeConfig:
     shutdown_grace_seconds: float = 10.0
     request_timeout_seconds: float = 5.0  # a client request without a deadline gets this
     replica_timeout_seconds: float = 2.0  # one call to another replica
-    # Operations of one KV.Session stream running at once; past it the node
-    # reads no more of that stream until one completes (back-pressure).
-    session_max_in_flight: int = 1024
+    # Admission control: KV requests (and bytes of them) in flight at once,
+    # in the process and on one KV.Session stream; one more is refused at
+    # once with RESOURCE_EXHAUSTED OVERLOADED and a retry delay.
+    max_requests_in_flight: int = AdmissionLimits.max_requests
+    max_request_bytes_in_flight: int = AdmissionLimits.max_bytes
+    session_max_in_flight: int = AdmissionLimits.session_max_requests
+    session_max_bytes_in_flight: int = AdmissionLimits.session_max_bytes
+    overload_retry_after_ms: float = AdmissionLimits.retry_after * 1000
+    # What one message of a stream carries at most, on every hop this process
+    # sends (KV.Session answers, Replica.Stream operations and answers, hint
+    # replay): one item larger than the bytes goes alone, so a value at the
+    # size limit always goes through.
+    message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES
+    message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
+    # Bytes of another process's replica operations (per Replica.Stream) this
+    # node holds while running them; past it, it reads no more of that stream.
+    replica_stream_max_bytes_in_flight: int = 64 * MIB
     # Hinted handoff: hints this node keeps for one node that is down, at most
     # (beyond either bound, it refuses more: back-pressure), and how fast it
     # hands them over when that node is back.
@@ -75,7 +91,13 @@ class NodeConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.session_max_in_flight, self.security)
+                               self.security)
+        _admission(self)  # refuses a bad admission setting by name
+        _check_batch_bounds(self.message_batch_bytes, self.message_batch_operations,
+                            self.max_message_bytes)
+        if not 1 <= self.replica_stream_max_bytes_in_flight <= 1 << 40:
+            raise ConfigError("replica_stream_max_bytes_in_flight must be 1..1099511627776, got "
+                              f"{self.replica_stream_max_bytes_in_flight}")
         if self.max_hints_per_target < 0 or self.max_hint_bytes_per_target < 0:
             raise ConfigError("max_hints_per_target and max_hint_bytes_per_target must be >= 0")
         if not 0 < self.hint_replay_rate_per_second <= 1_000_000:
@@ -127,6 +149,10 @@ class NodeConfig:
         return _max_message_bytes(self.max_key_bytes, self.max_value_bytes)
 
     @property
+    def admission(self) -> AdmissionLimits:
+        return _admission(self)
+
+    @property
     def cluster_spec(self) -> ClusterSpec:
         if self.cluster is not None:
             return self.cluster
@@ -155,16 +181,25 @@ class CoordinatorConfig:
     shutdown_grace_seconds: float = 10.0
     request_timeout_seconds: float = 5.0
     replica_timeout_seconds: float = 2.0
-    session_max_in_flight: int = 1024  # as NodeConfig's
+    max_requests_in_flight: int = AdmissionLimits.max_requests  # as NodeConfig's
+    max_request_bytes_in_flight: int = AdmissionLimits.max_bytes
+    session_max_in_flight: int = AdmissionLimits.session_max_requests
+    session_max_bytes_in_flight: int = AdmissionLimits.session_max_bytes
+    overload_retry_after_ms: float = AdmissionLimits.retry_after * 1000
+    message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES  # as NodeConfig's
+    message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
     security: Security = Security()  # [tls], [auth] and `insecure`
     reflection: bool = True
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.session_max_in_flight, self.security)
+                               self.security)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
+        _admission(self)  # refuses a bad admission setting by name
+        _check_batch_bounds(self.message_batch_bytes, self.message_batch_operations,
+                            self.max_message_bytes)
         if self.cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be at least 0, got {self.cache_bytes}")
         if not 0 <= self.cache_ttl_ms <= 3_600_000:
@@ -179,6 +214,28 @@ class CoordinatorConfig:
         """Where clients reach this coordinator."""
         return self.advertise or self.listen
 
+    @property
+    def admission(self) -> AdmissionLimits:
+        return _admission(self)
+
+
+def _admission(config: "NodeConfig | CoordinatorConfig") -> AdmissionLimits:
+    """The admission settings of a process, checked."""
+    for name in ("max_requests_in_flight", "max_request_bytes_in_flight",
+                 "session_max_in_flight", "session_max_bytes_in_flight"):
+        value = getattr(config, name)
+        if not 1 <= value <= 1 << 40:
+            raise ConfigError(f"{name} must be 1..{1 << 40}, got {value}")
+    if not 0 <= config.overload_retry_after_ms <= 60_000:
+        raise ConfigError(f"overload_retry_after_ms must be 0..60000, "
+                          f"got {config.overload_retry_after_ms}")
+    return AdmissionLimits(
+        max_requests=config.max_requests_in_flight,
+        max_bytes=config.max_request_bytes_in_flight,
+        session_max_requests=config.session_max_in_flight,
+        session_max_bytes=config.session_max_bytes_in_flight,
+        retry_after=config.overload_retry_after_ms / 1000)
+
 
 def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
     """gRPC message limit: room for one maximum-size key and value, and at
@@ -188,7 +245,7 @@ def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 
 def _check_server_settings(process_id: str, listen: str, metrics_port: int,
                            request_timeout: float, replica_timeout: float,
-                           session_max_in_flight: int, security: Security) -> None:
+                           security: Security) -> None:
     if not process_id or len(process_id) > 64 or not process_id.isprintable():
         raise ConfigError("id must be 1..64 printable characters")
     host, _ = parse_address(listen, "listen")
@@ -201,9 +258,16 @@ def _check_server_settings(process_id: str, listen: str, metrics_port: int,
         raise ConfigError(f"request_timeout_seconds must be in (0, 3600], got {request_timeout}")
     if not 0 < replica_timeout <= 3600:
         raise ConfigError(f"replica_timeout_seconds must be in (0, 3600], got {replica_timeout}")
-    if not 1 <= session_max_in_flight <= 1_000_000:
-        raise ConfigError(
-            f"session_max_in_flight must be 1..1000000, got {session_max_in_flight}")
+
+
+def _check_batch_bounds(batch_bytes: int, batch_operations: int, max_message_bytes: int) -> None:
+    # Half the message limit at most: a batch's framing and the last item
+    # that may join it stay within what any peer with default limits accepts.
+    if not 4 * KIB <= batch_bytes <= max_message_bytes // 2:
+        raise ConfigError(f"message_batch_bytes must be in [4096, {max_message_bytes // 2}] "
+                          f"(half the gRPC message limit), got {batch_bytes}")
+    if not 1 <= batch_operations <= 65536:
+        raise ConfigError(f"message_batch_operations must be 1..65536, got {batch_operations}")
 
 
 def parse_address(address: str, setting: str) -> tuple[str, int]:
@@ -270,7 +334,9 @@ def _load(kind: type, table: str, config_file: Path | None,
 
 
 # Settings in bytes, which a config file may also give as "512MiB".
-_SIZE_SETTINGS = {"map_size", "max_hint_bytes_per_target", "cache_bytes"}
+_SIZE_SETTINGS = {"map_size", "max_hint_bytes_per_target", "cache_bytes", "message_batch_bytes",
+                  "max_request_bytes_in_flight", "session_max_bytes_in_flight",
+                  "replica_stream_max_bytes_in_flight"}
 
 
 def _check_types(kind: Any, values: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ cache_ttl_ms; a strong read (r=all) never comes from the cache.
 """
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -41,13 +42,16 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     metrics = CoordinatorMetrics(cache)
     limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
     links = LinkSettings(call_timeout=config.replica_timeout_seconds,
+                         max_batch=config.message_batch_operations,
+                         max_batch_bytes=config.message_batch_bytes,
                          max_message_bytes=config.max_message_bytes,
                          credentials=config.security.peer_credentials())
     addresses = {m.node_id: m.address for m in spec.members}
+    link_messages = functools.partial(metrics.observe_stream_message, "PeerLink")
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
         if tls_files is not None:
             metrics.watch_certificates(lambda: tls_files.material.expiries)
-        async with Peers(addresses, None, links) as peers, watching_certificates(
+        async with Peers(addresses, None, links, link_messages) as peers, watching_certificates(
             tls_files, reload or asyncio.Event(), peers.renew_channels,
         ), peer_liveness(
             peers, metrics, config.replica_timeout_seconds
@@ -57,7 +61,9 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             access = access_control(config.security, metrics.observe_refusal)
             kv = KVService(coordinator, limits, metrics,
                            request_timeout=config.request_timeout_seconds, cache=cache,
-                           session_max_in_flight=config.session_max_in_flight,
+                           admission=config.admission,
+                           message_batch_bytes=config.message_batch_bytes,
+                           message_batch_operations=config.message_batch_operations,
                            topology=topology_response(spec, config.coordinator_id,
                                                       "coordinator"),
                            admit=access.admit_operation)

@@ -19,10 +19,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from kvstore.rpc.admission import Gate
 from kvstore.server.cache import LruCache
 
+# Up to 10 s: under overload, whether admitted requests stay within seconds
+# is the question (a request's deadline is 5 s by default).
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -63,6 +67,23 @@ class RequestMetrics:
             registry=self.registry)
         for reason in ("no_credentials", "bad_token", "not_permitted", "rate_limited"):
             self._refusals.labels(reason)
+        self._refused = Counter(
+            "kvstore_requests_refused", "KV requests refused at once by admission control "
+            "(RESOURCE_EXHAUSTED, OVERLOADED), by the bound they would have passed",
+            ["bound"], registry=self.registry,
+        )
+        self._refused_children: dict[str, Counter] = {}
+        self._stream_messages = Counter(
+            "kvstore_stream_messages", "Messages of the KV.Session and Replica.Stream streams, "
+            "by stream and direction (sent or received)", ["stream", "direction"],
+            registry=self.registry,
+        )
+        self._stream_items = Counter(
+            "kvstore_stream_items", "Operations (or their results) those messages carried: over "
+            "kvstore_stream_messages_total, operations per message", ["stream", "direction"],
+            registry=self.registry,
+        )
+        self._stream_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
 
     def watch_certificates(self, expiries: Callable[[], dict[str, float]]) -> None:
         """The expiry of the CA and the certificate this process serves, as
@@ -76,6 +97,30 @@ class RequestMetrics:
 
     def observe_refusal(self, reason: str) -> None:
         self._refusals.labels(reason).inc()
+
+    def observe_stream_message(self, stream: str, direction: str, items: int) -> None:
+        """One message of `stream` sent or received, carrying `items` operations or results."""
+        children = self._stream_children.get((stream, direction))
+        if children is None:
+            children = (self._stream_messages.labels(stream, direction),
+                        self._stream_items.labels(stream, direction))
+            self._stream_children[(stream, direction)] = children
+        children[0].inc()
+        children[1].inc(items)
+
+    def observe_overload(self, bound: str) -> None:
+        child = self._refused_children.get(bound)
+        if child is None:
+            child = self._refused_children[bound] = self._refused.labels(bound)
+        child.inc()
+
+    def watch_admission(self, gate: Gate) -> None:
+        """The process's KV requests in flight and their bytes, read at scrape
+        time from its admission gate (`kvstore.rpc.admission.Gate`)."""
+        Gauge("kvstore_requests_in_flight", "KV requests admitted and not yet answered",
+              registry=self.registry).set_function(lambda: gate.requests)
+        Gauge("kvstore_request_bytes_in_flight", "Bytes of the KV requests in flight",
+              registry=self.registry).set_function(lambda: gate.bytes)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         children = self._children.get((method, code))

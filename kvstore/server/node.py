@@ -10,6 +10,7 @@ commits every queued write, and only then is LMDB closed.
 """
 
 import asyncio
+import functools
 import logging
 
 import grpc
@@ -30,6 +31,7 @@ from kvstore.server.metrics import NodeMetrics
 from kvstore.rpc.peers import LinkSettings, Peers
 from kvstore.leaderless.replica import LocalReplica
 from kvstore.rpc.admin_service import AdminService
+from kvstore.rpc.replica_stream import StreamSettings
 from kvstore.rpc.servicers import KVService, ReplicaService, register
 from kvstore.rpc.topology import topology_response
 from kvstore.storage.lmdb_engine import LmdbEngine
@@ -61,6 +63,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                               config.map_size)
         limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
         links = LinkSettings(call_timeout=config.replica_timeout_seconds,
+                             max_batch=config.message_batch_operations,
+                             max_batch_bytes=config.message_batch_bytes,
                              max_message_bytes=config.max_message_bytes,
                              credentials=config.security.peer_credentials())
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
@@ -84,18 +88,21 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                 )
                 replica.load_hints()
                 addresses = {m.node_id: m.address for m in spec.members}
+                link_messages = functools.partial(metrics.observe_stream_message, "PeerLink")
                 metrics.watch_anti_entropy()
                 metrics.watch_hints(sorted(set(addresses) - {config.node_id}),
                                     replica.hint_book.pending)
                 if tls_files is not None:
                     metrics.watch_certificates(lambda: tls_files.material.expiries)
-                async with Peers(addresses, replica, links) as peers, watching_certificates(
+                peers = Peers(addresses, replica, links, link_messages)
+                async with peers, watching_certificates(
                     tls_files, reload or asyncio.Event(), peers.renew_channels,
                 ), peer_liveness(
                     peers, metrics, config.replica_timeout_seconds, clock
                 ) as liveness, HintReplayer(
                     replica, peers, liveness.is_up, clock=clock,
                     rate_per_second=config.hint_replay_rate_per_second,
+                    batch_bytes=config.message_batch_bytes,
                     on_replayed=metrics.observe_hints_replayed,
                 ), AntiEntropy(
                     config.node_id, spec, replica, trees, peers, liveness.is_up, clock=clock,
@@ -116,13 +123,18 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                     access = access_control(config.security, metrics.observe_refusal)
                     kv = KVService(coordinator, limits, metrics,
                                    request_timeout=config.request_timeout_seconds,
-                                   session_max_in_flight=config.session_max_in_flight,
+                                   admission=config.admission,
+                                   message_batch_bytes=config.message_batch_bytes,
+                                   message_batch_operations=config.message_batch_operations,
                                    topology=topology_response(spec, config.node_id, "node"),
                                    admit=access.admit_operation)
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
-                        partitions=spec.partitions)
+                        partitions=spec.partitions, streams=StreamSettings(
+                            max_batch=config.message_batch_operations,
+                            max_batch_bytes=config.message_batch_bytes,
+                            max_in_flight_bytes=config.replica_stream_max_bytes_in_flight))
 
                     def node_stats() -> admin_pb2.NodeStats:
                         pending = replica.hint_book.all_pending().values()

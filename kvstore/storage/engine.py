@@ -62,6 +62,15 @@ class Hint:
     key: bytes
     record: Record
 
+    @property
+    def size(self) -> int:
+        """Its key and stored state: what it holds in memory once read."""
+        return len(self.key) + len(self.record.value)
+
+
+# No bound on the bytes of a scan of hints.
+UNBOUNDED = 1 << 62
+
 
 # What a commit applies: a write to a key, or a change to the hints.
 Change = Write | StoreHint | RemoveHint
@@ -99,8 +108,11 @@ class Engine(Protocol):
         StoreHint's result carries the hint's sequence number in `hint_seq`."""
         ...
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
-        """Up to `limit` hints with sequence numbers above `after`, oldest first."""
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]:
+        """Up to `limit` hints with sequence numbers above `after`, oldest
+        first, stopping before one that would take their sizes past
+        `max_bytes` (the first is always taken, however large)."""
         ...
 
     def size_bytes(self) -> int:
@@ -121,7 +133,8 @@ class DurableStore(Protocol):
 
     def read(self, partition: int, key: bytes) -> Record | None: ...
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]: ...
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]: ...
 
 
 class CommitObserver(Protocol):

@@ -43,7 +43,7 @@ import lmdb
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
 from kvstore.storage.record import Record, decode, encode
-from kvstore.storage.engine import (Change, Delete, Hint, StoreHint, Write,
+from kvstore.storage.engine import (UNBOUNDED, Change, Delete, Hint, StoreHint, Write,
                                     WriteResult)
 
 logger = logging.getLogger(__name__)
@@ -217,8 +217,10 @@ class LmdbEngine:
 
     # -- hints ---------------------------------------------------------------
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]:
         hints: list[Hint] = []
+        total = 0
         with self._env.begin(db=self._hints, buffers=False) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(_MILLIS.pack(after + 1)):
@@ -226,7 +228,11 @@ class LmdbEngine:
             for raw_seq, raw in cursor:
                 if len(hints) == limit:
                     break
-                hints.append(_unpack_hint(_MILLIS.unpack(raw_seq)[0], raw))
+                hint = _unpack_hint(_MILLIS.unpack(raw_seq)[0], raw)
+                if hints and total + hint.size > max_bytes:
+                    break
+                hints.append(hint)
+                total += hint.size
         return hints
 
     def _last_hint_seq(self) -> int:

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 from kvstore import clock
 from kvstore.errors import DataLoss, InvalidArgument, KVStoreError, ResourceExhausted
-from kvstore.storage.engine import Change, Delete, Hint, StoreHint, Write, WriteResult
+from kvstore.storage.engine import (UNBOUNDED, Change, Delete, Hint, StoreHint, Write,
+                                    WriteResult)
 from kvstore.storage.record import MAX_VERSION_BYTES, Record
 
 # LmdbEngine's bound, so that the same commits forget the same ids in both.
@@ -138,14 +139,19 @@ class MemoryEngine:
         records = self._partitions.get(_checked_partition(partition), {})
         yield from sorted(records.items())  # one step: a commit cannot change it midway
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]:
         self._check_open()
         hints: list[Hint] = []
+        total = 0
         for seq, hint in list(self._hints.items()):
             if len(hints) == limit:
                 break
             if seq > after:
+                if hints and total + hint.size > max_bytes:
+                    break
                 hints.append(hint)
+                total += hint.size
         return hints
 
     def size_bytes(self) -> int:

@@ -26,7 +26,7 @@ from typing import Self
 
 from kvstore.errors import KVStoreError, Unavailable
 from kvstore.storage.record import Record
-from kvstore.storage.engine import Change, CommitObserver, Engine, Hint, WriteResult
+from kvstore.storage.engine import UNBOUNDED, Change, CommitObserver, Engine, Hint, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ class Store:
         """Writes waiting for a commit that has not started yet (a queue-depth gauge)."""
         return len(self._queue)
 
-    def scan_hints(self, after: int = -1, limit: int = 256) -> list[Hint]:
-        return self._engine.scan_hints(after, limit)
+    def scan_hints(self, after: int = -1, limit: int = 256,
+                   max_bytes: int = UNBOUNDED) -> list[Hint]:
+        return self._engine.scan_hints(after, limit, max_bytes)
 
     def read(self, partition: int, key: bytes) -> Record | None:
         # On the loop thread on purpose: an LMDB read is a lookup in a memory
