@@ -286,7 +286,9 @@ def test_group_log_reads_as_the_cores_memory_storage(ops: list[tuple[str, int, i
     term = 1
     for op, back, count in ops:
         if op == "append":
-            first = max(model.last_index() + 1 - back, model.first_index(), 1)
+            # Raft never overwrites an applied (committed) entry.
+            applied = store.load(0, 0).applied
+            first = max(model.last_index() + 1 - back, model.first_index(), applied + 1, 1)
             term += 1
             new = tuple(Entry(i, term) for i in range(first, first + count))
             write = GroupWrite(0, HardState(term, None, 0), new)
