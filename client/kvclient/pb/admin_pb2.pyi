@@ -60,8 +60,30 @@ class CoordinatorStats(_message.Message):
     cache_misses: int
     def __init__(self, cache_entries: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
 
+class RaftGroupStatus(_message.Message):
+    __slots__ = ("partition", "role", "leader", "term", "commit", "applied", "last_index", "quiesced", "halted")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUIESCED_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    role: str
+    leader: str
+    term: int
+    commit: int
+    applied: int
+    last_index: int
+    quiesced: bool
+    halted: str
+    def __init__(self, partition: _Optional[int] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., quiesced: bool = ..., halted: _Optional[str] = ...) -> None: ...
+
 class StatusResponse(_message.Message):
-    __slots__ = ("id", "role", "version", "address", "uptime_seconds", "mode", "replicas", "partitions", "members", "ring", "node", "coordinator")
+    __slots__ = ("id", "role", "version", "address", "uptime_seconds", "mode", "replicas", "partitions", "members", "ring", "node", "coordinator", "raft")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +96,7 @@ class StatusResponse(_message.Message):
     RING_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    RAFT_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: str
     version: str
@@ -86,7 +109,24 @@ class StatusResponse(_message.Message):
     ring: _containers.RepeatedCompositeFieldContainer[PartitionReplicas]
     node: NodeStats
     coordinator: CoordinatorStats
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., partitions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., ring: _Optional[_Iterable[_Union[PartitionReplicas, _Mapping]]] = ..., node: _Optional[_Union[NodeStats, _Mapping]] = ..., coordinator: _Optional[_Union[CoordinatorStats, _Mapping]] = ...) -> None: ...
+    raft: _containers.RepeatedCompositeFieldContainer[RaftGroupStatus]
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., partitions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., ring: _Optional[_Iterable[_Union[PartitionReplicas, _Mapping]]] = ..., node: _Optional[_Union[NodeStats, _Mapping]] = ..., coordinator: _Optional[_Union[CoordinatorStats, _Mapping]] = ..., raft: _Optional[_Iterable[_Union[RaftGroupStatus, _Mapping]]] = ...) -> None: ...
+
+class TransferLeaderRequest(_message.Message):
+    __slots__ = ("partition", "to")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    to: str
+    def __init__(self, partition: _Optional[int] = ..., to: _Optional[str] = ...) -> None: ...
+
+class TransferLeaderResponse(_message.Message):
+    __slots__ = ("leader", "term")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    leader: str
+    term: int
+    def __init__(self, leader: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

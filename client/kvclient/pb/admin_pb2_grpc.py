@@ -44,6 +44,11 @@ class AdminStub(object):
                 request_serializer=kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/kvstore.v1.Admin/TransferLeader',
+                request_serializer=kvclient_dot_pb_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=kvclient_dot_pb_dot_admin__pb2.TransferLeaderResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -65,6 +70,15 @@ class AdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransferLeader(self, request, context):
+        """Leader mode: move a partition's leadership to another of its replicas,
+        and answer once it has moved. Sent to the current leader; any other
+        process answers FAILED_PRECONDITION naming the leader it knows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.FromString,
                     response_serializer=kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=kvclient_dot_pb_dot_admin__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=kvclient_dot_pb_dot_admin__pb2.TransferLeaderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +152,33 @@ class Admin(object):
             '/kvstore.v1.Admin/Snapshot',
             kvclient_dot_pb_dot_admin__pb2.SnapshotRequest.SerializeToString,
             kvclient_dot_pb_dot_admin__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/TransferLeader',
+            kvclient_dot_pb_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
+            kvclient_dot_pb_dot_admin__pb2.TransferLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,76 +62,90 @@ class ItemStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("key", "r")
+    __slots__ = ("key", "r", "stale")
     KEY_FIELD_NUMBER: _ClassVar[int]
     R_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     r: Consistency
-    def __init__(self, key: _Optional[bytes] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+    stale: bool
+    def __init__(self, key: _Optional[bytes] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("found", "siblings", "context", "timestamp")
+    __slots__ = ("found", "siblings", "context", "timestamp", "version")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     found: bool
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     context: bytes
     timestamp: int
-    def __init__(self, found: bool = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, found: bool = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "context", "w", "request_id", "strict_quorum")
+    __slots__ = ("key", "value", "context", "w", "request_id", "strict_quorum", "if_version")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STRICT_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    IF_VERSION_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     context: bytes
     w: Consistency
     request_id: bytes
     strict_quorum: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ...) -> None: ...
+    if_version: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("context", "timestamp")
+    __slots__ = ("context", "timestamp", "version")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     context: bytes
     timestamp: int
-    def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "context", "w", "request_id", "strict_quorum")
+    __slots__ = ("key", "context", "w", "request_id", "strict_quorum", "if_version")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STRICT_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    IF_VERSION_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     context: bytes
     w: Consistency
     request_id: bytes
     strict_quorum: bool
-    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ...) -> None: ...
+    if_version: int
+    def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("context",)
+    __slots__ = ("context", "version")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     context: bytes
-    def __init__(self, context: _Optional[bytes] = ...) -> None: ...
+    version: int
+    def __init__(self, context: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetManyRequest(_message.Message):
-    __slots__ = ("keys", "r")
+    __slots__ = ("keys", "r", "stale")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     R_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     r: Consistency
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+    stale: bool
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class GetManyResponse(_message.Message):
     __slots__ = ("items",)
@@ -246,10 +260,14 @@ class TopologyMember(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class TopologyPartition(_message.Message):
-    __slots__ = ("replicas",)
+    __slots__ = ("replicas", "leader", "term")
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     replicas: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, replicas: _Optional[_Iterable[str]] = ...) -> None: ...
+    leader: str
+    term: int
+    def __init__(self, replicas: _Optional[_Iterable[str]] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class TopologyResponse(_message.Message):
     __slots__ = ("version", "mode", "role", "id", "hash", "replicas", "members", "partitions")

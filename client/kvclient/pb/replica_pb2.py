@@ -23,45 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from kvclient.pb import kv_pb2 as kvclient_dot_pb_dot_kv__pb2
+from kvclient.pb import raft_pb2 as kvclient_dot_pb_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\x1a\x14kvclient/pb/kv.proto\"\x1a\n\x0bReplicaRead\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"b\n\x0cReplicaApply\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\"P\n\x0cReplicaMerge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x0c\x12\x10\n\x08hint_for\x18\x04 \x01(\t\"F\n\x11ReplicaTreeHashes\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05level\x18\x02 \x01(\r\x12\x0f\n\x07indices\x18\x03 \x03(\r\"2\n\rReplicaBucket\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"\"\n\rReplicaRepair\x12\x11\n\tpartition\x18\x01 \x01(\r\"\"\n\x0cReplicaRoots\x12\x12\n\npartitions\x18\x01 \x03(\r\"+\n\x0cReplicaPurge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"%\n\x10ReplicaHintsHeld\x12\x11\n\tpartition\x18\x01 \x01(\r\"\r\n\x0bReplicaPing\"\xdf\x03\n\tReplicaOp\x12\n\n\x02id\x18\n \x01(\x04\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x17.kvstore.v1.ReplicaReadH\x00\x12)\n\x05\x61pply\x18\x02 \x01(\x0b\x32\x18.kvstore.v1.ReplicaApplyH\x00\x12)\n\x05merge\x18\x03 \x01(\x0b\x32\x18.kvstore.v1.ReplicaMergeH\x00\x12\x34\n\x0btree_hashes\x18\x04 \x01(\x0b\x32\x1d.kvstore.v1.ReplicaTreeHashesH\x00\x12+\n\x06\x62ucket\x18\x05 \x01(\x0b\x32\x19.kvstore.v1.ReplicaBucketH\x00\x12+\n\x06repair\x18\x06 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRepairH\x00\x12)\n\x05roots\x18\x07 \x01(\x0b\x32\x18.kvstore.v1.ReplicaRootsH\x00\x12)\n\x05purge\x18\x08 \x01(\x0b\x32\x18.kvstore.v1.ReplicaPurgeH\x00\x12\x32\n\nhints_held\x18\t \x01(\x0b\x32\x1c.kvstore.v1.ReplicaHintsHeldH\x00\x12\'\n\x04ping\x18\x0b \x01(\x0b\x32\x17.kvstore.v1.ReplicaPingH\x00\x42\x04\n\x02op\"(\n\tKeyDigest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xba\x01\n\rReplicaResult\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12&\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x15.kvstore.v1.KeyDigest\x12\x10\n\x08repaired\x18\x06 \x01(\r\x12\r\n\x05hints\x18\x07 \x01(\r\x12\n\n\x02id\x18\x08 \x01(\x04\"9\n\x13ReplicaBatchRequest\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.kvstore.v1.ReplicaOp\"B\n\x14ReplicaBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.ReplicaResult2\xa6\x01\n\x07Replica\x12J\n\x05\x42\x61tch\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse\x12O\n\x06Stream\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvclient/pb/replica.proto\x12\nkvstore.v1\x1a\x14kvclient/pb/kv.proto\x1a\x16kvclient/pb/raft.proto\"\x1a\n\x0bReplicaRead\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"b\n\x0cReplicaApply\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x0c\"P\n\x0cReplicaMerge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x0c\x12\x10\n\x08hint_for\x18\x04 \x01(\t\"F\n\x11ReplicaTreeHashes\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05level\x18\x02 \x01(\r\x12\x0f\n\x07indices\x18\x03 \x03(\r\"2\n\rReplicaBucket\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"\"\n\rReplicaRepair\x12\x11\n\tpartition\x18\x01 \x01(\r\"\"\n\x0cReplicaRoots\x12\x12\n\npartitions\x18\x01 \x03(\r\"+\n\x0cReplicaPurge\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"%\n\x10ReplicaHintsHeld\x12\x11\n\tpartition\x18\x01 \x01(\r\"\r\n\x0bReplicaPing\"\xa3\x01\n\x12ReplicaLeaderWrite\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x04 \x01(\x08\x12\x17\n\nif_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x06 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x07 \x01(\rB\r\n\x0b_if_version\"V\n\x11ReplicaLeaderRead\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"\xf7\x04\n\tReplicaOp\x12\n\n\x02id\x18\n \x01(\x04\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x17.kvstore.v1.ReplicaReadH\x00\x12)\n\x05\x61pply\x18\x02 \x01(\x0b\x32\x18.kvstore.v1.ReplicaApplyH\x00\x12)\n\x05merge\x18\x03 \x01(\x0b\x32\x18.kvstore.v1.ReplicaMergeH\x00\x12\x34\n\x0btree_hashes\x18\x04 \x01(\x0b\x32\x1d.kvstore.v1.ReplicaTreeHashesH\x00\x12+\n\x06\x62ucket\x18\x05 \x01(\x0b\x32\x19.kvstore.v1.ReplicaBucketH\x00\x12+\n\x06repair\x18\x06 \x01(\x0b\x32\x19.kvstore.v1.ReplicaRepairH\x00\x12)\n\x05roots\x18\x07 \x01(\x0b\x32\x18.kvstore.v1.ReplicaRootsH\x00\x12)\n\x05purge\x18\x08 \x01(\x0b\x32\x18.kvstore.v1.ReplicaPurgeH\x00\x12\x32\n\nhints_held\x18\t \x01(\x0b\x32\x1c.kvstore.v1.ReplicaHintsHeldH\x00\x12\'\n\x04ping\x18\x0b \x01(\x0b\x32\x17.kvstore.v1.ReplicaPingH\x00\x12(\n\x04raft\x18\x0c \x01(\x0b\x32\x18.kvstore.v1.RaftEnvelopeH\x00\x12\x36\n\x0cleader_write\x18\r \x01(\x0b\x32\x1e.kvstore.v1.ReplicaLeaderWriteH\x00\x12\x34\n\x0bleader_read\x18\x0e \x01(\x0b\x32\x1d.kvstore.v1.ReplicaLeaderReadH\x00\x42\x04\n\x02op\"(\n\tKeyDigest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xe9\x01\n\rReplicaResult\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.kvstore.v1.ItemStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12&\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x15.kvstore.v1.KeyDigest\x12\x10\n\x08repaired\x18\x06 \x01(\r\x12\r\n\x05hints\x18\x07 \x01(\r\x12\n\n\x02id\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\x04\x12\r\n\x05index\x18\n \x01(\x04\x12\r\n\x05value\x18\x0b \x01(\x0c\"9\n\x13ReplicaBatchRequest\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.kvstore.v1.ReplicaOp\"B\n\x14ReplicaBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kvstore.v1.ReplicaResult2\xa6\x01\n\x07Replica\x12J\n\x05\x42\x61tch\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse\x12O\n\x06Stream\x12\x1f.kvstore.v1.ReplicaBatchRequest\x1a .kvstore.v1.ReplicaBatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvclient.pb.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICAREAD']._serialized_start=63
-  _globals['_REPLICAREAD']._serialized_end=89
-  _globals['_REPLICAAPPLY']._serialized_start=91
-  _globals['_REPLICAAPPLY']._serialized_end=189
-  _globals['_REPLICAMERGE']._serialized_start=191
-  _globals['_REPLICAMERGE']._serialized_end=271
-  _globals['_REPLICATREEHASHES']._serialized_start=273
-  _globals['_REPLICATREEHASHES']._serialized_end=343
-  _globals['_REPLICABUCKET']._serialized_start=345
-  _globals['_REPLICABUCKET']._serialized_end=395
-  _globals['_REPLICAREPAIR']._serialized_start=397
-  _globals['_REPLICAREPAIR']._serialized_end=431
-  _globals['_REPLICAROOTS']._serialized_start=433
-  _globals['_REPLICAROOTS']._serialized_end=467
-  _globals['_REPLICAPURGE']._serialized_start=469
-  _globals['_REPLICAPURGE']._serialized_end=512
-  _globals['_REPLICAHINTSHELD']._serialized_start=514
-  _globals['_REPLICAHINTSHELD']._serialized_end=551
-  _globals['_REPLICAPING']._serialized_start=553
-  _globals['_REPLICAPING']._serialized_end=566
-  _globals['_REPLICAOP']._serialized_start=569
-  _globals['_REPLICAOP']._serialized_end=1048
-  _globals['_KEYDIGEST']._serialized_start=1050
-  _globals['_KEYDIGEST']._serialized_end=1090
-  _globals['_REPLICARESULT']._serialized_start=1093
-  _globals['_REPLICARESULT']._serialized_end=1279
-  _globals['_REPLICABATCHREQUEST']._serialized_start=1281
-  _globals['_REPLICABATCHREQUEST']._serialized_end=1338
-  _globals['_REPLICABATCHRESPONSE']._serialized_start=1340
-  _globals['_REPLICABATCHRESPONSE']._serialized_end=1406
-  _globals['_REPLICA']._serialized_start=1409
-  _globals['_REPLICA']._serialized_end=1575
+  _globals['_REPLICAREAD']._serialized_start=87
+  _globals['_REPLICAREAD']._serialized_end=113
+  _globals['_REPLICAAPPLY']._serialized_start=115
+  _globals['_REPLICAAPPLY']._serialized_end=213
+  _globals['_REPLICAMERGE']._serialized_start=215
+  _globals['_REPLICAMERGE']._serialized_end=295
+  _globals['_REPLICATREEHASHES']._serialized_start=297
+  _globals['_REPLICATREEHASHES']._serialized_end=367
+  _globals['_REPLICABUCKET']._serialized_start=369
+  _globals['_REPLICABUCKET']._serialized_end=419
+  _globals['_REPLICAREPAIR']._serialized_start=421
+  _globals['_REPLICAREPAIR']._serialized_end=455
+  _globals['_REPLICAROOTS']._serialized_start=457
+  _globals['_REPLICAROOTS']._serialized_end=491
+  _globals['_REPLICAPURGE']._serialized_start=493
+  _globals['_REPLICAPURGE']._serialized_end=536
+  _globals['_REPLICAHINTSHELD']._serialized_start=538
+  _globals['_REPLICAHINTSHELD']._serialized_end=575
+  _globals['_REPLICAPING']._serialized_start=577
+  _globals['_REPLICAPING']._serialized_end=590
+  _globals['_REPLICALEADERWRITE']._serialized_start=593
+  _globals['_REPLICALEADERWRITE']._serialized_end=756
+  _globals['_REPLICALEADERREAD']._serialized_start=758
+  _globals['_REPLICALEADERREAD']._serialized_end=844
+  _globals['_REPLICAOP']._serialized_start=847
+  _globals['_REPLICAOP']._serialized_end=1478
+  _globals['_KEYDIGEST']._serialized_start=1480
+  _globals['_KEYDIGEST']._serialized_end=1520
+  _globals['_REPLICARESULT']._serialized_start=1523
+  _globals['_REPLICARESULT']._serialized_end=1756
+  _globals['_REPLICABATCHREQUEST']._serialized_start=1758
+  _globals['_REPLICABATCHREQUEST']._serialized_end=1815
+  _globals['_REPLICABATCHRESPONSE']._serialized_start=1817
+  _globals['_REPLICABATCHRESPONSE']._serialized_end=1883
+  _globals['_REPLICA']._serialized_start=1886
+  _globals['_REPLICA']._serialized_end=2052
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from kvclient.pb import kv_pb2 as _kv_pb2
+from kvclient.pb import raft_pb2 as _raft_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -87,8 +88,38 @@ class ReplicaPing(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ReplicaLeaderWrite(_message.Message):
+    __slots__ = ("partition", "key", "value", "delete", "if_version", "request_id", "timeout_ms")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    IF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    key: bytes
+    value: bytes
+    delete: bool
+    if_version: int
+    request_id: bytes
+    timeout_ms: int
+    def __init__(self, partition: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delete: bool = ..., if_version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ReplicaLeaderRead(_message.Message):
+    __slots__ = ("partition", "key", "stale", "timeout_ms")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    key: bytes
+    stale: bool
+    timeout_ms: int
+    def __init__(self, partition: _Optional[int] = ..., key: _Optional[bytes] = ..., stale: bool = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
 class ReplicaOp(_message.Message):
-    __slots__ = ("id", "read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held", "ping")
+    __slots__ = ("id", "read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held", "ping", "raft", "leader_write", "leader_read")
     ID_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +131,9 @@ class ReplicaOp(_message.Message):
     PURGE_FIELD_NUMBER: _ClassVar[int]
     HINTS_HELD_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    RAFT_FIELD_NUMBER: _ClassVar[int]
+    LEADER_WRITE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_READ_FIELD_NUMBER: _ClassVar[int]
     id: int
     read: ReplicaRead
     apply: ReplicaApply
@@ -111,7 +145,10 @@ class ReplicaOp(_message.Message):
     purge: ReplicaPurge
     hints_held: ReplicaHintsHeld
     ping: ReplicaPing
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ..., ping: _Optional[_Union[ReplicaPing, _Mapping]] = ...) -> None: ...
+    raft: _raft_pb2.RaftEnvelope
+    leader_write: ReplicaLeaderWrite
+    leader_read: ReplicaLeaderRead
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ..., ping: _Optional[_Union[ReplicaPing, _Mapping]] = ..., raft: _Optional[_Union[_raft_pb2.RaftEnvelope, _Mapping]] = ..., leader_write: _Optional[_Union[ReplicaLeaderWrite, _Mapping]] = ..., leader_read: _Optional[_Union[ReplicaLeaderRead, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
@@ -122,7 +159,7 @@ class KeyDigest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaResult(_message.Message):
-    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired", "hints", "id")
+    __slots__ = ("status", "found", "state", "hashes", "entries", "repaired", "hints", "id", "version", "index", "value")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +168,9 @@ class ReplicaResult(_message.Message):
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.ItemStatus
     found: bool
     state: bytes
@@ -139,7 +179,10 @@ class ReplicaResult(_message.Message):
     repaired: int
     hints: int
     id: int
-    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: bool = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
+    version: int
+    index: int
+    value: bytes
+    def __init__(self, status: _Optional[_Union[_kv_pb2.ItemStatus, _Mapping]] = ..., found: bool = ..., state: _Optional[bytes] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entries: _Optional[_Iterable[_Union[KeyDigest, _Mapping]]] = ..., repaired: _Optional[int] = ..., hints: _Optional[int] = ..., id: _Optional[int] = ..., version: _Optional[int] = ..., index: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class ReplicaBatchRequest(_message.Message):
     __slots__ = ("ops",)
