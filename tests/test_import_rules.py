@@ -50,6 +50,8 @@ PURE_CORES = [
     "kvstore/leader/waiters.py",  # and the host itself (driver.py: its asyncio shell)
     "kvstore/leader/host.py",
     "kvstore/leader/settings.py",
+    "kvstore/leader/leaders.py",  # who leads each partition, as a process knows it
+    "kvstore/leader/route.py",  # where one request goes next (access.py: its asyncio shell)
     "kvstore/rpc/batches.py",  # which items make a message, and its bytes: no protobuf needed
     "kvstore/security/identity.py",  # who a caller is and what it may call
     "kvstore/security/rate_limit.py",  # the token buckets, on the caller's clock

@@ -19,6 +19,8 @@ pass, which starts as soon as this one ends (group commit without a timer).
 
 Every call has a deadline. A write not answered by then may still commit:
 it raises DeadlineExceeded with outcome `unknown`, never a definite failure.
+`on_leader_change` hears of every group's change of leader as the pass
+that learnt it ends (for the process's leader book and its metrics).
 A refusal (NOT_LEADER, a stopped partition) raises the host's error. On
 stop, the loops are cancelled and awaited, a write under way finishes
 (the store is not closed under it), and calls still waiting are answered
@@ -27,6 +29,7 @@ Unavailable with outcome `unknown`.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Protocol, Self
@@ -34,8 +37,9 @@ from typing import Protocol, Self
 from kvstore.errors import UNKNOWN, DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.leader.commands import Command, Delete, Put
 from kvstore.leader.envelopes import Envelope
-from kvstore.leader.host import MultiRaft, Pass
+from kvstore.leader.host import LeaderChange, MultiRaft, Pass
 from kvstore.leader.persistence import PassResult, RaftStore
+from kvstore.leader.raft.messages import NodeId
 from kvstore.leader.state_machine import Outcome
 from kvstore.leader.waiters import ReadValue, Release, Result, Ticket
 
@@ -73,8 +77,10 @@ class IntervalTicker:
 
 class RaftDriver:
     def __init__(self, host: MultiRaft, store: RaftStore, transport: Transport,
-                 ticker: Ticker) -> None:
+                 ticker: Ticker, *,
+                 on_leader_change: Callable[[LeaderChange], None] = lambda change: None) -> None:
         self._host = host
+        self._on_leader_change = on_leader_change
         self._store = store
         self._transport = transport
         self._ticker = ticker
@@ -157,6 +163,17 @@ class RaftDriver:
         self._host.receive(envelope)
         self._work.set()
 
+    def transfer_leadership(self, group: int, to: NodeId) -> None:
+        """Ask `group`'s leader (this node) to hand over to `to`; a leader
+        change says when it has (nothing happens on a follower)."""
+        self._host.transfer_leadership(group, to)
+        self._work.set()
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        """The transport could not deliver to `peer`."""
+        self._host.report_unreachable(peer)
+        self._work.set()
+
     async def _call(self, ticket: Ticket, timeout: float, what: str) -> Result:
         if not self._running:
             self._host.cancel(ticket)
@@ -170,8 +187,9 @@ class RaftDriver:
                 result = await future
         except TimeoutError:
             self._host.cancel(ticket)
-            raise DeadlineExceeded(f"{what} was not answered within {timeout} s; it may still "
-                                   "apply", metadata={"outcome": UNKNOWN}) from None
+            raise DeadlineExceeded(f"{what} was not answered within {timeout:g} s; it may still "
+                                   "apply", reason="DEADLINE_EXCEEDED",
+                                   metadata={"outcome": UNKNOWN}) from None
         finally:
             self._waiting.pop(ticket, None)
         if isinstance(result, KVStoreError):
@@ -214,6 +232,8 @@ class RaftDriver:
         self._answer(finished.released)
         for problem in finished.problems:
             logger.warning("%s", problem)
+        for change in finished.leaders:
+            self._on_leader_change(change)
 
     def _send(self, envelopes: tuple[Envelope, ...]) -> None:
         for envelope in envelopes:

@@ -73,11 +73,21 @@ class Pass:
     writes: Mapping[int, GroupWrite]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderChange:
+    """A group of this node learnt of another leader (None: it knows none now)."""
+
+    group: int
+    leader: NodeId | None
+    term: int
+
+
 @dataclass(frozen=True)
 class Finished:
     send: tuple[Envelope, ...]  # the answers that waited for the write
     released: tuple[Release, ...]
     problems: tuple[str, ...] = ()  # groups halted, envelopes dropped: for the log
+    leaders: tuple[LeaderChange, ...] = ()  # in the order they happened
 
 
 @dataclass
@@ -113,6 +123,7 @@ class MultiRaft:
         self._dirty: set[int] = set()
         self._released: list[Release] = []
         self._problems: list[str] = []
+        self._leader_changes: list[LeaderChange] = []
         self._notices: list[tuple[NodeId, QuiesceNotice]] = []
         self._beat_due: set[NodeId] = set()
         self._liveness = PeerLiveness()
@@ -139,8 +150,16 @@ class MultiRaft:
         rng = random.Random(f"{self._seed}/{self.id}/{group}/{loaded.hard_state.term}")
         return _Group(group, voters, config, log, RawNode(config, log, rng), GroupWaiters(group))
 
+    def groups(self) -> tuple[int, ...]:
+        """The groups this node hosts, in order."""
+        return tuple(sorted(self._groups))
+
     def status(self, group: int) -> Status:
         return self._groups[group].raw.status()
+
+    def leader(self, group: int) -> NodeId | None:
+        """The leader `group` knows, as of the last pass (None: none known)."""
+        return self._groups[group].leader
 
     def is_quiesced(self, group: int) -> bool:
         return self._groups[group].sleep.quiesced
@@ -175,7 +194,11 @@ class MultiRaft:
         return ticket
 
     def read_local(self, group: int, key: bytes) -> ReadValue:
-        """This replica's committed value, however stale (a stale read)."""
+        """This replica's committed value, however stale (a stale read).
+        Raises the refusal when this node holds no replica of `group`."""
+        if group not in self._groups:
+            raise Unavailable(f"{self.id} holds no replica of partition {group}",
+                              reason="NOT_A_REPLICA", metadata={"outcome": NOT_APPLIED})
         value = self._store.read(group, key)
         return ReadValue(0, None) if value is None else ReadValue(value.version, value.value)
 
@@ -274,9 +297,10 @@ class MultiRaft:
                 g.compact = True
             self._dirty.add(gid)
         problems, self._problems = tuple(self._problems), []
+        leaders, self._leader_changes = tuple(self._leader_changes), []
         for r in released:
             self._tickets.pop(r.ticket, None)
-        return Finished(tuple(outbox.envelopes()), tuple(released), problems)
+        return Finished(tuple(outbox.envelopes()), tuple(released), problems, leaders)
 
     def abort_pass(self, p: Pass, error: BaseException) -> Finished:
         """The pass's write failed: nothing of it is on disk. Every group in
@@ -316,6 +340,7 @@ class MultiRaft:
             g.waiters.read_state(state)
         if ready.soft_state is not None and ready.soft_state.leader != g.leader:
             g.leader = ready.soft_state.leader
+            self._leader_changes.append(LeaderChange(g.id, g.leader, g.raw.status().term))
             released += g.waiters.leader_changed(not_leader(self.id, g.id, g.leader))
         released += g.waiters.reads_done(g.raw.status().applied,
                                          lambda key: self._store.read(g.id, key))
