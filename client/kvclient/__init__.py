@@ -16,13 +16,20 @@ Failures raise the typed exceptions of `kvclient.errors`.
 Over TLS: `kvclient.Client(addresses, tls=kvclient.TLS(ca=..., cert=...,
 key=...))`; with a bearer token: `token=...` (see `kvclient.security`).
 
+In a leader-mode cluster reads are linearizable (`get(key, stale=True)`
+may come from any replica), results carry `.version` (the index of the
+key's last write in its partition's log, 0 when absent), and
+`put(key, value, if_version=V)` / `delete(key, if_version=V)` are
+compare-and-set, raising `errors.VersionMismatch` when the key is not at V.
+
 Needs only grpcio and protobuf: nothing here imports the server.
 """
 
 from kvclient import errors
 from kvclient.async_client import AsyncClient
 from kvclient.client import Client
+from kvclient.requests import PutItem
 from kvclient.results import GetResult, WriteResult
 from kvclient.security import TLS
 
-__all__ = ["AsyncClient", "Client", "GetResult", "TLS", "WriteResult", "errors"]
+__all__ = ["AsyncClient", "Client", "GetResult", "PutItem", "TLS", "WriteResult", "errors"]

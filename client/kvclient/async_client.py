@@ -98,10 +98,11 @@ class AsyncClient:
         self._closed = False
 
     async def get(
-        self, key: Data, *, r: Level = None, timeout: float | None = None
+        self, key: Data, *, r: Level = None, stale: bool = False, timeout: float | None = None
     ) -> GetResult:
-        """The value(s) and causal context of `key`; `.value` is None when absent."""
-        request = requests.get_request(key, r)
+        """The value(s) and causal context of `key`; `.value` is None when absent.
+        Leader mode: linearizable, or `stale=True` from any replica."""
+        request = requests.get_request(key, r, stale)
         response = await self._invoke("Get", request, timeout, key=request.key)
         return requests.get_result(response, self._config.resolver)
 
@@ -114,13 +115,15 @@ class AsyncClient:
         context: BytesLike | None = None,
         timeout: float | None = None,
         sloppy: bool = True,
+        if_version: int | None = None,
     ) -> WriteResult:
         """Write `value`; pass the `context` of a get to replace what it read.
         `sloppy=False`: fail rather than let stand-in nodes hold hints for
-        replicas that are down."""
+        replicas that are down. Leader mode: `if_version=V` writes only if
+        the key is at version V (0: absent), else raises VersionMismatch."""
         request = requests.put_request(
             key, value, context=context, w=w, request_id=requests.new_request_id(),
-            sloppy=sloppy,
+            sloppy=sloppy, if_version=if_version,
         )
         return requests.put_result(await self._invoke("Put", request, timeout, key=request.key))
 
@@ -132,19 +135,23 @@ class AsyncClient:
         context: BytesLike | None = None,
         timeout: float | None = None,
         sloppy: bool = True,
+        if_version: int | None = None,
     ) -> WriteResult:
-        """Delete `key` (a tombstone); pass the `context` of a get to replace what it read."""
+        """Delete `key` (a tombstone); pass the `context` of a get to replace what it read.
+        Leader mode: `if_version` as for put."""
         request = requests.delete_request(
-            key, context=context, w=w, request_id=requests.new_request_id(), sloppy=sloppy
+            key, context=context, w=w, request_id=requests.new_request_id(), sloppy=sloppy,
+            if_version=if_version,
         )
         return requests.delete_result(
             await self._invoke("Delete", request, timeout, key=request.key))
 
     async def get_many(
-        self, keys: Iterable[Data], *, r: Level = None, timeout: float | None = None
+        self, keys: Iterable[Data], *, r: Level = None, stale: bool = False,
+        timeout: float | None = None
     ) -> list[GetResult]:
-        """One GetResult per key, in order, in one round trip."""
-        request = requests.get_many_request(keys, r)
+        """One GetResult per key, in order, in one round trip (`stale` for all)."""
+        request = requests.get_many_request(keys, r, stale)
         self._config.call_timeout(timeout)  # checked even when there is nothing to send
         if not request.keys:
             return []
@@ -154,7 +161,8 @@ class AsyncClient:
     async def put_many(
         self, items: PutItems, *, w: Level = None, timeout: float | None = None
     ) -> list[WriteResult]:
-        """Write a dict key -> value, or (key, value[, context]) tuples; results in order."""
+        """Write a dict key -> value, or (key, value[, context]) tuples, or
+        PutItems (with an if_version each); results in order."""
         request = requests.put_many_request(items, w=w)
         self._config.call_timeout(timeout)  # checked even when there is nothing to send
         if not request.puts:

@@ -114,9 +114,11 @@ class Client:
         self._loop_pid = 0
         self._closed = False
 
-    def get(self, key: Data, *, r: Level = None, timeout: float | None = None) -> GetResult:
-        """The value(s) and causal context of `key`; `.value` is None when absent."""
-        return self._run(self._client.get, key, r=r, timeout=timeout)
+    def get(self, key: Data, *, r: Level = None, stale: bool = False,
+            timeout: float | None = None) -> GetResult:
+        """The value(s) and causal context of `key`; `.value` is None when absent.
+        Leader mode: linearizable, or `stale=True` from any replica."""
+        return self._run(self._client.get, key, r=r, stale=stale, timeout=timeout)
 
     def put(
         self,
@@ -127,12 +129,14 @@ class Client:
         context: BytesLike | None = None,
         timeout: float | None = None,
         sloppy: bool = True,
+        if_version: int | None = None,
     ) -> WriteResult:
         """Write `value`; pass the `context` of a get to replace what it read.
         `sloppy=False`: fail rather than let stand-in nodes hold hints for
-        replicas that are down."""
+        replicas that are down. Leader mode: `if_version=V` writes only if
+        the key is at version V (0: absent), else raises VersionMismatch."""
         return self._run(self._client.put, key, value, w=w, context=context, timeout=timeout,
-                         sloppy=sloppy)
+                         sloppy=sloppy, if_version=if_version)
 
     def delete(
         self,
@@ -142,21 +146,25 @@ class Client:
         context: BytesLike | None = None,
         timeout: float | None = None,
         sloppy: bool = True,
+        if_version: int | None = None,
     ) -> WriteResult:
-        """Delete `key` (a tombstone); pass the `context` of a get to replace what it read."""
+        """Delete `key` (a tombstone); pass the `context` of a get to replace what it read.
+        Leader mode: `if_version` as for put."""
         return self._run(self._client.delete, key, w=w, context=context, timeout=timeout,
-                         sloppy=sloppy)
+                         sloppy=sloppy, if_version=if_version)
 
     def get_many(
-        self, keys: Iterable[Data], *, r: Level = None, timeout: float | None = None
+        self, keys: Iterable[Data], *, r: Level = None, stale: bool = False,
+        timeout: float | None = None
     ) -> list[GetResult]:
-        """One GetResult per key, in order, in one round trip."""
-        return self._run(self._client.get_many, keys, r=r, timeout=timeout)
+        """One GetResult per key, in order, in one round trip (`stale` for all)."""
+        return self._run(self._client.get_many, keys, r=r, stale=stale, timeout=timeout)
 
     def put_many(
         self, items: PutItems, *, w: Level = None, timeout: float | None = None
     ) -> list[WriteResult]:
-        """Write a dict key -> value, or (key, value[, context]) tuples; results in order."""
+        """Write a dict key -> value, or (key, value[, context]) tuples, or
+        PutItems (with an if_version each); results in order."""
         return self._run(self._client.put_many, items, w=w, timeout=timeout)
 
     def delete_many(

@@ -9,11 +9,13 @@ Every exception carries `.code` (a `grpc.StatusCode`) and `.details` (the
 server's message, which says what to change); `str(e)` shows both. Where the
 server sent gRPC's rich error details (a `google.rpc.Status` in the trailing
 metadata, or in a KV.Session result), `.reason` names the case (e.g.
-`QUORUM_NOT_REACHED`), `.metadata` holds its fields, `.outcome` says what a
+`QUORUM_NOT_REACHED`, `NOT_LEADER`), `.metadata` holds its fields, `.outcome` says what a
 failed write did (`"not_applied"`: nothing was applied; `"unknown"`: it may
 have been applied and may still appear), `.required` and `.acknowledged`
 count the replicas of a quorum not reached, and `.retry_after` says how long
-to wait before retrying (seconds). `DeadlineExceeded` is also a TimeoutError,
+to wait before retrying (seconds). A failed compare-and-set is
+`VersionMismatch` (a FailedPrecondition) with `.current_version`.
+`DeadlineExceeded` is also a TimeoutError,
 `Unavailable` a ConnectionError and `InvalidArgument` a ValueError.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "Unavailable",
     "DataLoss",
     "Unauthenticated",
+    "VersionMismatch",
     "ERROR_BY_CODE",
     "error_for",
     "from_rpc_error",
@@ -153,6 +156,16 @@ class FailedPrecondition(KVError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class VersionMismatch(FailedPrecondition):
+    """Leader mode: a compare-and-set (`if_version`) found the key at another
+    version; nothing was written. `.current_version` is the key's version
+    (0: absent): read it again and decide. Never retried by the client."""
+
+    @property
+    def current_version(self) -> int | None:
+        return self._count("current_version")
+
+
 class Aborted(KVError):
     """The operation was aborted (e.g. a conflict); retried by the client."""
 
@@ -220,6 +233,9 @@ ERROR_BY_CODE: dict[grpc.StatusCode, type[KVError]] = {
     )
 }
 
+# The ErrorInfo reason of a failed compare-and-set (FAILED_PRECONDITION).
+VERSION_MISMATCH = "VERSION_MISMATCH"
+
 _CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -229,6 +245,8 @@ def error_for(code: grpc.StatusCode, details: str, *, reason: str | None = None,
     """The typed exception for `code`, carrying `details` (and the rich details)."""
     extras = {"reason": reason, "metadata": metadata, "retry_after": retry_after}
     cls = ERROR_BY_CODE.get(code)
+    if cls is FailedPrecondition and reason == VERSION_MISMATCH:
+        cls = VersionMismatch
     if cls is None:
         return KVError(details, code, **extras)  # type: ignore[arg-type]
     return cls(details, **extras)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from kvclient import errors
@@ -28,9 +29,24 @@ BytesLike = Union[bytes, bytearray, memoryview]
 # (as redis-py does). Results are bytes whichever was sent. A causal context
 # is opaque bytes and never a str.
 Data = Union[str, bytes, bytearray, memoryview]
-# put_many takes a mapping key -> value, or (key, value) / (key, value, context) tuples.
-PutItem = Union[tuple[Data, Data], tuple[Data, Data, Union[BytesLike, None]]]
-PutItems = Union[Mapping[bytes, Data], Mapping[str, Data], Iterable[PutItem]]
+
+
+@dataclass(frozen=True)
+class PutItem:
+    """One write of `put_many`, when a tuple cannot say it: leader mode's
+    `if_version` (compare-and-set, 0: only if absent), or leaderless mode's
+    `context`."""
+
+    key: Data
+    value: Data
+    context: BytesLike | None = None
+    if_version: int | None = None
+
+
+# put_many takes a mapping key -> value, or (key, value) / (key, value, context)
+# tuples, or PutItems.
+PutTuple = Union[tuple[Data, Data], tuple[Data, Data, Union[BytesLike, None]]]
+PutItems = Union[Mapping[bytes, Data], Mapping[str, Data], Iterable[Union[PutTuple, PutItem]]]
 RandomBytes = Callable[[int], bytes]
 # The methods of the KV service, as named on its stub.
 Rpc = Literal["Get", "Put", "Delete", "GetMany", "PutMany", "Ping"]
@@ -82,8 +98,28 @@ def new_request_id(random_bytes: RandomBytes = os.urandom) -> bytes:
     return random_bytes(REQUEST_ID_BYTES)
 
 
-def get_request(key: Data, r: Level) -> kv_pb2.GetRequest:
-    return kv_pb2.GetRequest(key=as_data(key, "key"), r=parse_consistency(r, "r"))
+def check_if_version(if_version: object) -> int | None:
+    """`if_version` as sent: None (unconditional) or a version >= 0."""
+    if if_version is None:
+        return None
+    if isinstance(if_version, bool) or not isinstance(if_version, int):
+        raise TypeError(f"if_version must be an int (a version, 0: absent) or None, "
+                        f"got {type(if_version).__name__}")
+    if not 0 <= if_version < 2**64:
+        raise errors.InvalidArgument(f"if_version must be >= 0 (0: only if absent), "
+                                     f"got {if_version}")
+    return if_version
+
+
+def check_stale(stale: object) -> bool:
+    if not isinstance(stale, bool):
+        raise TypeError(f"stale must be True or False, got {type(stale).__name__}")
+    return stale
+
+
+def get_request(key: Data, r: Level, stale: bool = False) -> kv_pb2.GetRequest:
+    return kv_pb2.GetRequest(key=as_data(key, "key"), r=parse_consistency(r, "r"),
+                             stale=check_stale(stale))
 
 
 def put_request(
@@ -94,6 +130,7 @@ def put_request(
     w: Level,
     request_id: bytes,
     sloppy: bool = True,
+    if_version: int | None = None,
 ) -> kv_pb2.PutRequest:
     return kv_pb2.PutRequest(
         key=as_data(key, "key"),
@@ -102,12 +139,13 @@ def put_request(
         w=parse_consistency(w, "w"),
         request_id=request_id,
         strict_quorum=not sloppy,
+        if_version=check_if_version(if_version),
     )
 
 
 def delete_request(
     key: Data, *, context: BytesLike | None, w: Level, request_id: bytes,
-    sloppy: bool = True,
+    sloppy: bool = True, if_version: int | None = None,
 ) -> kv_pb2.DeleteRequest:
     return kv_pb2.DeleteRequest(
         key=as_data(key, "key"),
@@ -115,6 +153,7 @@ def delete_request(
         w=parse_consistency(w, "w"),
         request_id=request_id,
         strict_quorum=not sloppy,
+        if_version=check_if_version(if_version),
     )
 
 
@@ -143,12 +182,14 @@ def batch_results(keys: list[bytes], outcomes: list[Any]) -> list[Any]:
     return outcomes
 
 
-def get_many_request(keys: Iterable[Data], r: Level) -> kv_pb2.GetManyRequest:
+def get_many_request(keys: Iterable[Data], r: Level,
+                     stale: bool = False) -> kv_pb2.GetManyRequest:
     if isinstance(keys, (bytes, bytearray, memoryview, str)):
         raise TypeError("keys must be an iterable of bytes keys, not a single key")
     return kv_pb2.GetManyRequest(
         keys=[as_data(key, f"key {index}") for index, key in enumerate(keys)],
         r=parse_consistency(r, "r"),
+        stale=check_stale(stale),
     )
 
 
@@ -157,28 +198,32 @@ def put_many_request(
 ) -> kv_pb2.PutManyRequest:
     """One PutRequest per item, each with its own request id; `w` covers them all."""
     puts = [
-        put_request(key, value, context=context, w=None, request_id=new_request_id(random_bytes))
-        for key, value, context in _put_items(items)
+        put_request(item.key, item.value, context=item.context, w=None,
+                    request_id=new_request_id(random_bytes), if_version=item.if_version)
+        for item in _put_items(items)
     ]
     return kv_pb2.PutManyRequest(puts=puts, w=parse_consistency(w, "w"))
 
 
-def _put_items(items: PutItems) -> list[tuple[Data, Data, BytesLike | None]]:
+def _put_items(items: PutItems) -> list[PutItem]:
     if isinstance(items, Mapping):
-        return [(key, value, None) for key, value in items.items()]
+        return [PutItem(key, value) for key, value in items.items()]
     if isinstance(items, (bytes, bytearray, memoryview, str)):
-        raise TypeError("items must be a dict or an iterable of (key, value[, context]) tuples")
+        raise TypeError("items must be a dict or an iterable of (key, value[, context]) tuples "
+                        "or PutItems")
     return [_put_item(index, item) for index, item in enumerate(items)]
 
 
-def _put_item(index: int, item: object) -> tuple[Data, Data, BytesLike | None]:
+def _put_item(index: int, item: object) -> PutItem:
+    if isinstance(item, PutItem):
+        return item
     if isinstance(item, tuple) and len(item) == 2:
-        return item[0], item[1], None
+        return PutItem(item[0], item[1])
     if isinstance(item, tuple) and len(item) == 3:
-        return item[0], item[1], item[2]
+        return PutItem(item[0], item[1], item[2])
     raise TypeError(
-        f"put_many item {index} must be a (key, value) or (key, value, context) tuple, "
-        f"got {type(item).__name__}"
+        f"put_many item {index} must be a (key, value) or (key, value, context) tuple or a "
+        f"PutItem, got {type(item).__name__}"
     )
 
 
@@ -217,15 +262,22 @@ def get_result(response: kv_pb2.GetResponse, resolver: Resolver | None) -> GetRe
         context=response.context,
         timestamp=response.timestamp,
         found=response.found,
+        version=_version(response),
     )
 
 
 def put_result(response: kv_pb2.PutResponse) -> WriteResult:
-    return WriteResult(context=response.context, timestamp=response.timestamp)
+    return WriteResult(context=response.context, timestamp=response.timestamp,
+                       version=_version(response))
 
 
 def delete_result(response: kv_pb2.DeleteResponse) -> WriteResult:
-    return WriteResult(context=response.context)
+    return WriteResult(context=response.context, version=_version(response))
+
+
+def _version(response: Any) -> int | None:
+    """Leader mode's version; None from a leaderless cluster, which sends none."""
+    return int(response.version) if response.HasField("version") else None
 
 
 def get_many_results(

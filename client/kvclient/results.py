@@ -3,6 +3,11 @@
 Owns `GetResult`, `WriteResult`, the `Resolver` type and `choose_value`.
 Pure: no I/O, no protobuf.
 
+Versions (leader mode only): a key's version is the index of its last
+write in its partition's Raft log, 0 when it is absent; `put(...,
+if_version=V)` applies only if the key is at version V. In leaderless mode
+`.version` is None and the causal `.context` plays that part.
+
 Sibling rule: the server returns a key's concurrent, unresolved values as
 siblings ordered oldest to newest. `GetResult.value` is then
 `resolver(siblings)` when the client was given a resolver, else the last
@@ -29,6 +34,8 @@ class GetResult:
     was read rather than write concurrently with it.
     `timestamp`: hybrid-logical-clock time of the newest sibling (0 if absent).
     `found`: whether the key has a value.
+    `version`: leader mode: the key's version (0 when absent); None in
+    leaderless mode.
     """
 
     value: bytes | None
@@ -36,6 +43,7 @@ class GetResult:
     context: bytes = b""
     timestamp: int = 0
     found: bool = False
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,13 @@ class WriteResult:
     `context`: causal context of the value (or tombstone) just written.
     `timestamp`: its hybrid-logical-clock time; 0 for deletes, whose
     response carries none.
+    `version`: leader mode: the key's version after the write (0 after a
+    delete); None in leaderless mode.
     """
 
     context: bytes
     timestamp: int = 0
+    version: int | None = None
 
 
 def choose_value(siblings: list[bytes], resolver: Resolver | None) -> bytes | None:

@@ -1,6 +1,7 @@
 """Token-aware routing: from a `KV.Topology` answer, the addresses of the
 replicas of a key, in preference order (as cassandra-driver's
-TokenAwarePolicy sends each request to a replica of its token).
+TokenAwarePolicy sends each request to a replica of its token); in leader
+mode, the partition's leader first, as the answering process knew it.
 
 Pure: no I/O. The client fetches the topology, keeps the `RoutingTable`
 built here, and asks it where each operation goes.
@@ -45,7 +46,7 @@ class RoutingTable:
             return None
         address_of = {member.id: member.address for member in topology.members}
         try:
-            replicas = tuple(tuple(address_of[node] for node in partition.replicas)
+            replicas = tuple(tuple(address_of[node] for node in _leader_first(partition))
                              for partition in topology.partitions)
         except KeyError:
             return None  # a preference list names a node that is not a member
@@ -63,6 +64,16 @@ class RoutingTable:
         rest of `others` (for when none of the replicas can take it)."""
         first = self.replicas_of(key)
         return first + tuple(address for address in others if address not in first)
+
+
+def _leader_first(partition: kv_pb2.TopologyPartition) -> list[str]:
+    """A partition's replicas, its leader first (leader mode: writes and
+    linearizable reads are served there without another hop)."""
+    replicas = list(partition.replicas)
+    if partition.leader in replicas:
+        replicas.remove(partition.leader)
+        replicas.insert(0, partition.leader)
+    return replicas
 
 
 class InOrder(AddressRotation):
