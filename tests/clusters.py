@@ -45,11 +45,12 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def _make(nodes: int = 3, coordinators: int = 1, cache_ttl_ms: int = 1000,
-              anti_entropy: bool = True, node_settings: str = "") -> Cluster:
+              anti_entropy: bool = True, node_settings: str = "",
+              mode: str = "leaderless") -> Cluster:
         ports = {f"n{i}": free_port() for i in range(1, nodes + 1)}
         spec = ClusterSpec(
             tuple(ClusterMember(node_id, f"127.0.0.1:{port}") for node_id, port in ports.items()),
-            replicas=3, partitions=16,
+            replicas=3, partitions=16, mode=mode,
         )
         config = tmp_path / "cluster.toml"
         # Without anti-entropy, only reads repair (so a test can watch them do it).

@@ -269,7 +269,7 @@ def test_a_flag_that_disagrees_with_the_saved_cluster_is_refused(tmp_path: Path)
     (["--nodes", "8", "--partitions", "4"], "--partitions 4 is fewer than the 8 nodes"),
     (["--base-port", "64000"], "--base-port must be 1..63434"),
     (["--nodes", "0"], "--nodes must be 1..99, got 0"),
-    (["--mode", "leader"], "mode 'leader' is not available"),
+    (["--mode", "raft"], "mode 'raft' is not available; choose one of leaderless, leader"),
     (["--node-setting", "tombstone_grace_seconds"], "--node-setting takes KEY=VALUE"),
     (["--node-setting", "no_such_setting=1"], "unknown setting(s): no_such_setting"),
     (["--node-setting", "tombstone_grace_seconds=soon"],

@@ -175,6 +175,27 @@ class LmdbRaftStore:
                 f"the Raft store in {self._path} is full (map_size {info['map_size']} "
                 "bytes): raise map_size and restart the node") from None
 
+    # -- figures, for the node's status and metrics --------------------------------------
+
+    def count_keys(self) -> int:
+        """Keys stored, every group's."""
+        with self._env.begin() as txn:
+            return int(txn.stat(self._db.data)["entries"])
+
+    def size_bytes(self) -> int:
+        """The data file's high-water mark (as `LmdbEngine.size_bytes`)."""
+        return int((self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"])
+
+    def used_bytes(self) -> int:
+        """Bytes in the pages of every database (as `LmdbEngine.used_bytes`)."""
+        with self._env.begin() as txn:
+            stats = [self._env.stat()] + [
+                txn.stat(db) for db in (self._db.meta, self._db.log, self._db.group,
+                                        self._db.snapshot, self._db.data, self._db.requests,
+                                        self._db.request_order)]
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        return int(pages * stats[0]["psize"])
+
     def last_transaction(self) -> int:
         """LMDB's id of the last write transaction committed (tests count passes by it)."""
         return int(self._env.info()["last_txnid"])

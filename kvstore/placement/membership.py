@@ -13,7 +13,9 @@ from typing import Any
 
 from kvstore.placement.ring import DEFAULT_PARTITIONS, Member, Ring, partition_of
 
-MODES = ("leaderless",)
+# leaderless: Dynamo's quorums (kvstore.leaderless); leader: a Raft group
+# per partition on its N replicas (kvstore.leader).
+MODES = ("leaderless", "leader")
 
 
 class MembershipError(ValueError):

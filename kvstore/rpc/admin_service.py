@@ -17,7 +17,9 @@ from typing import Any
 import grpc
 
 from kvclient.pb import admin_pb2, admin_pb2_grpc
+from kvstore.errors import FailedPrecondition
 from kvstore.health.failure_detector import NodeStatus
+from kvstore.leader.operator import RaftOperator
 from kvstore.placement.membership import ClusterSpec
 from kvstore.rpc.servicers import rpc
 from kvstore.server.metrics import RequestMetrics, build_version
@@ -28,12 +30,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  peers: Callable[[], Mapping[str, NodeStatus]], metrics: RequestMetrics, *,
                  node_stats: Callable[[], admin_pb2.NodeStats] | None = None,
                  coordinator_stats: Callable[[], admin_pb2.CoordinatorStats] | None = None,
-                 snapshot: tuple[Callable[[int], None], Path] | None = None) -> None:
+                 snapshot: tuple[Callable[[int], None], Path] | None = None,
+                 raft: RaftOperator | None = None,
+                 request_timeout: float = 30.0) -> None:
         """`address`: where it is reached (its advertised address); `peers`:
         the failure detector's view of every other node; `snapshot`: a
-        storage node's (copy the database to this fd, the directory to stage
-        the copy in: its data dir, sized for the data)."""
+        leaderless storage node's (copy the database to this fd, the
+        directory to stage the copy in: its data dir, sized for the data);
+        `raft`: a leader-mode node's Raft groups."""
         self._snapshot = snapshot
+        self._raft = raft
+        self._request_timeout = request_timeout
         self.metrics = metrics
         self._process_id = process_id
         self._role = role
@@ -69,7 +76,26 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             response.node.CopyFrom(self._node_stats())
         if self._coordinator_stats is not None:
             response.coordinator.CopyFrom(self._coordinator_stats())
+        if self._raft is not None:
+            response.raft.extend(
+                admin_pb2.RaftGroupStatus(
+                    partition=g.partition, role=g.role, leader=g.leader or "", term=g.term,
+                    commit=g.commit, applied=g.applied, last_index=g.last_index,
+                    quiesced=g.quiesced, halted=g.halted or "")
+                for g in self._raft.groups())
         return response
+
+    @rpc("Admin.TransferLeader")
+    async def TransferLeader(self, request: admin_pb2.TransferLeaderRequest,
+                             context: Any) -> admin_pb2.TransferLeaderResponse:
+        if self._raft is None:
+            raise FailedPrecondition(
+                f"{self._process_id} is a {self._role} of a {self._spec.mode} cluster and leads "
+                "no Raft group; ask the partition's leader (kvstore ring shows it)")
+        remaining = context.time_remaining()
+        timeout = self._request_timeout if remaining is None else remaining
+        leader, term = await self._raft.transfer(request.partition, request.to, timeout)
+        return admin_pb2.TransferLeaderResponse(leader=leader, term=term)
 
     async def Snapshot(self, request: admin_pb2.SnapshotRequest,
                        context: Any) -> AsyncIterator[admin_pb2.SnapshotChunk]:
@@ -78,9 +104,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         started = time.perf_counter()
         if self._snapshot is None:
             self.metrics.observe_request("Admin.Snapshot", "FAILED_PRECONDITION", 0.0)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"{self._process_id} is a {self._role} and holds no data; "
-                                "ask a storage node for its snapshot")
+            why = ("a leader-mode node's snapshot is not supported yet" if self._raft is not None
+                   else f"{self._process_id} is a {self._role} and holds no data; ask a storage "
+                   "node for its snapshot")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
         assert self._snapshot is not None
         code = "OK"
         try:

@@ -18,6 +18,12 @@ would gain nothing by waiting, and with large values (one per message)
 waiting would allow one write per round trip and hold every other queued
 here.
 
+An *urgent* operation (leader mode's Raft envelopes, which the peer
+answers as it reads them) does not wait its turn: it goes in the next
+message written, in a message of urgent ones, which is not counted among
+those awaiting answers. Otherwise a write waiting for its commit on the
+peer would hold back the Raft messages that commit it.
+
 Answers come back by id, in any order. Each operation has its own deadline
 (the link's `call_timeout`, or the one given), kept by one timer per link:
 a slow answer fails only the operations that waited too long, never the
@@ -194,6 +200,7 @@ class PeerLink:
         self._renewing = False  # renew() asked for a new channel
         self._retiring: set[grpc.aio.Channel] = set()  # old channels, closed after their stream
         self._queue: deque[_Pending] = deque()
+        self._urgent: deque[_Pending] = deque()  # sent before the queue, not flow-controlled
         self._next_id = 1
         self._stream: _Stream | None = None
         self._unary = False  # the peer does not serve Replica.Stream
@@ -266,11 +273,13 @@ class PeerLink:
         return not self._unary
 
     def submit(self, op: replica_pb2.ReplicaOp, convert: Callable[[replica_pb2.ReplicaResult], T],
-               timeout: float | None = None, *, any_answer: bool = False) -> "asyncio.Future[T]":
+               timeout: float | None = None, *, any_answer: bool = False,
+               urgent: bool = False) -> "asyncio.Future[T]":
         """Queue `op`; a Future of `convert(result)`, or of the KVStoreError
         the replica answered (unless `any_answer`), or DeadlineExceeded when
         no answer came within `timeout` (default: the link's call_timeout),
-        or Unavailable when the stream carrying it broke."""
+        or Unavailable when the stream carrying it broke. `urgent`: an
+        operation the peer answers at once, sent ahead of the queue."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self._stopped:
@@ -281,7 +290,7 @@ class PeerLink:
         timeout = self._settings.call_timeout if timeout is None else timeout
         pending = _Pending(op.id, op.SerializeToString(), future, convert,
                            loop.time() + timeout, any_answer)
-        self._queue.append(pending)
+        (self._urgent if urgent and not self._unary else self._queue).append(pending)
         self._watch_deadline(pending, timeout, loop)
         if self._sender is None:
             self._sender = self._tasks.create_task(self._send())
@@ -300,8 +309,9 @@ class PeerLink:
         """Fail what is queued or in flight, and end the link's tasks."""
         self._stopped = True
         error = Unavailable(f"{self._where}: the link is closed")
-        for pending in self._queue:
+        for pending in (*self._urgent, *self._queue):
             pending.fail(error)
+        self._urgent.clear()
         self._queue.clear()
         if self._stream is not None:
             self._stream.call.cancel()  # its receiver fails what it carried
@@ -320,7 +330,12 @@ class PeerLink:
             while not self._stopped:
                 if self._renewing:
                     self._replace_channel()
-                if not self._queue:
+                if self._urgent and self._unary:  # Batch calls answer in turn anyway
+                    self._queue.extendleft(reversed(self._urgent))
+                    self._urgent.clear()
+                if self._urgent:
+                    await self._send_on_stream(self._urgent, counted=False)
+                elif not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
                 elif self._unary:
@@ -329,7 +344,7 @@ class PeerLink:
                     self._wake.clear()
                     await self._wake.wait()
                 else:
-                    await self._send_on_stream()
+                    await self._send_on_stream(self._queue)
         except asyncio.CancelledError:
             if not self._stopped:
                 raise
@@ -344,15 +359,19 @@ class PeerLink:
                 and batch_is_full(self._queue, settings.max_batch, settings.max_batch_bytes,
                                   _size, _live))
 
-    async def _send_on_stream(self) -> None:
+    async def _send_on_stream(self, queue: deque[_Pending], counted: bool = True) -> None:
+        """A message of what `queue` holds; `counted`: among the messages
+        awaiting answers (the flow control above)."""
         settings = self._settings
-        batch = take_batch(self._queue, settings.max_batch, settings.max_batch_bytes, _size, _live)
+        batch = take_batch(queue, settings.max_batch, settings.max_batch_bytes, _size, _live)
         if not batch:
             return
         stream = self._stream if self._stream is not None else self._open_stream()
-        message = _Message(len(batch), sum(map(_size, batch)), self._message_answered)
-        self._messages_in_flight += 1
-        self._bytes_in_flight += message.size
+        message = None
+        if counted:
+            message = _Message(len(batch), sum(map(_size, batch)), self._message_answered)
+            self._messages_in_flight += 1
+            self._bytes_in_flight += message.size
         for pending in batch:
             pending.stream = stream
             pending.message = message

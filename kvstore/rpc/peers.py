@@ -36,10 +36,14 @@ class Peers(Background):
 
     def __init__(self, addresses: Mapping[str, str], local: LocalReplica | None,
                  settings: LinkSettings = LinkSettings(),
-                 on_message: Callable[[str, int], None] = lambda direction, items: None) -> None:
+                 on_message: Callable[[str, int], None] = lambda direction, items: None, *,
+                 self_id: str | None = None) -> None:
+        """`self_id`: this node's, when it has no `local` replica (leader
+        mode's nodes), so that it is not among the peers."""
         super().__init__()
         self._addresses = dict(addresses)
         self._local = local
+        self._self_id = local.node_id if local is not None else self_id
         self._settings = settings
         self._on_message = on_message  # each link's messages: ("sent" or "received", items)
         self._links: dict[str, PeerLink] = {}
@@ -74,7 +78,7 @@ class Peers(Background):
         }
 
     def _is_local(self, node_id: str) -> bool:
-        return self._local is not None and node_id == self._local.node_id
+        return node_id == self._self_id
 
     def _replica(self) -> LocalReplica:
         assert self._local is not None

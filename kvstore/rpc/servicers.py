@@ -35,10 +35,13 @@ from kvstore.server.metrics import RequestMetrics
 from kvstore.leaderless.replica import LocalReplica
 from kvclient import framing
 from kvstore.rpc.admission import Admission, AdmissionLimits, Gate, Ticket
+from kvstore.rpc.leader_kv import LeaderKV
+from kvstore.rpc.leader_replica import KINDS as LEADER_KINDS
+from kvstore.rpc.leader_replica import LeaderReplicaOps
 from kvstore.rpc.replica_stream import METHOD as STREAM_METHOD
 from kvstore.rpc.replica_stream import Started, StreamSession, StreamSettings
 from kvstore.rpc.session import STOPPING, SessionStream
-from kvstore.rpc.status import rich_status, status_details, status_of
+from kvstore.rpc.status import item_status, rich_status, status_details, status_of
 from kvstore.causality.versions import DVVSet
 
 log = logging.getLogger(__name__)
@@ -163,17 +166,7 @@ def rpc(method: str, on_ok: Callable[[Any, float], None] | None = None,
     return decorate
 
 
-def _item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
-    if error is None:
-        return kv_pb2.ItemStatus()
-    if isinstance(error, KVStoreError):
-        return kv_pb2.ItemStatus(code=status_of(error).value[0], message=str(error),
-                                 reason=error.reason or "", metadata=error.metadata)
-    log.error("unexpected error in a batch item", exc_info=error)
-    return kv_pb2.ItemStatus(
-        code=grpc.StatusCode.INTERNAL.value[0],
-        message=f"internal error ({type(error).__name__}: {error}); see the log",
-    )
+_item_status = item_status
 
 
 def _get_response(state: DVVSet | None) -> kv_pb2.GetResponse:
@@ -261,26 +254,32 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     Each operation is written once (`get`, `put`, ...: request and timeout
     in, response out, errors raised); the unary methods and `Session` both
-    call it.
+    call it. In leader mode (`leader` given, no coordinator) the operations
+    are `LeaderKV`'s, and it holds the cache.
     """
 
-    def __init__(self, coordinator: Coordinator, limits: validation.Limits,
+    def __init__(self, coordinator: Coordinator | None, limits: validation.Limits,
                  metrics: RequestMetrics, *, request_timeout: float,
-                 topology: kv_pb2.TopologyResponse,
+                 topology: kv_pb2.TopologyResponse | Callable[[], kv_pb2.TopologyResponse],
                  cache: LruCache | None = None,
                  admission: AdmissionLimits = AdmissionLimits(),
                  message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
                  message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
-                 admit: Callable[[str], status_pb2.Status | None] | None = None) -> None:
-        """`topology`: what `KV.Topology` answers (`rpc.topology`); `admit(kind)`:
-        whether the caller of a Session may run an operation of that kind
+                 admit: Callable[[str], status_pb2.Status | None] | None = None,
+                 leader: LeaderKV | None = None) -> None:
+        """`topology`: what `KV.Topology` answers (`rpc.topology`), or what
+        makes it (leader mode's leaders change); `admit(kind)`: whether the
+        caller of a Session may run an operation of that kind
         (`kvstore.rpc.access`), None or the status to answer it with."""
+        if (coordinator is None) == (leader is None):
+            raise ValueError("a KVService needs a leaderless coordinator or leader mode's LeaderKV")
         self._admit = admit
-        self.coordinator = coordinator
+        self._coordinator = coordinator
+        self.leader = leader
         self._topology = topology
         self.limits = limits
         self.metrics = metrics
-        self.replicas = coordinator.spec.replicas
+        self.replicas = coordinator.spec.replicas if coordinator is not None else 0
         self.request_timeout = request_timeout
         self.cache = cache
         self.admission = Admission(admission, metrics.observe_overload)
@@ -292,14 +291,24 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- the operations ----------------------------------------------------------
 
+    @property
+    def coordinator(self) -> Coordinator:
+        assert self._coordinator is not None, "leader mode has no leaderless coordinator"
+        return self._coordinator
+
     async def get(self, request: kv_pb2.GetRequest, timeout: float,
                   ticket: Ticket) -> kv_pb2.GetResponse:
+        if self.leader is not None:
+            return await self.leader.get(request, timeout)
         validation.check_key(request.key, self.limits)
+        validation.refuse_leader_fields(request)
         r = validation.replica_count(request.r, self.replicas, "r")
         return _get_response(await self._read(request.key, r, timeout))
 
     async def put(self, request: kv_pb2.PutRequest, timeout: float,
                   ticket: Ticket) -> kv_pb2.PutResponse:
+        if self.leader is not None:
+            return await self.leader.put(request, timeout)
         self._check_put(request, "")
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, request.value, False, request.context, w,
@@ -309,7 +318,10 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def delete(self, request: kv_pb2.DeleteRequest, timeout: float,
                      ticket: Ticket) -> kv_pb2.DeleteResponse:
+        if self.leader is not None:
+            return await self.leader.delete(request, timeout)
         validation.check_key(request.key, self.limits)
+        validation.refuse_leader_fields(request)
         validation.check_write_extras(request.context, request.request_id)
         w = validation.replica_count(request.w, self.replicas, "w")
         state = await self._write(request.key, b"", True, request.context, w,
@@ -319,7 +331,10 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def get_many(self, request: kv_pb2.GetManyRequest, timeout: float,
                        ticket: Ticket) -> kv_pb2.GetManyResponse:
+        if self.leader is not None:
+            return await self.leader.get_many(request, timeout)
         validation.check_batch(request.keys, self.limits, "keys")
+        validation.refuse_leader_fields(request)
         for index, key in enumerate(request.keys):
             validation.check_key(key, self.limits, f"keys[{index}]")
         r = validation.replica_count(request.r, self.replicas, "r")
@@ -331,6 +346,8 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def put_many(self, request: kv_pb2.PutManyRequest, timeout: float,
                        ticket: Ticket) -> kv_pb2.PutManyResponse:
+        if self.leader is not None:
+            return await self.leader.put_many(request, timeout)
         validation.check_batch(request.puts, self.limits, "puts")
         for index, put in enumerate(request.puts):
             self._check_put(put, f"puts[{index}].")
@@ -350,7 +367,7 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def topology(self, request: kv_pb2.TopologyRequest, timeout: float,
                        ticket: Ticket) -> kv_pb2.TopologyResponse:
-        return self._topology
+        return self._topology() if callable(self._topology) else self._topology
 
     # -- the unary methods -------------------------------------------------------
 
@@ -468,6 +485,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         validation.check_key(put.key, self.limits, f"{prefix}key")
         validation.check_value(put.value, self.limits, f"{prefix}value")
         validation.check_write_extras(put.context, put.request_id, prefix)
+        validation.refuse_leader_fields(put, prefix)
 
     async def _read(self, key: bytes, r: int, timeout: float) -> DVVSet | None:
         strong = r >= self.replicas
@@ -513,12 +531,16 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
     streams that would never end by themselves.
     """
 
-    def __init__(self, replica: LocalReplica, limits: validation.Limits,
+    def __init__(self, replica: LocalReplica | None, limits: validation.Limits,
                  metrics: RequestMetrics, trees: PartitionTrees | None = None,
                  repair: Callable[[int], Awaitable[int]] | None = None,
-                 partitions: int = 1, streams: StreamSettings = StreamSettings()) -> None:
+                 partitions: int = 1, streams: StreamSettings = StreamSettings(),
+                 leader: LeaderReplicaOps | None = None) -> None:
+        """`replica`: a leaderless node's; `leader`: a leader-mode node's
+        operations (`leader_replica`) instead."""
         Background.__init__(self)
-        self.replica = replica
+        self._replica = replica
+        self._leader = leader
         self.limits = limits
         self.metrics = metrics
         self.trees = trees if trees is not None else PartitionTrees()
@@ -581,17 +603,30 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
         which never raises: a failure is the result's status."""
         try:
             kind = op.WhichOneof("op")
+            if kind == "ping":
+                return replica_pb2.ReplicaResult()
+            if kind in LEADER_KINDS:
+                if self._leader is None:
+                    raise FailedPrecondition(f"this node runs in leaderless mode: {kind} "
+                                             "operations (Raft, leader mode) do not apply")
+                return self._leader.start(op)
+            if self._leader is not None:
+                raise FailedPrecondition(f"this node runs in leader mode: the leaderless "
+                                         f"replica operation {kind} does not apply")
             if kind == "read":
                 return self._read(op.read)
             if kind in ("tree_hashes", "bucket", "roots"):
                 return self._tree(op)
             if kind == "hints_held":
                 return self._hints_held(op.hints_held.partition)
-            if kind == "ping":
-                return replica_pb2.ReplicaResult()
             return _settled(self._write(kind, op))
         except KVStoreError as exc:
             return replica_pb2.ReplicaResult(status=_item_status(exc))
+
+    @property
+    def replica(self) -> LocalReplica:
+        assert self._replica is not None, "leader mode has no leaderless replica"
+        return self._replica
 
     def _tree(self, op: replica_pb2.ReplicaOp) -> replica_pb2.ReplicaResult:
         """Anti-entropy's questions about this replica's Merkle trees."""

@@ -4,11 +4,16 @@ Servicers catch `KVStoreError`s and abort the call with the mapped code and the
 error's message; anything else becomes INTERNAL (logged), never a crash.
 """
 
+import logging
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from kvclient.pb import kv_pb2
 from kvstore import errors
+
+log = logging.getLogger(__name__)
 
 # ErrorInfo.domain of every error the store reports.
 ERROR_DOMAIN = "kvstore"
@@ -66,3 +71,19 @@ def status_details(error: errors.KVStoreError) -> tuple[tuple[str, bytes], ...]:
     if error.reason is None and error.retry_after is None:
         return ()
     return (("grpc-status-details-bin", rich_status(error).SerializeToString()),)
+
+
+def item_status(error: BaseException | None) -> kv_pb2.ItemStatus:
+    """The status of one item of a batch (or of a replica operation): OK for
+    None, the error's code, message, reason and fields otherwise; anything
+    but a store error is INTERNAL (and logged)."""
+    if error is None:
+        return kv_pb2.ItemStatus()
+    if isinstance(error, errors.KVStoreError):
+        return kv_pb2.ItemStatus(code=status_of(error).value[0], message=str(error),
+                                 reason=error.reason or "", metadata=error.metadata)
+    log.error("unexpected error in a batch item", exc_info=error)
+    return kv_pb2.ItemStatus(
+        code=grpc.StatusCode.INTERNAL.value[0],
+        message=f"internal error ({type(error).__name__}: {error}); see the log",
+    )

@@ -3,12 +3,16 @@ client can send each operation straight to a replica of its key (members by
 the address they advertise, one preference list per partition, how a key
 maps to its partition), with a version that changes whenever any of it does.
 
-Built once per process from its cluster spec: membership is static.
+Built once per process from its cluster spec: membership is static. In
+leader mode each answer adds the partitions' leaders as the process knows
+them then (`leaders_topology`); they are not part of the version.
 """
 
 import hashlib
+from collections.abc import Callable
 
 from kvclient.pb import kv_pb2
+from kvstore.leader.leaders import LeaderBook
 from kvstore.placement.membership import ClusterSpec
 
 # ring.partition_of: the top bits of the key's 64-bit BLAKE2b digest. A client
@@ -41,3 +45,20 @@ def topology_version(response: kv_pb2.TopologyResponse) -> int:
         partition.ClearField("term")
     digest = hashlib.blake2b(shared.SerializeToString(deterministic=True), digest_size=8)
     return int.from_bytes(digest.digest(), "big")
+
+
+def leaders_topology(base: kv_pb2.TopologyResponse,
+                     book: LeaderBook) -> Callable[[], kv_pb2.TopologyResponse]:
+    """What a leader-mode process answers: `base` with each partition's
+    leader (and its term) from `book`, as it stands at each call."""
+
+    def answer() -> kv_pb2.TopologyResponse:
+        response = kv_pb2.TopologyResponse()
+        response.CopyFrom(base)
+        for partition, entry in enumerate(response.partitions):
+            known = book.known(partition)
+            if known is not None:
+                entry.leader, entry.term = known.leader, known.term
+        return response
+
+    return answer

@@ -7,6 +7,8 @@ limit and what to change.
 from collections.abc import Sized
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from kvclient.pb import kv_pb2
 from kvstore.errors import InvalidArgument
 
@@ -79,3 +81,37 @@ def replica_count(consistency: kv_pb2.Consistency, replicas: int, field: str) ->
     if level == kv_pb2.Consistency.ALL:
         return replicas
     raise InvalidArgument(f"{field} has unknown consistency level {level}; use one, quorum or all")
+
+
+# What each mode does not take, and what to use instead.
+_LEADER_ONLY = {"if_version": "compare-and-set on versions", "stale": "stale reads"}
+_LEADERLESS_ONLY = {
+    "r": "reads are linearizable, or stale=True", "w": "writes commit on a majority",
+    "context": "there are no siblings; use if_version for compare-and-set",
+    "strict_quorum": "there is no sloppy quorum",
+}
+
+
+def refuse_leader_fields(request: Message, field: str = "") -> None:
+    """A leaderless cluster refuses what only leader mode has."""
+    for name in ("if_version", "stale"):
+        if name in request.DESCRIPTOR.fields_by_name and _is_set(request, name):
+            raise InvalidArgument(
+                f"{field}{name} applies only in leader mode ({_LEADER_ONLY[name]}); this "
+                "cluster is leaderless: leave it out (use context for read-modify-write)")
+
+
+def refuse_leaderless_fields(request: Message, field: str = "") -> None:
+    """A leader-mode cluster refuses what only leaderless mode has."""
+    for name in ("r", "w", "context", "strict_quorum"):
+        if name in request.DESCRIPTOR.fields_by_name and _is_set(request, name):
+            raise InvalidArgument(
+                f"{field}{name} does not apply in leader mode ({_LEADERLESS_ONLY[name]}); "
+                "leave it out")
+
+
+def _is_set(request: Message, name: str) -> bool:
+    descriptor = request.DESCRIPTOR.fields_by_name[name]
+    if descriptor.message_type is not None or descriptor.has_presence:
+        return request.HasField(name)
+    return bool(getattr(request, name))

@@ -74,9 +74,11 @@ class LruCache:
         self.hits += 1
         return entry.value
 
-    def put(self, key: bytes, value: object, size: int) -> None:
+    def put(self, key: bytes, value: object, size: int, *, stored_at: float | None = None) -> None:
         """Cache `value` (of `size` bytes) under `key`, replacing what was there,
-        evicting least-recently-used entries until it fits.
+        evicting least-recently-used entries until it fits. `stored_at`:
+        how old the value is (a clock reading before it was read; default
+        now), from which its ttl runs.
 
         A value too large for the whole cache is not cached and evicts nothing,
         but still drops the key's older value, which it supersedes.
@@ -87,12 +89,19 @@ class LruCache:
         cost = len(key) + size + ENTRY_OVERHEAD
         if cost > self.max_bytes:
             return
+        if stored_at is None:
+            stored_at = self._clock()
         while self.bytes + cost > self.max_bytes:
             oldest = next(iter(self._entries))
             self._remove(oldest)
             self.evictions += 1
-        self._entries[key] = _Entry(value, cost, self._clock())
+        self._entries[key] = _Entry(value, cost, stored_at)
         self.bytes += cost
+
+    def stored_at(self, key: bytes) -> float | None:
+        """When `key`'s entry was stored, if it is cached (counts as no use)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.stored_at
 
     def invalidate(self, key: bytes) -> None:
         """Forget `key`, if cached."""

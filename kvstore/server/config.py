@@ -82,6 +82,14 @@ class NodeConfig:
     anti_entropy_keys_per_second: float = 1000.0
     # A tombstone is purged once every replica holds it and it is this old.
     tombstone_grace_seconds: float = 3600.0
+    # Leader mode ([cluster] mode = "leader"): the Raft tick; the election
+    # timeout in ticks (each follower's is random in [E, 2E) ticks, and a
+    # leader that heard from no majority for E ticks steps down); how long a
+    # write or linearizable read waits for a leader and a quorum before it
+    # fails UNAVAILABLE (on the minority side of a partition, say).
+    raft_tick_ms: float = 100.0
+    raft_election_ticks: int = 10
+    leader_timeout_seconds: float = 2.0
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
@@ -108,6 +116,12 @@ class NodeConfig:
             raise ConfigError("tombstone_grace_seconds must be in [0, 31536000]")
         if not 1 <= self.anti_entropy_keys_per_second <= 1_000_000:
             raise ConfigError("anti_entropy_keys_per_second must be in [1, 1000000]")
+        if not 1 <= self.raft_tick_ms <= 10_000:
+            raise ConfigError(f"raft_tick_ms must be in [1, 10000], got {self.raft_tick_ms}")
+        if not 2 <= self.raft_election_ticks <= 1000:
+            raise ConfigError(
+                f"raft_election_ticks must be in [2, 1000], got {self.raft_election_ticks}")
+        _check_leader_timeout(self.leader_timeout_seconds)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
         if self.cluster is not None:
@@ -190,11 +204,13 @@ class CoordinatorConfig:
     message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
     security: Security = Security()  # [tls], [auth] and `insecure`
     reflection: bool = True
+    leader_timeout_seconds: float = 2.0  # leader mode: as NodeConfig's
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
                                self.security)
+        _check_leader_timeout(self.leader_timeout_seconds)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
         _admission(self)  # refuses a bad admission setting by name
@@ -268,6 +284,11 @@ def _check_batch_bounds(batch_bytes: int, batch_operations: int, max_message_byt
                           f"(half the gRPC message limit), got {batch_bytes}")
     if not 1 <= batch_operations <= 65536:
         raise ConfigError(f"message_batch_operations must be 1..65536, got {batch_operations}")
+
+
+def _check_leader_timeout(seconds: float) -> None:
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"leader_timeout_seconds must be in (0, 3600], got {seconds}")
 
 
 def parse_address(address: str, setting: str) -> tuple[str, int]:

@@ -252,6 +252,50 @@ class NodeMetrics(RequestMetrics):
         self._tombstones_purged.inc()
 
 
+    def watch_raft(self, groups: Callable[[], float], led: Callable[[], float],
+                   quiesced: Callable[[], float], apply_lag: Callable[[], float]) -> None:
+        """Leader mode: the Raft groups of this node, read at scrape time, and
+        the counters its driver and links feed."""
+        for name, help_text, read in (
+            ("kvstore_raft_groups", "Raft groups (partitions) this node replicates", groups),
+            ("kvstore_raft_groups_led", "Raft groups this node leads", led),
+            ("kvstore_raft_groups_quiesced", "Raft groups idle and quiesced (not ticked, "
+             "sending nothing)", quiesced),
+            ("kvstore_raft_apply_lag_entries", "Committed entries this node has not applied "
+             "yet, over all its groups", apply_lag),
+        ):
+            Gauge(name, help_text, registry=self.registry).set_function(read)
+        self._leader_changes = Counter(
+            "kvstore_raft_leader_changes", "Leader changes seen by this node's groups (a new "
+            "leader learnt, or the leader lost)", registry=self.registry)
+        self._proposals = Counter(
+            "kvstore_raft_proposals", "Writes proposed on this node, by result (applied, "
+            "version_mismatch, or the refusal's reason)", ["result"], registry=self.registry)
+        self._commit_latency = Histogram(
+            "kvstore_raft_commit_duration_seconds", "From a write's proposal on its leader to "
+            "its answer, once committed by a majority and applied", buckets=_LATENCY_BUCKETS,
+            registry=self.registry)
+        self._snapshots = Counter(
+            "kvstore_raft_snapshots", "Raft snapshots sent to followers behind the log, or "
+            "received from a leader", ["direction"], registry=self.registry)
+        self._snapshots.labels("sent")
+        self._snapshots.labels("received")
+
+    def observe_leader_change(self) -> None:
+        self._leader_changes.inc()
+
+    def observe_proposal(self, result: str, seconds: float) -> None:
+        self._proposals.labels(result).inc()
+        if result in ("applied", "version_mismatch"):
+            self._commit_latency.observe(seconds)
+
+    def observe_snapshot_sent(self) -> None:
+        self._snapshots.labels("sent").inc()
+
+    def observe_snapshot_received(self) -> None:
+        self._snapshots.labels("received").inc()
+
+
 class CoordinatorMetrics(RequestMetrics):
     def __init__(self, cache: LruCache) -> None:
         super().__init__()

@@ -30,7 +30,9 @@ from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import NodeMetrics
 from kvstore.rpc.peers import LinkSettings, Peers
 from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc.access import AccessControl
 from kvstore.rpc.admin_service import AdminService
+from kvstore.security.rotation import CertificateFiles
 from kvstore.rpc.replica_stream import StreamSettings
 from kvstore.rpc.servicers import KVService, ReplicaService, register
 from kvstore.rpc.topology import topology_response
@@ -50,8 +52,13 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                      reload: asyncio.Event | None = None) -> None:
     """Run the node until `stop` is set, then shut down gracefully; `reload`
     (SIGHUP) re-reads the TLS files."""
-    tls_files = load_tls_files(config.security)
     spec = config.cluster_spec
+    if spec.mode == "leader":
+        from kvstore.server.leader_node import serve_leader_node  # it imports this module
+
+        await serve_leader_node(config, stop, reload)
+        return
+    tls_files = load_tls_files(config.security)
     clock = SYSTEM_CLOCK
     engine = LmdbEngine(
         config.data_dir, map_size=config.map_size, sync=config.durability == "sync",
@@ -62,11 +69,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
         metrics = NodeMetrics(engine.size_bytes, engine.count_keys, engine.used_bytes,
                               config.map_size)
         limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
-        links = LinkSettings(call_timeout=config.replica_timeout_seconds,
-                             max_batch=config.message_batch_operations,
-                             max_batch_bytes=config.message_batch_bytes,
-                             max_message_bytes=config.max_message_bytes,
-                             credentials=config.security.peer_credentials())
+        links = link_settings(config)
         with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
             # Trees only where there are other replicas to compare with.
             trees = ReplicaTrees()
@@ -131,10 +134,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
-                        partitions=spec.partitions, streams=StreamSettings(
-                            max_batch=config.message_batch_operations,
-                            max_batch_bytes=config.message_batch_bytes,
-                            max_in_flight_bytes=config.replica_stream_max_bytes_in_flight))
+                        partitions=spec.partitions, streams=stream_settings(config))
 
                     def node_stats() -> admin_pb2.NodeStats:
                         pending = replica.hint_book.all_pending().values()
@@ -149,34 +149,64 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                                          liveness.status, metrics, node_stats=node_stats,
                                          snapshot=(engine.copy_to, config.data_dir))
 
-                    def add_services(server: grpc.aio.Server) -> None:
-                        register(server, kv, KV)
-                        register(server, replicas, REPLICA)
-                        register(server, admin, ADMIN)
-
-                    def stop_streams() -> None:
-                        kv.stop_sessions()
-                        replicas.end_streams()
-
-                    async with replicas, serving(
-                        config.listen, config.max_message_bytes,
-                        (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
-                        config.shutdown_grace_seconds, on_stopping=stop_streams,
-                        security=config.security, access=access, tls_files=tls_files,
-                        reflection=config.reflection,
-                    ):
-                        warn_if_unguarded(config.security)
-                        log.info("node serving", extra={
-                            "node_id": config.node_id, "listen": config.listen,
-                            "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
-                            "durability": config.durability, "members": len(spec.members),
-                            "replicas": spec.replicas, "partitions": spec.partitions,
-                            "tls": config.security.tls is not None,
-                        })
-                        await stop.wait()
+                    async with replicas:
+                        await serve_services(config, kv, replicas, admin, access, tls_files,
+                                             stop)
     finally:
         engine.close()
     log.info("node stopped", extra={"node_id": config.node_id})
+
+
+def link_settings(config: NodeConfig) -> LinkSettings:
+    """The peer links of a node, either mode's."""
+    return LinkSettings(call_timeout=config.replica_timeout_seconds,
+                        max_batch=config.message_batch_operations,
+                        max_batch_bytes=config.message_batch_bytes,
+                        max_message_bytes=config.max_message_bytes,
+                        credentials=config.security.peer_credentials())
+
+
+def stream_settings(config: NodeConfig) -> StreamSettings:
+    """The replica side of the peer streams, either mode's."""
+    return StreamSettings(max_batch=config.message_batch_operations,
+                          max_batch_bytes=config.message_batch_bytes,
+                          max_in_flight_bytes=config.replica_stream_max_bytes_in_flight)
+
+
+async def serve_services(config: NodeConfig, kv: KVService, replicas: ReplicaService,
+                         admin: AdminService, access: AccessControl,
+                         tls_files: CertificateFiles | None, stop: asyncio.Event,
+                         **described: object) -> None:
+    """Serve a node's KV, Replica and Admin services until `stop` is set,
+    then stop gracefully (the streams first: they would hold the stop for
+    all its grace). `described`: more for the "node serving" log line."""
+    spec = config.cluster_spec
+
+    def add_services(server: grpc.aio.Server) -> None:
+        register(server, kv, KV)
+        register(server, replicas, REPLICA)
+        register(server, admin, ADMIN)
+
+    def stop_streams() -> None:
+        kv.stop_sessions()
+        replicas.end_streams()
+
+    async with serving(
+        config.listen, config.max_message_bytes,
+        (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
+        config.shutdown_grace_seconds, on_stopping=stop_streams,
+        security=config.security, access=access, tls_files=tls_files,
+        reflection=config.reflection,
+    ):
+        warn_if_unguarded(config.security)
+        log.info("node serving", extra={
+            "node_id": config.node_id, "listen": config.listen, "mode": spec.mode,
+            "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
+            "durability": config.durability, "members": len(spec.members),
+            "replicas": spec.replicas, "partitions": spec.partitions,
+            "tls": config.security.tls is not None, **described,
+        })
+        await stop.wait()
 
 
 def run_node(config: NodeConfig) -> None:
