@@ -30,6 +30,7 @@ def test_each_method_needs_the_role_its_service_is_for() -> None:
     assert required_role(BATCH) is Role.PEER
     assert required_role("/kvstore.v1.Replica/Stream") is Role.PEER
     assert required_role("/kvstore.v1.Admin/Snapshot") is Role.ADMIN
+    assert required_role("/kvstore.v1.Admin/TransferLeader") is Role.ADMIN  # leader mode
     assert required_role("/kvstore.v1.Admin/Status") is Role.READ
     assert required_role("/kvstore.v1.KV/Get") is Role.READ
     assert required_role("/kvstore.v1.KV/Session") is Role.READ

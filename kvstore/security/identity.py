@@ -67,10 +67,10 @@ def required_role(method: str) -> Role | None:
     which gRPC answers UNIMPLEMENTED)."""
     if method.startswith("/kvstore.v1.Replica/"):
         return Role.PEER
-    if method == "/kvstore.v1.Admin/Snapshot":
-        return Role.ADMIN
     if method == "/kvstore.v1.Admin/Status":
         return Role.READ
+    if method.startswith("/kvstore.v1.Admin/"):  # Snapshot, TransferLeader and any later one
+        return Role.ADMIN
     if method.startswith(_KV):
         return Role.WRITE if method[len(_KV):] in _WRITES else Role.READ
     return None
