@@ -1,4 +1,5 @@
-# The quick start: `make run` starts a local cluster (3 nodes, 1 coordinator),
+# The quick start: `make run` starts a local cluster (3 nodes, 1 coordinator;
+# `make run MODE=leader` for a Raft group per partition),
 # `make test` runs the tests (`make test-fast`: those that start no process),
 # `make lint` runs ruff and mypy.
 # Each creates .venv and installs the project (with its dev tools) on first use.
@@ -28,8 +29,9 @@ $(PROTOC_STAMP): proto/tools.txt
 	$(PROTOC_VENV)/bin/python -m pip install --quiet -r proto/tools.txt
 	@touch $(PROTOC_STAMP)
 
+# MODE=leader or leaderless; left out: a new data dir's default (leaderless), or the saved mode.
 run: $(STAMP)
-	$(BIN)/kvstore cluster up --nodes 3 --coordinators 1 --data-dir $(DATA)
+	$(BIN)/kvstore cluster up --nodes 3 --coordinators 1 $(if $(MODE),--mode $(MODE)) --data-dir $(DATA)
 
 test: $(STAMP) $(PROTOC_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -163,7 +163,8 @@ def cluster() -> None:
               help="Replicas per key (N), 1..nodes.  [default: min(3, nodes)]")
 @click.option("--partitions", type=int,
               help="Partitions of the hash space (power of two).  [default: 64]")
-@click.option("--mode", help="Replication mode.  [default: leaderless]")
+@click.option("--mode", help="Replication mode: leaderless (Dynamo quorums) or leader (a Raft "
+                             "group per partition).  [default: leaderless]")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
               show_default=True, help="Holds the cluster's config, each node's data, logs/.")
 @click.option("--base-port", type=int,
@@ -279,6 +280,31 @@ def repair(address: str | None, access: operator_commands.Access, config_file: P
     click.echo(f"done: {total} key(s) repaired")
 
 
+@admin.command(name="transfer-leader")
+@click.argument("partition", type=int)
+@click.argument("node")
+@operator_commands.address_option
+@operator_commands.access_options("admin")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds for the leadership to move.")
+def transfer_leader(partition: int, node: str, address: str | None,
+                    access: operator_commands.Access, timeout: float) -> None:
+    """Leader mode: make NODE the leader of PARTITION's Raft group."""
+    from kvstore.ops.leadership import TransferError
+    from kvstore.ops.leadership import transfer_leader as transfer
+
+    try:
+        done = transfer(access.address(address), partition, node, timeout, access.credentials)
+    except TransferError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if done.previous == done.leader:
+        click.echo(f"partition {partition}: {done.leader} leads it already (term {done.term})")
+    else:
+        click.echo(f"partition {partition}: leadership moved from {done.previous} to "
+                   f"{done.leader} (term {done.term})")
+
+
 @admin.command()
 @operator_commands.address_option
 @operator_commands.access_options("admin")
@@ -364,18 +390,21 @@ def _run_client_call(call: Any) -> Any:
               help="Print one JSON object: found, every sibling (hex, and text when it is "
                    "UTF-8), the context (hex) and the timestamp.")
 @click.option("--hex", "as_hex", is_flag=True, help="Print each sibling as hex, one per line.")
+@click.option("--stale", is_flag=True,
+              help="Leader mode: let any replica answer, however far behind.")
 def get(key: str, addresses: tuple[str, ...], timeout: float, access: operator_commands.Access,
-        r: str | None, as_json: bool, as_hex: bool) -> None:
+        r: str | None, as_json: bool, as_hex: bool, stale: bool) -> None:
     """Print the value of KEY, one line per sibling (exit 1 when absent)."""
     if as_json and as_hex:
         raise click.UsageError("choose one of --json and --hex")
     with _client(addresses, timeout, access) as client:
-        result = _run_client_call(lambda: client.get(key.encode(), r=_level(r)))
+        result = _run_client_call(lambda: client.get(key.encode(), r=_level(r), stale=stale))
     if as_json:
         click.echo(json.dumps({
             "key": key, "found": result.found,
             "siblings": [{"hex": s.hex(), "text": _text_or_none(s)} for s in result.siblings],
-            "context": result.context.hex(), "timestamp": result.timestamp}))
+            "context": result.context.hex(), "timestamp": result.timestamp,
+            "version": result.version}))
         sys.exit(0 if result.found else 1)
     if not result.found:
         click.echo("(not found)", err=True)
@@ -398,13 +427,16 @@ def _text_or_none(data: bytes) -> str | None:
 @_timeout_option
 @operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
+@click.option("--if-version", type=click.IntRange(min=0),
+              help="Leader mode: write only if KEY is at this version (0: only if absent).")
 def put(key: str, value: str, addresses: tuple[str, ...], timeout: float,
-        access: operator_commands.Access, w: str | None) -> None:
+        access: operator_commands.Access, w: str | None, if_version: int | None) -> None:
     """Store VALUE under KEY (VALUE '-' reads the bytes from stdin)."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode()
     with _client(addresses, timeout, access) as client:
-        _run_client_call(lambda: client.put(key.encode(), data, w=_level(w)))
-    click.echo("OK")
+        written = _run_client_call(
+            lambda: client.put(key.encode(), data, w=_level(w), if_version=if_version))
+    click.echo("OK" if written.version is None else f"OK version {written.version}")
 
 
 @main.command()
@@ -413,11 +445,13 @@ def put(key: str, value: str, addresses: tuple[str, ...], timeout: float,
 @_timeout_option
 @operator_commands.access_options("client")
 @click.option("-w", help="Replicas that must acknowledge: one, quorum, all or a number.")
+@click.option("--if-version", type=click.IntRange(min=0),
+              help="Leader mode: delete only if KEY is at this version.")
 def delete(key: str, addresses: tuple[str, ...], timeout: float,
-           access: operator_commands.Access, w: str | None) -> None:
+           access: operator_commands.Access, w: str | None, if_version: int | None) -> None:
     """Delete KEY."""
     with _client(addresses, timeout, access) as client:
-        _run_client_call(lambda: client.delete(key.encode(), w=_level(w)))
+        _run_client_call(lambda: client.delete(key.encode(), w=_level(w), if_version=if_version))
     click.echo("OK")
 
 

@@ -4,7 +4,8 @@ Reads `DIR/cluster.json` (the running processes) and `DIR/cluster.toml` (the
 ring), then asks each process: is its pid alive, what does its health service
 say, and what its `Admin.Status` answers (`kvstore.ops.remote`, as
 `kvstore status` asks it over the network): for nodes their keys, bytes and
-hints, and for every process which nodes its failure detector holds down. Every probe
+hints (leader mode: the partitions each leads, of how many Raft groups), and
+for every process which nodes its failure detector holds down. Every probe
 has a short deadline, so a hung process shows as unreachable instead of
 hanging the command. Read-only: it never signals or changes a process.
 """
@@ -54,6 +55,8 @@ class ProcessStatus:
     # Processes whose failure detector holds this node down (nodes only).
     seen_down_by: tuple[str, ...] = ()
     hints: int | None = None  # hints this node keeps for nodes that were down
+    leads: tuple[int, ...] | None = None  # leader mode: the partitions this node leads
+    groups: int | None = None  # leader mode: the Raft groups it hosts
 
 
 def read_cluster(data_dir: Path) -> tuple[dict[str, Any], ClusterSpec | None]:
@@ -110,6 +113,9 @@ def _status(entry: dict[str, Any], owned: dict[str, Ownership],
         db_bytes=None if stats is None else stats.db_bytes,
         seen_down_by=tuple(down_by.get(entry["id"], ())),
         hints=None if stats is None else stats.hints_pending,
+        leads=None if stats is None else tuple(
+            g.partition for g in answer.raft if g.role == "leader"),  # type: ignore[union-attr]
+        groups=None if stats is None else len(answer.raft),  # type: ignore[union-attr]
     )
 
 
@@ -149,7 +155,8 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
         result.add_column(column)
     for column in ("primary", "replicas", "keys", "disk"):
         result.add_column(column, justify="right")
-    result.add_column("hints", justify="right")
+    leader_mode = document["mode"] == "leader"
+    result.add_column("leads" if leader_mode else "hints", justify="right")
     result.add_column("seen down by")
     for row in rows:
         colour = "green" if row.health == "SERVING" else "red"
@@ -161,14 +168,21 @@ def table(rows: list[ProcessStatus], document: dict[str, Any]) -> Table:
             "-" if owned is None else str(owned.replicated),
             "-" if row.keys is None else str(row.keys),
             "-" if row.db_bytes is None else human_bytes(row.db_bytes),
-            "-" if row.hints is None else str(row.hints),
+            _leads(row) if leader_mode else "-" if row.hints is None else str(row.hints),
             f"[red]{', '.join(row.seen_down_by)}[/red]" if row.seen_down_by else "-",
         )
+    third = ("leads: the partitions whose Raft group it leads now (of the groups it hosts)"
+             if leader_mode else "hints: writes kept for nodes that were down")
     result.caption = ("primary: partitions a node owns; replicas: partitions whose "
-                      f"{document['replicas']} replicas include it; hints: writes kept for nodes "
-                      "that were down; seen down by: processes whose failure detector "
-                      "holds it down")
+                      f"{document['replicas']} replicas include it; {third}; seen down by: "
+                      "processes whose failure detector holds it down")
     return result
+
+
+def _leads(row: ProcessStatus) -> str:
+    if row.leads is None or row.groups is None:
+        return "-"
+    return f"{len(row.leads)} of {row.groups}"
 
 
 def connection_hints(document: dict[str, Any]) -> list[str]:

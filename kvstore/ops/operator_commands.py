@@ -21,7 +21,7 @@ from kvclient.security import Credentials
 
 from kvstore.ops.probe import health_status as health
 from kvstore.ops.remote import (ADDRESS_ENV, DEFAULT_ADDRESS, RemoteError, as_dict, endpoints,
-                                fetch_status, member_statuses, resolve_address,
+                                fetch_status, leaderships, member_statuses, resolve_address,
                                 ring_rows, seen_down_by)
 
 if TYPE_CHECKING:  # rich is imported only when a table is printed
@@ -174,20 +174,34 @@ def status(address: str | None, output: str, timeout: float, access: Access) -> 
 @timeout_option
 @access_options("admin")
 def ring(address: str | None, output: str, timeout: float, access: Access) -> None:
-    """Every partition and its replicas, in preference order."""
+    """Every partition and its replicas, in preference order; in leader
+    mode, each partition's leader, term, commit and applied index (from
+    every node's own answer)."""
     first = _ask(access, address, timeout)
-    rows = ring_rows(first)
+    leader_mode = first.mode == "leader"
+    led = leaderships(member_statuses(first, timeout, access.credentials)) \
+        if leader_mode else None
+    rows = ring_rows(first, led)
 
     def table() -> "Table":
         from rich.table import Table
 
-        result = Table(title=f"{first.partitions} partitions, N={first.replicas} "
-                             "(the first replica is tried first as a write's origin)",
-                       title_justify="left")
+        result = Table(title=f"{first.partitions} partitions, N={first.replicas} " + (
+            "(each a Raft group of its replicas)" if leader_mode else
+            "(the first replica is tried first as a write's origin)"), title_justify="left")
         result.add_column("partition", justify="right")
         result.add_column("replicas")
+        if leader_mode:
+            result.add_column("leader")
+            for column in ("term", "commit", "applied"):
+                result.add_column(column, justify="right")
         for row in rows:
-            result.add_row(str(row["partition"]), ", ".join(row["replicas"]))
+            cells = [str(row["partition"]), ", ".join(row["replicas"])]
+            if leader_mode:
+                cells += ["[red]none[/red]" if row["leader"] is None else row["leader"],
+                          *("-" if row[c] is None else str(row[c])
+                            for c in ("term", "commit", "applied"))]
+            result.add_row(*cells)
         return result
 
     _print(output, {"partitions": first.partitions, "replicas": first.replicas,

@@ -113,10 +113,38 @@ def seen_down_by(answers: Mapping[str, admin_pb2.StatusResponse | RemoteError]
     return down
 
 
-def ring_rows(status: admin_pb2.StatusResponse) -> list[dict[str, Any]]:
+def ring_rows(status: admin_pb2.StatusResponse,
+              leaderships: Mapping[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every partition's replicas (and addresses); with `leaderships`
+    (leader mode), its leader, term, commit and applied index, or None each
+    when no node that answered leads it."""
     addresses = {m.id: m.address for m in status.members}
-    return [{"partition": p.partition, "replicas": list(p.replicas),
-             "addresses": [addresses[r] for r in p.replicas]} for p in status.ring]
+    rows = []
+    for p in status.ring:
+        row: dict[str, Any] = {"partition": p.partition, "replicas": list(p.replicas),
+                               "addresses": [addresses[r] for r in p.replicas]}
+        if leaderships is not None:
+            row.update(leaderships.get(p.partition, dict.fromkeys(
+                ("leader", "term", "commit", "applied"))))
+        rows.append(row)
+    return rows
+
+
+def leaderships(answers: Mapping[str, admin_pb2.StatusResponse | RemoteError],
+                ) -> dict[int, dict[str, Any]]:
+    """Leader mode: partition -> its leader, term, commit and applied index,
+    as the leader itself reports them (the highest term when two nodes both
+    say they lead: the other has not heard yet that it was deposed)."""
+    found: dict[int, dict[str, Any]] = {}
+    for node_id, answer in answers.items():
+        if isinstance(answer, RemoteError):
+            continue
+        for group in answer.raft:
+            known = found.get(group.partition)
+            if group.role == "leader" and (known is None or known["term"] < group.term):
+                found[group.partition] = {"leader": node_id, "term": group.term,
+                                          "commit": group.commit, "applied": group.applied}
+    return found
 
 
 def endpoints(status: admin_pb2.StatusResponse, key: bytes) -> dict[str, Any]:
