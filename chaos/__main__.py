@@ -8,6 +8,7 @@ import random
 import sys
 from pathlib import Path
 
+from chaos.leader_run import LeaderOptions, run_leader
 from chaos.run import Options, run
 from kvclient.consistency import Level
 
@@ -17,16 +18,22 @@ def level(text: str) -> Level:
     return int(text) if text.isdigit() else text
 
 
-def parse(argv: list[str]) -> Options:
+def parse(argv: list[str]) -> Options | LeaderOptions:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
         description="Run a kvstore cluster under faults and check what the clients saw.")
+    parser.add_argument("--mode", choices=("leaderless", "leader"), default="leaderless",
+                        help="leaderless (default): quorums, checked for lost writes and "
+                             "convergence; leader: a Raft group per partition, reads, writes "
+                             "and compare-and-set on a few hot keys, checked for "
+                             "linearizability")
     parser.add_argument("--duration", type=float, default=30.0,
                         help="seconds of workload; faults stop for the last 20%% (default 30)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the fault schedule and the clients' choices "
                              "(default: random, printed)")
-    parser.add_argument("--nodes", type=int, default=5, help="storage nodes (default 5)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="storage nodes (default 5; leader mode 3)")
     parser.add_argument("--replicas", type=int, default=3, help="N, replicas per key (default 3)")
     parser.add_argument("--r", type=level, default=2, help="read quorum (default 2)")
     parser.add_argument("--w", type=level, default=2, help="write quorum (default 2)")
@@ -52,7 +59,12 @@ def parse(argv: list[str]) -> Options:
     if args.tombstone_grace < 0:
         parser.error("--tombstone-grace must be at least 0")
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
-    return Options(seed=seed, duration=args.duration, nodes=args.nodes, replicas=args.replicas,
+    if args.mode == "leader":
+        return LeaderOptions(seed=seed, duration=args.duration, nodes=args.nodes or 3,
+                             replicas=args.replicas, clients=args.clients,
+                             data_dir=args.data_dir, keep=args.keep, tls=args.tls)
+    return Options(seed=seed, duration=args.duration, nodes=args.nodes or 5,
+                   replicas=args.replicas,
                    r=args.r, w=args.w, clients=args.clients,
                    converge_timeout=args.converge_timeout,
                    tombstone_grace=args.tombstone_grace, data_dir=args.data_dir,
@@ -69,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
+        if isinstance(options, LeaderOptions):
+            return run_leader(options, say, warn)
         return run(options, say, warn)
     except KeyboardInterrupt:
         warn("interrupted; every process started was stopped")

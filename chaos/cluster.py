@@ -106,6 +106,7 @@ class LocalCluster:
     node_settings: dict[str, float] = field(default_factory=dict)  # cluster up --node-setting
     servers: dict[str, Server] = field(default_factory=dict)
     tls: bool = False  # cluster up --tls
+    mode: str = "leaderless"  # cluster up --mode
     base_port: int = 0
     _supervisor: ServerProcess | None = None  # `cluster up`
 
@@ -147,6 +148,7 @@ class LocalCluster:
         command = cluster_up_command(self.data_dir, [
             "--nodes", str(self.nodes), "--coordinators", str(self.coordinators),
             "--replicas", str(self.replicas), "--base-port", str(self.base_port),
+            "--mode", self.mode,
             *(arg for key, value in self.node_settings.items()
               for arg in ("--node-setting", f"{key}={value}")),
             *(["--tls"] if self.tls else [])])

@@ -445,3 +445,27 @@ def test_a_chaos_run_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert sum(summary["faults"].values()) > 0, report
     assert summary["acknowledged"] > 0, report
     assert (data_dir / "history.jsonl").stat().st_size > 0
+
+
+# 20 s of leader-mode workload under kills and pauses, the final reads and
+# the linearizability check (seconds here), plus the cluster's start and stop.
+@pytest.mark.process
+@pytest.mark.timeout(240)
+def test_a_leader_mode_chaos_run_is_linearizable(tmp_path: Path) -> None:
+    data_dir = tmp_path / "chaos"
+    run = subprocess.run([sys.executable, "-m", "chaos", "--mode", "leader", "--duration", "20",
+                          "--seed", "1", "--data-dir", str(data_dir)],
+                         cwd=REPO, capture_output=True, text=True, timeout=200)
+    report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
+    assert run.returncode == 0, report
+    summary = json.loads((data_dir / "summary.json").read_text())
+    assert summary["passed"] and summary["verdict"] == "linearizable", report
+    assert summary["unread_keys"] == [] and summary["unconverged"] == {}, report
+    assert sum(summary["faults"].values()) > 0, report
+    assert summary["ok"] > 100, report
+    # Compare-and-set ran both ways: applied, and refused with a version.
+    history = [json.loads(line) for line in (data_dir / "history.jsonl").open()]
+    ops = [entry for entry in history if entry["type"] == "op"]
+    assert any(op["if_version"] is not None and op["outcome"] == "ok" for op in ops), report
+    assert any(op["if_version"] is not None and op["outcome"] == "fail"
+               and op["version"] is not None for op in ops), report
