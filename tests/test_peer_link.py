@@ -172,6 +172,23 @@ async def test_operations_wait_while_a_message_awaits_answers_then_go_together()
     assert [len(message.ops) for message in replica.messages] == [1, 5]
 
 
+async def test_an_urgent_operation_goes_while_a_message_awaits_answers() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+        held = link.submit(read(b"held"), state, timeout=10.0)
+        await until(lambda: len(replica.messages) == 1)
+        queued = link.submit(read(b"queued"), state)
+        ping = replica_pb2.ReplicaOp(ping=replica_pb2.ReplicaPing())
+        urgent = link.submit(ping, lambda result: result.found, urgent=True)
+        assert await urgent  # answered while the first message still waits
+        assert [len(message.ops) for message in replica.messages] == [1, 1]
+        assert replica.messages[1].ops[0].WhichOneof("op") == "ping"
+        assert not queued.done()  # the flow control still holds the ordinary ones
+        held.cancel()
+        link.stop()
+
+
 async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alone_does() -> None:
     replica = ScriptedReplica()
     bound = 64 * 1024

@@ -82,6 +82,28 @@ def test_a_topology_the_client_cannot_route_by_gives_no_table() -> None:
         assert routing.RoutingTable.from_topology(topology) is None
 
 
+def test_leaders_are_named_beside_the_replicas_outside_the_version_and_routed_to_first() -> None:
+    from kvstore.leader.leaders import LeaderBook
+    from kvstore.rpc.topology import leaders_topology
+
+    spec = ClusterSpec(SPEC.members, replicas=3, partitions=16, mode="leader")
+    base = topology_response(spec, "c1", "coordinator")
+    book = LeaderBook()
+    answer = leaders_topology(base, book)
+    assert all(p.leader == "" for p in answer().partitions)
+    follower = spec.ring.preference_list(5, 3)[2]
+    book.learn(5, follower, term=3)
+    now = answer()
+    assert (now.partitions[5].leader, now.partitions[5].term) == (follower, 3)
+    assert now.version == base.version  # leaders move; the cluster is the same
+    table = routing.RoutingTable.from_topology(now)
+    assert table is not None
+    address = {m.node_id: m.address for m in spec.members}
+    assert table.replicas[5][0] == address[follower]
+    assert sorted(table.replicas[5]) == sorted(address[n] for n in spec.ring.preference_list(5, 3))
+    assert table.replicas[4] == tuple(address[n] for n in spec.ring.preference_list(4, 3))
+
+
 def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry() -> None:
     # Plaintext beyond loopback needs --insecure (tests/test_secure_defaults.py).
     insecure = Security(insecure=True)
