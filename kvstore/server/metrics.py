@@ -271,6 +271,8 @@ class NodeMetrics(RequestMetrics):
         self._proposals = Counter(
             "kvstore_raft_proposals", "Writes proposed on this node, by result (applied, "
             "version_mismatch, or the refusal's reason)", ["result"], registry=self.registry)
+        for result in ("applied", "version_mismatch"):  # 0 until the first, not absent
+            self._proposals.labels(result)
         self._commit_latency = Histogram(
             "kvstore_raft_commit_duration_seconds", "From a write's proposal on its leader to "
             "its answer, once committed by a majority and applied", buckets=_LATENCY_BUCKETS,
