@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,12 +31,10 @@ from chaos.history import FINAL_READER, OK, History, Op, text
 from chaos.leader_workload import LeaderWorkload, LeaderWorkloadSettings
 from chaos.linearizability import check, register_ops
 from chaos.nemesis import Nemesis, NemesisSettings
+from chaos.run import carry_out
 from chaos.summary import count_ops
 from kvclient.security import PLAINTEXT, Credentials
 
-HISTORY_FILE = "history.jsonl"
-SUMMARY_FILE = "summary.json"
-EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 FINAL_READ_TIMEOUT = 60.0  # seconds for every key's final read, retries included
 CONVERGE_TIMEOUT = 30.0  # for every replica to show the final state
@@ -107,35 +103,11 @@ class LeaderSummary:
 
 def run_leader(options: LeaderOptions, say: Callable[[str], None],
                warn: Callable[[str], None]) -> int:
-    data_dir = (options.data_dir or Path(tempfile.mkdtemp(prefix="kvstore-chaos-"))).resolve()
-    if data_dir.exists() and any(data_dir.iterdir()):
-        warn(f"error: {data_dir} is not empty; a chaos run needs a fresh data dir")
-        return EXIT_ERROR
-    history: History | None = None
-    summary: LeaderSummary | None = None
-    try:
-        with LocalCluster(data_dir, options.nodes, options.coordinators, options.replicas,
-                          tls=options.tls, mode="leader") as cluster:
-            warn(f"leader-mode cluster up in {data_dir} (base port {cluster.base_port}); "
-                 f"seed {options.seed}, {options.duration:g} s")
-            history = History()
-            summary = asyncio.run(_session(cluster, history, options, warn))
-    except ClusterError as exc:
-        warn(f"error: {exc}")
-    finally:
-        if history is not None:
-            history.write_jsonl(data_dir / HISTORY_FILE)
-    if summary is None:
-        warn(f"the run did not finish; its files are in {data_dir}")
-        return EXIT_ERROR
-    summary.write(data_dir / SUMMARY_FILE)
-    for line in summary.lines():
-        say(line)
-    if summary.passed and options.data_dir is None and not options.keep:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    else:
-        say(f"files          {data_dir} (history.jsonl, summary.json, logs/)")
-    return EXIT_PASSED if summary.passed else EXIT_FAILED
+    return carry_out(
+        options.data_dir, options.keep, "leader-mode cluster", options.seed, options.duration,
+        lambda data_dir: LocalCluster(data_dir, options.nodes, options.coordinators,
+                                      options.replicas, tls=options.tls, mode="leader"),
+        lambda cluster, history: _session(cluster, history, options, warn), say, warn)
 
 
 async def _session(cluster: LocalCluster, history: History, options: LeaderOptions,

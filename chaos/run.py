@@ -15,9 +15,10 @@ import functools
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
                             check_superseded, divergent_keys)
@@ -69,21 +70,43 @@ class Options:
 def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None]) -> int:
     """The whole run; the exit status (0: passed, 1: a check failed, 2: the
     run itself could not be carried out)."""
-    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="kvstore-chaos-"))
-    data_dir = data_dir.resolve()
+    node_settings = {"tombstone_grace_seconds": options.tombstone_grace}
+    return carry_out(
+        options.data_dir, options.keep, "cluster", options.seed, options.duration,
+        lambda data_dir: LocalCluster(data_dir, options.nodes, options.coordinators,
+                                      options.replicas, node_settings, tls=options.tls),
+        lambda cluster, history: _session(cluster, history, options, warn), say, warn)
+
+
+class RunSummary(Protocol):
+    @property
+    def passed(self) -> bool: ...
+
+    def lines(self) -> list[str]: ...
+
+    def write(self, path: Path) -> None: ...
+
+
+def carry_out(given_dir: Path | None, keep: bool, what: str, seed: int, duration: float,
+              open_cluster: Callable[[Path], LocalCluster],
+              session: Callable[[LocalCluster, History], Coroutine[Any, Any, RunSummary]],
+              say: Callable[[str], None], warn: Callable[[str], None]) -> int:
+    """A run's life, in either mode: a fresh data dir (a temporary one unless
+    given), the cluster up, `session` on it, the history and summary written
+    there whatever happened, the summary said, and the data dir removed after
+    a passing run in a temporary one (unless `keep`). The exit status."""
+    data_dir = (given_dir or Path(tempfile.mkdtemp(prefix="kvstore-chaos-"))).resolve()
     if data_dir.exists() and any(data_dir.iterdir()):
         warn(f"error: {data_dir} is not empty; a chaos run needs a fresh data dir")
         return EXIT_ERROR
     history: History | None = None
-    summary: Summary | None = None
+    summary: RunSummary | None = None
     try:
-        node_settings = {"tombstone_grace_seconds": options.tombstone_grace}
-        with LocalCluster(data_dir, options.nodes, options.coordinators,
-                          options.replicas, node_settings, tls=options.tls) as cluster:
-            warn(f"cluster up in {data_dir} (base port {cluster.base_port}); "
-                 f"seed {options.seed}, {options.duration:g} s")
+        with open_cluster(data_dir) as cluster:
+            warn(f"{what} up in {data_dir} (base port {cluster.base_port}); "
+                 f"seed {seed}, {duration:g} s")
             history = History()
-            summary = asyncio.run(_session(cluster, history, options, warn))
+            summary = asyncio.run(session(cluster, history))
     except ClusterError as exc:
         warn(f"error: {exc}")
     finally:
@@ -95,7 +118,7 @@ def run(options: Options, say: Callable[[str], None], warn: Callable[[str], None
     summary.write(data_dir / SUMMARY_FILE)
     for line in summary.lines():
         say(line)
-    if summary.passed and options.data_dir is None and not options.keep:
+    if summary.passed and given_dir is None and not keep:
         shutil.rmtree(data_dir, ignore_errors=True)
     else:
         say(f"files          {data_dir} (history.jsonl, summary.json, logs/)")
