@@ -23,8 +23,9 @@ def spec_of(cluster: Cluster) -> ClusterSpec:
     return ClusterSpec.from_table(tomllib.loads(cluster.config.read_text())["cluster"])
 
 
-def counts(cluster: Cluster, method: str) -> dict[str, float]:
-    servers = [*cluster.nodes.values(), *cluster.coordinators]
+def counts(cluster: Cluster, method: str, down: str | None = None) -> dict[str, float]:
+    """Each running server's count of `method` calls answered OK (`down`: one not running)."""
+    servers = [s for s in [*cluster.nodes.values(), *cluster.coordinators] if s.node_id != down]
     return {s.node_id: metric(s, f'kvstore_requests_total{{code="OK",method="{method}"}}') or 0
             for s in servers}
 
@@ -57,17 +58,11 @@ def test_given_a_node_each_call_goes_to_its_keys_preferred_replica(
     cluster.nodes["n2"].kill()
     on_n2 = [key for key in KEYS if spec.preference_list(key)[0] == "n2"]
     with kvclient.Client([cluster.nodes["n1"].address], timeout=10) as client:
-        before = counts_without(cluster, "n2", "Put")
+        before = counts(cluster, "Put", down="n2")
         for key in on_n2:
             client.put(key, b"after")
-        moved = grew(before, counts_without(cluster, "n2", "Put"))
+        moved = grew(before, counts(cluster, "Put", down="n2"))
     assert sum(moved.values()) == len(on_n2) and "c1" not in moved
-
-
-def counts_without(cluster: Cluster, down: str, method: str) -> dict[str, float]:
-    servers = [s for s in [*cluster.nodes.values(), *cluster.coordinators] if s.node_id != down]
-    return {s.node_id: metric(s, f'kvstore_requests_total{{code="OK",method="{method}"}}') or 0
-            for s in servers}
 
 
 def test_given_a_coordinator_calls_go_through_it_unless_asked_to_route(
