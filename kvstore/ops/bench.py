@@ -329,8 +329,18 @@ async def _preload(client: AsyncClient, workload: Workload) -> None:
             group.create_task(put_batch(start))
 
 
-async def run_bench(options: BenchOptions) -> list[PhaseResult]:
-    results = []
+OnPhase = Callable[[PhaseResult], None]
+
+
+async def run_bench(options: BenchOptions,
+                    on_phase: OnPhase = lambda result: None) -> list[PhaseResult]:
+    """Every phase of `options`, in order; `on_phase` is told of each as it ends."""
+    results: list[PhaseResult] = []
+
+    def done(result: PhaseResult) -> None:
+        results.append(result)
+        on_phase(result)
+
     preloaded: set[tuple[int, int]] = set()
     async with AsyncClient(list(options.addresses), timeout=options.timeout,
                            stream=not options.unary, tls=options.credentials.tls,
@@ -338,13 +348,13 @@ async def run_bench(options: BenchOptions) -> list[PhaseResult]:
         for workload in options.workloads:
             payload = os.urandom(workload.value_size)
             if options.echo:
-                results.append(await _closed_loop(
+                done(await _closed_loop(
                     f"echo c{workload.concurrency} {_size(workload.value_size)}",
                     _echo(client, payload), options, workload.concurrency))
             if workload.read_ratio > 0 and (workload.keys, workload.value_size) not in preloaded:
                 await _preload(client, workload)
                 preloaded.add((workload.keys, workload.value_size))
-            results.append(await _closed_loop(workload.name, _workload(client, workload, payload,
+            done(await _closed_loop(workload.name, _workload(client, workload, payload,
                                                                        options),
                                               options, workload.concurrency))
     return results
@@ -367,29 +377,46 @@ def _workload(client: AsyncClient, workload: Workload, payload: bytes,
     return operation
 
 
-def format_results(results: Sequence[PhaseResult], options: BenchOptions,
-                   idle: dict[str, Resident] | None = None) -> str:
-    servers = len(results[0].memory) if results else len(options.servers)
-    lines = [
-        f"closed loop: {options.duration:g}s per phase, r={options.r or 'default'}, "
-        f"w={options.w or 'default'}, {servers} server process(es), "
-        f"{'unary calls' if options.unary else 'KV.Session stream'}",
-        f"{'phase':<26}{'ops':>8}{'ops/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
-        f"{'srv CPU ms/op':>14}{'cli CPU ms/op':>14}{'vs echo':>8}{'errors':>7}",
-    ]
-    echo: PhaseResult | None = None
-    for r in results:
+class Report:
+    """The printed report, a phase at a time (so a long run shows each phase
+    as it ends): `header()`, then `phase(result)` for each, in order."""
+
+    def __init__(self, options: BenchOptions, idle: dict[str, Resident] | None = None) -> None:
+        self._options = options
+        self._idle = idle or {}
+        self._echo: PhaseResult | None = None
+
+    def header(self, servers: int) -> list[str]:
+        options = self._options
+        return [
+            f"closed loop: {options.duration:g}s per phase, r={options.r or 'default'}, "
+            f"w={options.w or 'default'}, {servers} server process(es), "
+            f"{'unary calls' if options.unary else 'KV.Session stream'}",
+            f"{'phase':<26}{'ops':>8}{'ops/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
+            f"{'srv CPU ms/op':>14}{'cli CPU ms/op':>14}{'vs echo':>8}{'errors':>7}",
+        ]
+
+    def phase(self, r: PhaseResult) -> list[str]:
         if r.name.startswith("echo"):
-            echo = r
+            self._echo = r
+        echo = self._echo
         ratio = (f"{r.ops_per_second / echo.ops_per_second:.0%}"
                  if echo is not None and r is not echo and echo.ops_per_second else "-")
-        lines.append(
+        return [
             f"{r.name:<26}{r.operations:>8}{r.ops_per_second:>8.0f}{r.percentile_ms(0.5):>9.2f}"
             f"{r.percentile_ms(0.99):>9.2f}{r.percentile_ms(0.999):>9.2f}"
             f"{r.server_cpu_ms_per_op:>14.3f}{r.client_cpu_ms_per_op:>14.3f}{ratio:>8}"
-            f"{r.errors:>7}")
-        lines += [f"    {line}" for line in _details(r, idle or {})]
-    return "\n".join(lines)
+            f"{r.errors:>7}",
+            *(f"    {line}" for line in _details(r, self._idle)),
+        ]
+
+
+def format_results(results: Sequence[PhaseResult], options: BenchOptions,
+                   idle: dict[str, Resident] | None = None) -> str:
+    report = Report(options, idle)
+    servers = len(results[0].memory) if results else len(options.servers)
+    return "\n".join([*report.header(servers),
+                      *(line for result in results for line in report.phase(result))])
 
 
 def _details(result: PhaseResult, idle: dict[str, Resident]) -> list[str]:
@@ -421,9 +448,11 @@ def idle_memory(servers: Sequence[Server]) -> dict[str, Resident]:
     return {server.name: resident(server.pid) for server in servers}
 
 
-def run_against_temporary_node(options: BenchOptions, durability: str
-                               ) -> tuple[list[PhaseResult], dict[str, Resident]]:
-    """Start a throwaway single node, benchmark it, stop it."""
+def run_against_temporary_node(options: BenchOptions, durability: str,
+                               start: Callable[[dict[str, Resident]], OnPhase],
+                               ) -> list[PhaseResult]:
+    """Start a throwaway single node, benchmark it, stop it; `start(idle)`
+    is told each server's idle memory and gives what hears of each phase."""
     with tempfile.TemporaryDirectory(prefix="kvstore-bench-") as scratch:
         metrics_port = free_port()
         node = start_node("bench", Path(scratch) / "data", metrics_port=metrics_port,
@@ -431,21 +460,21 @@ def run_against_temporary_node(options: BenchOptions, durability: str
         try:
             server = Server("node", node.pid, f"127.0.0.1:{metrics_port}")
             local = replace(options, addresses=[node.address], servers=[server])
-            idle = idle_memory(local.servers)
-            return _run(local), idle
+            return _run(local, start(idle_memory(local.servers)))
         finally:
             node.stop()
 
 
-def _run(options: BenchOptions) -> list[PhaseResult]:
+def _run(options: BenchOptions, on_phase: OnPhase) -> list[PhaseResult]:
     import uvloop
 
-    return uvloop.run(run_bench(options))
+    return uvloop.run(run_bench(options, on_phase))
 
 
-def run_against(options: BenchOptions) -> tuple[list[PhaseResult], dict[str, Resident]]:
-    idle = idle_memory(options.servers)
-    return _run(options), idle
+def run_against(options: BenchOptions,
+                start: Callable[[dict[str, Resident]], OnPhase]) -> list[PhaseResult]:
+    """Benchmark running servers; `start` as for run_against_temporary_node."""
+    return _run(options, start(idle_memory(options.servers)))
 
 
 def targets_of_cluster_file(path: Path, via: str) -> tuple[list[str], list[Server]]:

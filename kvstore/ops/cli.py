@@ -3,6 +3,7 @@
 import json
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -537,9 +538,10 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
     ratio give a phase for each combination.
     """
     from kvclient.security import PLAINTEXT
-    from kvstore.ops.bench import (BenchOptions, Server, format_results, run_against,
+    from kvstore.ops.bench import (BenchOptions, PhaseResult, Report, Server, run_against,
                                    run_against_temporary_node, targets_of_cluster_file,
                                    workloads)
+    from kvstore.ops.process_memory import Resident
     from kvstore.ops.credentials import client_credentials
 
     credentials = PLAINTEXT
@@ -552,11 +554,15 @@ def bench(addresses: tuple[str, ...], server_pids: tuple[int, ...], durability: 
     options = BenchOptions(addresses=list(addresses), servers=servers, r=_level(r), w=_level(w),
                            workloads=workloads(concurrency, value_size, keys, read_ratio),
                            credentials=credentials, **settings)
+    def start(idle: dict[str, Resident]) -> Callable[[PhaseResult], None]:
+        report = Report(options, idle)
+        click.echo("\n".join(report.header(len(idle))))
+        return lambda result: click.echo("\n".join(report.phase(result)))
+
     if addresses:
-        results, idle = run_against(options)
+        run_against(options, start)
     else:
-        results, idle = run_against_temporary_node(options, durability)
-    click.echo(format_results(results, options, idle))
+        run_against_temporary_node(options, durability, start)
 
 
 if __name__ == "__main__":
