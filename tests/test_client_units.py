@@ -19,7 +19,7 @@ from kvclient.config import ClientConfig, check_timeout, parse_addresses
 from kvclient.consistency import parse_consistency
 from kvclient.pb import kv_pb2
 from kvclient.results import GetResult, choose_value
-from kvclient.retry import AddressRotation, Attempts, RetryPolicy
+from kvclient.retry import AddressRotation, AttemptLatency, Attempts, RetryPolicy
 
 # Never reached: constructing a sync channel does not connect.
 NOWHERE = "127.0.0.1:1"
@@ -293,6 +293,34 @@ def test_an_overload_is_not_retried_with_less_left_than_the_server_expects_a_req
     for said in ("", "soon"):
         later = _attempts(AddressRotation(1), timeout=2.0, cap=0.01)
         assert later.after_failure(_overloaded(0.05, expected_ms=said), now=1.9) < 0.07
+
+
+def test_an_overload_is_not_retried_with_less_left_than_this_clients_attempts_take() -> None:
+    # The server answers fast once it reads a request (it says 10 ms), but
+    # this client's attempts took about a second: its own queue and the
+    # network. Retrying with 0.5 s left would end DEADLINE_EXCEEDED.
+    latency = AttemptLatency()
+    for _ in range(20):
+        latency.observe(1.0)
+    assert 1.0 <= latency.expected < 1.2
+    policy = RetryPolicy(max_attempts=5, backoff_base=0.01, backoff_cap=0.01)
+    attempts = Attempts(policy, AddressRotation(1), now=0.0, timeout=2.0,
+                        rng=random.Random(1), latency=latency)
+    assert attempts.after_failure(_overloaded(0.05, expected_ms="10"), now=0.0) < 0.07
+    refusal = _overloaded(0.05, expected_ms="10")
+    with pytest.raises(errors.ResourceExhausted) as caught:
+        attempts.after_failure(refusal, now=1.5)
+    assert caught.value is refusal
+
+
+def test_attempt_latency_follows_what_attempts_take_and_their_spread() -> None:
+    latency = AttemptLatency()
+    assert latency.expected == 0.0  # nothing seen: nothing is held against a retry
+    latency.observe(0.2)
+    assert latency.latency == 0.2 and latency.expected == pytest.approx(0.6)
+    for _ in range(100):
+        latency.observe(0.01)
+    assert latency.expected < 0.02  # the spread decays once attempts are steady
 
 
 def test_resource_exhausted_is_retried_only_when_overloaded_with_a_delay() -> None:

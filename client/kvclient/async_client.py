@@ -35,7 +35,7 @@ from kvclient.consistency import Level
 from kvclient.pb import kv_pb2_grpc
 from kvclient.requests import BytesLike, Data, PutItems, Rpc
 from kvclient.results import GetResult, Resolver, WriteResult
-from kvclient.retry import AddressRotation, Attempts
+from kvclient.retry import AddressRotation, AttemptLatency, Attempts
 from kvclient.router import Router
 from kvclient.routing import InOrder
 from kvclient.security import TLS
@@ -89,6 +89,7 @@ class AsyncClient:
             raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
         self._rotation = AddressRotation(len(self._config.addresses))
         self._rng = random.Random()
+        self._attempt_latency = AttemptLatency()  # for retries after refusals (retry.py)
         # Per address, given or learnt from the topology: opened on first use.
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
@@ -238,14 +239,19 @@ class AsyncClient:
             now=time.monotonic(),
             timeout=self._config.call_timeout(timeout),
             rng=self._rng,
+            latency=self._attempt_latency,
         )
         while True:
             address = addresses[attempts.address]
             timeout_left = attempts.time_left(time.monotonic())
+            sent = time.monotonic()
             try:
-                return await self._attempt(address, rpc, request, timeout_left, attempts)
+                result = await self._attempt(address, rpc, request, timeout_left, attempts)
             except (grpc.RpcError, errors.KVError) as error:
                 delay = attempts.after_failure(error, time.monotonic())
+            else:
+                self._attempt_latency.observe(time.monotonic() - sent)
+                return result
             await asyncio.sleep(delay)
 
     async def _reachable_first(self, replicas: tuple[str, ...]) -> tuple[str, ...]:

@@ -19,9 +19,12 @@ Such a refusal is not a failed attempt: it is retried until the call's
 deadline, not `max_attempts` times, each time after at least the server's
 delay plus an exponential backoff with full jitter, at the next address
 (another process may have room), as long as what is left of the deadline
-then is at least what the server said a request needs now
-(`expected_latency_ms`): a later attempt would end DEADLINE_EXCEEDED, an
-outcome a write cannot be sure of.
+then is at least what a request needs now: the longer of what the server
+said (`expected_latency_ms`, its own view, from reading a request to
+answering it) and what this client's answered attempts took
+(`AttemptLatency`: its view, which also holds its own queueing and the
+network): a later attempt would end DEADLINE_EXCEEDED, an outcome a write
+cannot be sure of.
 """
 
 from __future__ import annotations
@@ -124,6 +127,32 @@ class AddressRotation:
         return (index + 1) % self.size
 
 
+class AttemptLatency:
+    """How long an attempt takes to be answered, as the client sees it: a
+    moving average of answered attempts and of their distance from it (as
+    TCP's retransmission timer keeps, RFC 6298), shared by a client's calls."""
+
+    _LATENCY_WEIGHT = 1 / 8
+    _DEVIATION_WEIGHT = 1 / 4
+
+    def __init__(self) -> None:
+        self.latency = 0.0  # seconds
+        self.deviation = 0.0  # seconds
+
+    @property
+    def expected(self) -> float:
+        """Seconds an attempt started now should be given to be answered."""
+        return self.latency + 4 * self.deviation
+
+    def observe(self, seconds: float) -> None:
+        """An attempt was answered `seconds` after it was sent."""
+        if self.latency == 0.0 and self.deviation == 0.0:
+            self.latency, self.deviation = seconds, seconds / 2  # the first sample (RFC 6298)
+            return
+        self.deviation += self._DEVIATION_WEIGHT * (abs(seconds - self.latency) - self.deviation)
+        self.latency += self._LATENCY_WEIGHT * (seconds - self.latency)
+
+
 class Attempts:
     """The retry state of one logical call.
 
@@ -141,8 +170,10 @@ class Attempts:
         now: float,
         timeout: float,
         rng: Uniform,
+        latency: AttemptLatency | None = None,
     ) -> None:
         self._policy = policy
+        self._latency = latency
         self._rotation = rotation
         self._rng = rng
         self._timeout = timeout
@@ -183,7 +214,10 @@ class Attempts:
                 raise typed
             raise typed from error
         if is_overload(typed):
-            if now + delay + _expected_latency(typed) >= self._deadline:
+            needed = _expected_latency(typed)
+            if self._latency is not None:
+                needed = max(needed, self._latency.expected)
+            if now + delay + needed >= self._deadline:
                 # Too late for another attempt to make it: the refusal says
                 # what happened better than a timeout would.
                 raise typed from (None if typed is error else error)
