@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kvstore.ops import operator_commands
+from kvstore.ops.certs_command import certs
 from kvstore.server.config import ConfigError, load_coordinator_config, load_node_config, parse_size
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def main() -> None:
     """kvstore: a sharded, replicated key-value store."""
 
 
-for _command in operator_commands.COMMANDS:
+for _command in (*operator_commands.COMMANDS, certs):
     main.add_command(_command)
 
 

@@ -29,6 +29,7 @@ from kvstore.placement.membership import ClusterSpec
 from kvstore.ops.probe import is_serving
 from kvstore.ops.processes import ServerProcess, launch, stop_all
 from kvclient.security import PLAINTEXT, TLS, Credentials
+from kvstore.security.deployment_pki import CertificateRequestError
 from kvstore.security.local_pki import ADMIN
 from kvstore.security.certificates import write_private
 from kvstore.security.secret import ensure_secret
@@ -230,7 +231,10 @@ def prepare(requested: Requested, data_dir: Path,
     if saved is None or node_settings:
         write_config(layout, data_dir, node_settings)
     if layout.tls:
-        layout.pki(data_dir).ensure(layout.process_ids)
+        try:
+            layout.pki(data_dir).ensure(layout.process_ids)
+        except CertificateRequestError as exc:  # e.g. tls/ca.pem without its key
+            raise LayoutError(str(exc)) from None
     else:
         ensure_secret(data_dir)
     if layout.auth_tokens and not (data_dir / TOKEN_FILE).exists():

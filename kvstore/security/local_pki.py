@@ -11,11 +11,11 @@ readable by their owner only.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvstore.security.certificates import Authority, write_issued, write_private, write_public
+from kvstore.security.certificates import write_issued
+from kvstore.security.deployment_pki import load_or_create_authority
 
 TLS_DIR = "tls"
 CLIENT = "client"
@@ -57,13 +57,7 @@ class LocalPki:
         """The CA and every certificate, made where missing."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o700)
-        if self.ca.exists() and self._ca_key.exists():
-            authority = Authority.load(self.ca.read_bytes(), self._ca_key.read_bytes())
-        else:
-            # A name of its own (a common name holds 64 characters at most).
-            authority = Authority.create(f"kvstore local CA {secrets.token_hex(4)}")
-            write_private(self._ca_key, authority.key_pem)
-            write_public(self.ca, authority.cert_pem)
+        authority, _ = load_or_create_authority(self.ca, self._ca_key, "kvstore local CA")
         for name in [*process_ids, CLIENT, ADMIN]:
             pair = self.pair(name)
             if pair.cert.exists() and pair.key.exists():
