@@ -91,6 +91,9 @@ def _security_options(command: Any) -> Any:
               show_envvar=True, help="Where the LMDB files live.")
 @click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
               help="Prometheus /metrics HTTP port (0: none).")
+@click.option("--health-listen", envvar="KVSTORE_HEALTH_LISTEN", show_envvar=True,
+              help="HOST:PORT of a plaintext listener serving only the gRPC health "
+                   "service, for probes without certificates (Kubernetes').  [default: none]")
 @click.option("--config", "config_file", envvar="KVSTORE_CONFIG", show_envvar=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML file with a [node] table; flags override it.")
@@ -130,6 +133,9 @@ def node(config_file: Path | None, log_level: str, **flags: Any) -> None:
               help="HOST:PORT clients reach it on, if not --listen.")
 @click.option("--metrics-port", type=int, envvar="KVSTORE_METRICS_PORT", show_envvar=True,
               help="Prometheus /metrics HTTP port (0: none).")
+@click.option("--health-listen", envvar="KVSTORE_HEALTH_LISTEN", show_envvar=True,
+              help="HOST:PORT of a plaintext listener serving only the gRPC health "
+                   "service, for probes without certificates (Kubernetes').  [default: none]")
 @click.option("--config", "config_file", required=True, envvar="KVSTORE_CONFIG",
               show_envvar=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TOML file with the [cluster] members (and optionally [coordinator]).")

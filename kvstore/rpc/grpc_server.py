@@ -1,5 +1,6 @@
 """What every kvstore server process shares: the gRPC server with health and
-reflection, the metrics HTTP endpoint, the stop signals and a graceful stop.
+reflection, the health-only listener (`--health-listen`), the metrics HTTP
+endpoint, the stop signals and a graceful stop.
 """
 
 import asyncio
@@ -23,6 +24,8 @@ from kvstore.security.settings import Security
 from kvstore.server.config import parse_address
 
 log = logging.getLogger(__name__)
+
+HEALTH_MESSAGE_BYTES = 64 * 1024  # a health check and its answer are a few bytes
 
 
 class StartupError(RuntimeError):
@@ -52,13 +55,15 @@ async def serving(
     register: Callable[[grpc.aio.Server], None], grace_seconds: float,
     on_stopping: Callable[[], None] = lambda: None, security: Security = Security(),
     access: AccessControl | None = None, reflection: bool = True,
-    tls_files: CertificateFiles | None = None,
+    tls_files: CertificateFiles | None = None, health_listen: str | None = None,
 ) -> AsyncIterator[None]:
     """A started gRPC server with `register`'s services, health (SERVING for
     each of `services`) and (unless `reflection` is off) reflection, behind
     `security`'s TLS (served from `tls_files` when given, to share them
     with a `CertificateWatcher`) and `access` (default:
-    `access_control(security)`); stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
+    `access_control(security)`); with `health_listen`, a second server
+    there answering the same health and nothing else (`open_health_server`).
+    Stopped gracefully on exit: health NOT_SERVING, `on_stopping()`
     (which tells long-lived streams, client
     sessions and peer streams, to wind up once they answered what they read:
     they would otherwise hold the stop for all its grace), no new calls,
@@ -81,8 +86,11 @@ async def serving(
     if reflection:
         reflection_service.enable_server_reflection(
             (*services, health_name, reflection_service.SERVICE_NAME), server)
+    probes = None if health_listen is None else open_health_server(health_listen, health)
     await server.start()
     try:
+        if probes is not None:
+            await probes.start()
         for service in ("", *services):
             await health.set(service, health_pb2.HealthCheckResponse.SERVING)
         yield
@@ -91,6 +99,26 @@ async def serving(
         await health.enter_graceful_shutdown()
         on_stopping()
         await server.stop(grace_seconds)
+        if probes is not None:  # last: probes see NOT_SERVING while the server winds up
+            await probes.stop(None)
+
+
+def open_health_server(listen: str, health: HealthServicer) -> grpc.aio.Server:
+    """A plaintext server of `health` alone, not yet started: every other
+    method gets UNIMPLEMENTED there. Kubernetes' gRPC probes (and other
+    health checkers) present no certificate and speak no TLS, so they cannot
+    ask a TLS port that requires client certificates; this answers them
+    what the main server's health service says, which is no secret.
+    Plaintext beyond loopback is allowed here: nothing else is served."""
+    try:
+        server, port = open_server(listen, HEALTH_MESSAGE_BYTES)
+    except (RuntimeError, OSError) as exc:
+        raise StartupError(f"cannot listen on {listen} (--health-listen): {exc}") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {listen} (--health-listen): the address is "
+                           "taken or invalid")
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    return server
 
 
 @contextlib.asynccontextmanager

@@ -39,6 +39,9 @@ class NodeConfig:
     advertise: str | None = None
     data_dir: Path = Path("data/n1")
     metrics_port: int = 0  # 0: no metrics HTTP server
+    # A second, plaintext gRPC listener serving only grpc.health.v1 (None:
+    # none), for probes that cannot present certificates (Kubernetes').
+    health_listen: str | None = None
     partitions: int = DEFAULT_PARTITIONS
     map_size: int = 1 * GIB  # LMDB map size: the most the database can grow to
     durability: str = "sync"  # "sync": fsync every commit; "nosync": unsafe, OS decides
@@ -99,7 +102,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.security)
+                               self.security, self.health_listen)
         _admission(self)  # refuses a bad admission setting by name
         _check_batch_bounds(self.message_batch_bytes, self.message_batch_operations,
                             self.max_message_bytes)
@@ -187,6 +190,7 @@ class CoordinatorConfig:
     listen: str = "127.0.0.1:7201"
     advertise: str | None = None  # where clients reach it, if not `listen` (as NodeConfig's)
     metrics_port: int = 0
+    health_listen: str | None = None  # as NodeConfig's
     cache_bytes: int = 64 * MIB  # 0 disables the cache
     cache_ttl_ms: float = 1000.0  # a cached answer is never served older than this
     max_key_bytes: int = 1 * KIB
@@ -209,7 +213,7 @@ class CoordinatorConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.security)
+                               self.security, self.health_listen)
         _check_leader_timeout(self.leader_timeout_seconds)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
@@ -261,13 +265,17 @@ def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 
 def _check_server_settings(process_id: str, listen: str, metrics_port: int,
                            request_timeout: float, replica_timeout: float,
-                           security: Security) -> None:
+                           security: Security, health_listen: str | None) -> None:
     if not process_id or len(process_id) > 64 or not process_id.isprintable():
         raise ConfigError("id must be 1..64 printable characters")
-    host, _ = parse_address(listen, "listen")
+    host, port = parse_address(listen, "listen")
     refusal = exposure_refusal(host, security)
     if refusal is not None:
         raise ConfigError(refusal)
+    # Plaintext beyond loopback is fine there: it serves health and nothing else.
+    if health_listen is not None and parse_address(health_listen, "health_listen")[1] == port:
+        raise ConfigError(f"health_listen={health_listen!r} must be another port than "
+                          f"listen={listen!r}: it serves the health service alone")
     if not 0 <= metrics_port <= 65535:
         raise ConfigError(f"metrics_port must be 0..65535, got {metrics_port}")
     if not 0 < request_timeout <= 3600:

@@ -114,11 +114,12 @@ async def _serve(config: CoordinatorConfig, kv: KVService, access: AccessControl
                        (KV.full_name, ADMIN.full_name), add_services,
                        config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
                        security=config.security, access=access, tls_files=tls_files,
-                       reflection=config.reflection):
+                       reflection=config.reflection, health_listen=config.health_listen):
         warn_if_unguarded(config.security)
         log.info("coordinator serving", extra={
             "coordinator_id": config.coordinator_id, "listen": config.listen,
-            "metrics_port": config.metrics_port, "members": len(spec.members),
+            "metrics_port": config.metrics_port, "health_listen": config.health_listen,
+            "members": len(spec.members),
             "mode": spec.mode, "cache_bytes": config.cache_bytes,
             "cache_ttl_ms": config.cache_ttl_ms, "tls": config.security.tls is not None,
         })

@@ -196,12 +196,13 @@ async def serve_services(config: NodeConfig, kv: KVService, replicas: ReplicaSer
         (KV.full_name, REPLICA.full_name, ADMIN.full_name), add_services,
         config.shutdown_grace_seconds, on_stopping=stop_streams,
         security=config.security, access=access, tls_files=tls_files,
-        reflection=config.reflection,
+        reflection=config.reflection, health_listen=config.health_listen,
     ):
         warn_if_unguarded(config.security)
         log.info("node serving", extra={
             "node_id": config.node_id, "listen": config.listen, "mode": spec.mode,
-            "metrics_port": config.metrics_port, "data_dir": str(config.data_dir),
+            "metrics_port": config.metrics_port, "health_listen": config.health_listen,
+            "data_dir": str(config.data_dir),
             "durability": config.durability, "members": len(spec.members),
             "replicas": spec.replicas, "partitions": spec.partitions,
             "tls": config.security.tls is not None, **described,
