@@ -3,6 +3,7 @@ members by advertised address, each partition's preference list, the hash
 scheme, a version shared by every process of a cluster), and --advertise."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,8 @@ from kvstore.ops.processes import NodeProcess
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 from kvstore.rpc.channels import open_channel
 from kvstore.rpc.topology import HASH_SCHEME, topology_response
-from kvstore.security.settings import Security
+from kvstore.security.secret import ensure_secret
+from kvstore.security.settings import AuthSettings, Security
 from kvstore.server.config import ConfigError, NodeConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,15 +106,19 @@ def test_leaders_are_named_beside_the_replicas_outside_the_version_and_routed_to
     assert table.replicas[4] == tuple(address[n] for n in spec.ring.preference_list(4, 3))
 
 
-def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry() -> None:
-    # Plaintext beyond loopback needs --insecure (tests/test_secure_defaults.py).
+def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry(
+        tmp_path: Path) -> None:
+    # Plaintext beyond loopback needs --insecure, and with peers the cluster
+    # secret too (tests/test_secure_defaults.py).
     insecure = Security(insecure=True)
     alone = NodeConfig("n1", listen="0.0.0.0:7101", advertise="db1.example:7101",
                        security=insecure)
     assert alone.advertised_address == "db1.example:7101"
     assert alone.cluster_spec.member("n1").address == "db1.example:7101"
     assert NodeConfig("n1", listen="127.0.0.1:7101").advertised_address == "127.0.0.1:7101"
-    member = NodeConfig("n2", listen="0.0.0.0:7101", cluster=SPEC, security=insecure)
+    guarded = Security(auth=AuthSettings(cluster_secret_file=ensure_secret(tmp_path)),
+                       insecure=True)
+    member = NodeConfig("n2", listen="0.0.0.0:7101", cluster=SPEC, security=guarded)
     assert member.advertised_address == "10.0.0.2:7101"
     with pytest.raises(ConfigError, match=r"address of node 'n2' in \[cluster\]"):
         NodeConfig("n2", advertise="10.0.0.7:7101", cluster=SPEC)

@@ -69,9 +69,9 @@ def _security_options(command: Any) -> Any:
         click.option("--rate-limit-burst", type=float,
                      help="The bucket's size.  [default: one second's worth]"),
         click.option("--insecure", is_flag=True, default=None,
-                     help="Serve plaintext on an address beyond loopback (refused otherwise). "
-                          "Without --cluster-secret-file too, any caller may call the "
-                          "internal service."),
+                     help="Serve plaintext on an address beyond loopback (refused otherwise; "
+                          "with peers, --cluster-secret-file too). Callers that present "
+                          "nothing are still clients only."),
         click.option("--reflection/--no-reflection", default=None,
                      help="Serve gRPC server reflection.  [default: on]"),
     ]):

@@ -153,13 +153,6 @@ def access_control(security: Security,
         raise StartupError(f"cannot load the access settings: {exc}") from exc
 
 
-def warn_if_unguarded(security: Security) -> None:
-    if security.unguarded:
-        log.warning("insecure: plaintext without a cluster secret; any caller that can reach "
-                    "this process may call its internal Replica service and admin operations "
-                    "(give --cluster-secret-file, or TLS)")
-
-
 def run_until_signalled(serve: Callable[[asyncio.Event, asyncio.Event], Any]) -> None:
     """Run `serve(stop, reload)` on uvloop; SIGTERM and SIGINT set `stop`,
     SIGHUP sets `reload` (re-read the TLS files)."""

@@ -130,22 +130,15 @@ class Security:
     auth: AuthSettings = AuthSettings()
     insecure: bool = False
 
-    @property
-    def unguarded(self) -> bool:
-        """--insecure, plaintext and no cluster secret: nothing can tell a
-        peer from anyone else, so every caller is let through (and the
-        process says so in its log at start)."""
-        return self.insecure and self.tls is None and self.auth.cluster_secret_file is None
-
     def policy(self) -> AccessPolicy:
+        """Who is who. `insecure` changes nothing here: it lets a process
+        serve plaintext beyond loopback, never lets a caller that presents
+        nothing be more than a client."""
         secret = self.auth.secret()
         tokens = {} if self.auth.token_file is None else read_token_file(self.auth.token_file)
         if secret is not None:
             tokens[secret] = Identity("the cluster secret", ADMIN_ROLES)
         names = self.tls.names if self.tls is not None else NamePatterns()
-        if self.unguarded:
-            return AccessPolicy(TokenTable(tokens), names, anonymous=Identity(
-                "an unidentified caller (--insecure without a cluster secret)", ADMIN_ROLES))
         # With a token file, clients must say who they are.
         anonymous = None if self.auth.token_file is not None else ANONYMOUS
         return AccessPolicy(TokenTable(tokens), names, anonymous=anonymous)
@@ -194,14 +187,24 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def exposure_refusal(listen_host: str, security: Security) -> str | None:
+def exposure_refusal(listen_host: str, security: Security, has_peers: bool) -> str | None:
     """Why a process must not start on `listen_host` with these settings, if
-    it must not: plaintext beyond loopback needs an explicit --insecure."""
-    if security.tls is not None or security.insecure or is_loopback(listen_host):
+    it must not: plaintext beyond loopback needs an explicit --insecure,
+    and, for a process with peers (a node of a cluster of several, a
+    coordinator), the cluster secret: without it nothing tells its peers'
+    calls to the internal service from anyone else's, so they would be
+    refused (a caller that presents nothing is a client)."""
+    if security.tls is not None or is_loopback(listen_host):
         return None
-    return (f"refusing to serve plaintext on {listen_host}, which is not a loopback address: "
-            "anyone who can reach it could read and write every key. Give it TLS "
-            "(--tls-ca, --tls-cert, --tls-key) or say --insecure to accept plaintext")
+    if not security.insecure:
+        return (f"refusing to serve plaintext on {listen_host}, which is not a loopback "
+                "address: anyone who can reach it could read and write every key. Give it "
+                "TLS (--tls-ca, --tls-cert, --tls-key) or say --insecure to accept plaintext")
+    if has_peers and security.auth.cluster_secret_file is None:
+        return (f"refusing to serve plaintext on {listen_host} without a cluster secret: its "
+                "peers present the secret to tell their internal calls from anyone else's. "
+                "Give every node and coordinator the same --cluster-secret-file, or TLS")
+    return None
 
 
 def _tls(values: dict[str, Any]) -> TlsSettings | None:

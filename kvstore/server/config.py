@@ -102,7 +102,8 @@ class NodeConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.security, self.health_listen)
+                               self.security, self.health_listen,
+                               has_peers=self.cluster is not None and len(self.cluster.members) > 1)
         _admission(self)  # refuses a bad admission setting by name
         _check_batch_bounds(self.message_batch_bytes, self.message_batch_operations,
                             self.max_message_bytes)
@@ -213,7 +214,7 @@ class CoordinatorConfig:
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
                                self.request_timeout_seconds, self.replica_timeout_seconds,
-                               self.security, self.health_listen)
+                               self.security, self.health_listen, has_peers=True)
         _check_leader_timeout(self.leader_timeout_seconds)
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
@@ -265,11 +266,12 @@ def _max_message_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 
 def _check_server_settings(process_id: str, listen: str, metrics_port: int,
                            request_timeout: float, replica_timeout: float,
-                           security: Security, health_listen: str | None) -> None:
+                           security: Security, health_listen: str | None, *,
+                           has_peers: bool) -> None:
     if not process_id or len(process_id) > 64 or not process_id.isprintable():
         raise ConfigError("id must be 1..64 printable characters")
     host, port = parse_address(listen, "listen")
-    refusal = exposure_refusal(host, security)
+    refusal = exposure_refusal(host, security, has_peers)
     if refusal is not None:
         raise ConfigError(refusal)
     # Plaintext beyond loopback is fine there: it serves health and nothing else.

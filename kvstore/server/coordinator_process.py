@@ -32,8 +32,7 @@ from kvstore.security.rotation import CertificateFiles
 from kvstore.rpc.leader_kv import LeaderKV
 from kvstore.rpc.leader_peers import LeaderPeers
 from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
-                                     run_until_signalled, serving, warn_if_unguarded,
-                                     watching_certificates)
+                                     run_until_signalled, serving, watching_certificates)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -115,7 +114,6 @@ async def _serve(config: CoordinatorConfig, kv: KVService, access: AccessControl
                        config.shutdown_grace_seconds, on_stopping=kv.stop_sessions,
                        security=config.security, access=access, tls_files=tls_files,
                        reflection=config.reflection, health_listen=config.health_listen):
-        warn_if_unguarded(config.security)
         log.info("coordinator serving", extra={
             "coordinator_id": config.coordinator_id, "listen": config.listen,
             "metrics_port": config.metrics_port, "health_listen": config.health_listen,

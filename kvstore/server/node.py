@@ -21,8 +21,7 @@ from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
 from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
-                                     run_until_signalled, serving, warn_if_unguarded,
-                                     watching_certificates)
+                                     run_until_signalled, serving, watching_certificates)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -198,7 +197,6 @@ async def serve_services(config: NodeConfig, kv: KVService, replicas: ReplicaSer
         security=config.security, access=access, tls_files=tls_files,
         reflection=config.reflection, health_listen=config.health_listen,
     ):
-        warn_if_unguarded(config.security)
         log.info("node serving", extra={
             "node_id": config.node_id, "listen": config.listen, "mode": spec.mode,
             "metrics_port": config.metrics_port, "health_listen": config.health_listen,
