@@ -343,6 +343,23 @@ def test_the_followers_of_a_quiesced_leader_whose_node_died_elect_another(
                for g, leader in leaders.items() if leader != dead)
 
 
+def test_a_quiesced_leader_whose_followers_died_steps_down_instead_of_leading_in_name(
+        cluster: HostCluster) -> None:
+    leaders = cluster.elect_all()
+    cluster.tick(8)
+    alone = leaders[0]
+    led = [g for g, leader in leaders.items() if leader == alone]
+    assert all(cluster.host(alone).is_quiesced(g) for g in led)
+    for node in cluster.ids:
+        if node != alone:
+            cluster.crash(node)
+    # Woken once its followers are silent for an election timeout; then
+    # CheckQuorum (within two more) steps it down.
+    assert ticks_until(cluster, lambda: all(
+        cluster.host(alone).status(g).role is not Role.LEADER for g in led), 50)
+    assert all(cluster.host(alone).status(g).leader is None for g in range(4))
+
+
 def test_a_quiesced_lease_leader_does_not_serve_from_a_lease_it_slept_through() -> None:
     settings = HostSettings(election_ticks=10, read_mode=ReadMode.LEASE, quiesce=FAST.quiesce)
     c = HostCluster(groups=1, settings=settings)

@@ -48,7 +48,8 @@ from kvstore.leader.envelopes import Envelope, Outbox, QuiesceNotice, unpack
 from kvstore.leader.group_log import GroupLog
 from kvstore.leader.persistence import GroupWrite, PassResult, PassWrite, RaftStore
 from kvstore.leader.quiescence import (
-    PeerLiveness, Sleep, catch_up_ticks, follower_may_quiesce, leader_may_quiesce,
+    PeerLiveness, Sleep, catch_up_ticks, follower_may_quiesce, leader_lost_quorum,
+    leader_may_quiesce,
 )
 from kvstore.leader.raft.config import Config
 from kvstore.leader.raft.leadership import DropReason, ProposalDropped
@@ -363,10 +364,15 @@ class MultiRaft:
             if g.halted:
                 continue
             if g.sleep.quiesced:
-                leader = g.raw.status().leader
-                if leader is None or leader == self.id or leader not in down:
+                status = g.raw.status()
+                if status.leader == self.id:
+                    if not leader_lost_quorum(status, g.voters, down):
+                        continue
+                    self._wake(g)  # its followers went silent: let CheckQuorum step it down
+                elif status.leader is None or status.leader not in down:
                     continue
-                self._wake(g)  # its leader's node went silent: let it elect another
+                else:
+                    self._wake(g)  # its leader's node went silent: let it elect another
             elif self._may_quiesce(g, down):
                 self._quiesce(g)
                 continue

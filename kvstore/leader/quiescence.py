@@ -30,7 +30,11 @@ other follower stays awake, times out, and its (pre-)vote wakes the leader.
 A quiesced follower's leader may die. Nodes exchange an envelope every tick
 (`envelopes`), so a peer silent for an election timeout is presumed down:
 the host wakes every quiesced group it led, whose followers then time out
-and elect a new leader as usual.
+and elect a new leader as usual. A quiesced leader's followers may die (or
+be cut off from it) too: once its live voters are no longer a quorum, the
+host wakes it (`leader_lost_quorum`), and its CheckQuorum steps it down,
+rather than it going on saying it leads, in its status and metrics, a
+group that cannot commit.
 
 Pure: no I/O, no clock (ticks are counted by the host).
 """
@@ -66,6 +70,15 @@ def leader_may_quiesce(status: Status, voters: tuple[NodeId, ...], heard: set[No
         and progress.match == status.last_index and progress.state is ProgressState.REPLICATE
         for voter in live)
     return caught_up and len(live) + 1 >= len(voters) // 2 + 1
+
+
+def leader_lost_quorum(status: Status, voters: tuple[NodeId, ...], down: set[NodeId]) -> bool:
+    """A leader whose voters that are not `down` (itself among them) are
+    fewer than a quorum."""
+    if status.role is not Role.LEADER:
+        return False
+    live = [voter for voter in voters if voter == status.id or voter not in down]
+    return len(live) < len(voters) // 2 + 1
 
 
 def follower_may_quiesce(status: Status, leader: NodeId, term: int, commit: int) -> bool:
