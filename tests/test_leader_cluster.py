@@ -2,7 +2,8 @@
 partition) and a coordinator on loopback, each test starting its own
 cluster. Versions and compare-and-set through a node and a coordinator, a
 killed leader replaced with every acknowledged write kept, a restarted node
-catching up, and the minority side of a partition refusing in seconds."""
+catching up, the minority side of a partition refusing in seconds, and a
+node cut off counting its groups without leader."""
 
 import signal
 import time
@@ -227,6 +228,24 @@ def test_the_minority_side_refuses_writes_and_linearizable_reads_within_3_second
     paused.clear()
     with client(*leader_cluster.nodes.values()) as kv:
         assert kv.put(b"minority/after", b"v").version
+
+
+def test_a_node_cut_off_from_the_others_counts_every_group_without_leader(
+        leader_cluster: Cluster, paused: list[NodeProcess]) -> None:
+    # What the KvstoreRaftGroupsWithoutLeader alert (deploy/prometheus) reads.
+    alone, *others = leader_cluster.nodes.values()
+    gauge = "kvstore_raft_groups_without_leader"
+    poll(lambda: metric(alone, gauge) == 0.0, 10, f"{gauge} 0 while all are up")
+    for node in others:
+        node.process.send_signal(signal.SIGSTOP)
+        paused.append(node)
+    # N=3 on 3 nodes: every group is on `alone`, and none keeps a leader,
+    # those it led while quiesced included (they wake and step down).
+    poll(lambda: metric(alone, gauge) == PARTITIONS, 15, f"{gauge} {PARTITIONS}, cut off")
+    for node in others:
+        node.process.send_signal(signal.SIGCONT)
+    paused.clear()
+    poll(lambda: metric(alone, gauge) == 0.0, 20, f"{gauge} back to 0")
 
 
 def test_the_coordinator_forwards_to_leaders_and_keeps_its_cache_promise(make_cluster) -> None:  # type: ignore[no-untyped-def]

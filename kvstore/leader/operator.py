@@ -54,6 +54,10 @@ class RaftOperator:
     def led(self) -> int:
         return sum(self._host.status(p).role is Role.LEADER for p in self._host.groups())
 
+    def without_leader(self) -> int:
+        """Groups that know of no leader: electing one, or cut off from it."""
+        return sum(self._host.status(p).leader is None for p in self._host.groups())
+
     def quiesced(self) -> int:
         return sum(self._host.is_quiesced(p) for p in self._host.groups())
 

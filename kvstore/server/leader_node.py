@@ -98,7 +98,7 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
                                       leader_timeout=config.leader_timeout_seconds, clock=clock)
                 operator = RaftOperator(config.node_id, host, raft, access)
                 metrics.watch_raft(lambda: len(host.groups()), operator.led, operator.quiesced,
-                                   operator.apply_lag)
+                                   operator.apply_lag, operator.without_leader)
                 async with raft:
                     await _serve(config, _Raft(raft, local, access, operator, store), metrics,
                                  liveness.status, tls_files, stop)

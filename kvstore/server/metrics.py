@@ -253,12 +253,16 @@ class NodeMetrics(RequestMetrics):
 
 
     def watch_raft(self, groups: Callable[[], float], led: Callable[[], float],
-                   quiesced: Callable[[], float], apply_lag: Callable[[], float]) -> None:
+                   quiesced: Callable[[], float], apply_lag: Callable[[], float],
+                   without_leader: Callable[[], float]) -> None:
         """Leader mode: the Raft groups of this node, read at scrape time, and
         the counters its driver and links feed."""
         for name, help_text, read in (
             ("kvstore_raft_groups", "Raft groups (partitions) this node replicates", groups),
             ("kvstore_raft_groups_led", "Raft groups this node leads", led),
+            ("kvstore_raft_groups_without_leader", "Raft groups of this node that know of no "
+             "leader (electing one, or cut off from it): their writes fail meanwhile",
+             without_leader),
             ("kvstore_raft_groups_quiesced", "Raft groups idle and quiesced (not ticked, "
              "sending nothing)", quiesced),
             ("kvstore_raft_apply_lag_entries", "Committed entries this node has not applied "
