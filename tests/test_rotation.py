@@ -1,7 +1,8 @@
 """Certificates rotate without a restart: the files re-read on change or
 SIGHUP (a half-written rotation keeps the old ones), the server presenting
 the new certificate to new connections, the expiry metric following, and
-peer links reconnecting with the new files while replication goes on."""
+peer links reconnecting with the new files while replication goes on, so
+that a whole cluster moves to a new CA with no node restarted."""
 
 import os
 import signal
@@ -16,10 +17,13 @@ import pytest
 from cryptography import x509
 
 import kvclient
-from kvclient.security import TLS
-from kvstore.security.certificates import Authority, write_issued
+from kvclient import errors
+from kvclient.security import TLS, Credentials
+from kvstore.ops.probe import wait_serving
+from kvstore.ops.processes import ServerProcess, launch
+from kvstore.security.certificates import Authority, write_issued, write_public
 from kvstore.security.rotation import CertificateFiles
-from tests.test_cluster_up import ClusterUp, free_base_port
+from tests.test_cluster_up import ClusterUp, free_base_port, runs_from
 
 
 def _files(directory: Path, authority: Authority, days: int) -> None:
@@ -124,3 +128,121 @@ def test_a_rotated_certificate_is_served_without_a_restart(secure: ClusterUp) ->
             assert client.get(key, r="all").value == b"rotated"
     log = (secure.data_dir / "logs" / "n1.log").read_text()
     assert "reloaded the TLS certificate files" in log and "PRIVATE KEY" not in log
+
+
+# -- the peer links: moving every node to a new CA ----------------------------------------
+
+
+def ca_expiry_metric(metrics: str) -> float:
+    text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    sample = 'kvstore_tls_certificate_expiry_timestamp_seconds{certificate="ca"} '
+    return float(next(l for l in text.splitlines() if l.startswith(sample)).split()[1])
+
+
+def certificate_refused(address: str, tls: dict[str, str]) -> bool:
+    """Whether `address` refuses a new connection presenting `tls`'s
+    certificate. With TLS 1.3 the server checks the client's certificate
+    after the client's side of the handshake is done, so it says so by
+    alerting instead of sending its HTTP/2 settings, the first thing a
+    gRPC server writes."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=tls["ca"])
+    context.load_cert_chain(tls["cert"], tls["key"])
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as connection:
+                return connection.recv(1) == b""
+    except (ssl.SSLError, ConnectionError):
+        return True
+
+
+@pytest.mark.process
+@pytest.mark.timeout(240)
+def test_peer_links_present_rotated_certificates_through_a_move_to_a_new_ca(
+        tmp_path: Path) -> None:
+    """Every node's certificate and CA replaced, in steps, by a new CA's,
+    without a restart: then a peer that trusts only the new CA must accept
+    the links the others open to it. n2 is restarted at the end so that
+    n1's and n3's links to it must open new connections: a link still on
+    the credentials it started with (the old CA's certificate, trusting the
+    old CA only) would fail the handshake, and writes at w=all with it."""
+    up = ClusterUp(tmp_path / "data", ["--nodes", "3", "--coordinators", "0", "--tls",
+                                       "--base-port", str(free_base_port(3, 0))])
+    restarted: list[ServerProcess] = []
+    try:
+        document = up.wait_up()
+        entry = {p["id"]: p for p in document["processes"]}
+        tls_dir = up.data_dir / "tls"
+        old = Authority.load((tls_dir / "ca.pem").read_bytes(),
+                             (tls_dir / "ca-key.pem").read_bytes())
+        new = Authority.create("kvstore new CA", valid_days=3000)
+        new_expiry = new.cert.not_valid_after_utc.timestamp()
+        # The test's own client and admin of the new CA.
+        client_cert, client_key = write_issued(tmp_path / "new", "client",
+                                               new.issue("client.kvstore", server=False))
+        admin_cert, admin_key = write_issued(tmp_path / "new", "admin",
+                                             new.issue("operator.admin.kvstore", server=False))
+        new_admin = {"ca": str(tls_dir / "ca.pem"), "cert": str(admin_cert),
+                     "key": str(admin_key)}
+        old_admin = document["admin_tls"]
+
+        def reload_all() -> None:
+            for node_id in entry:
+                os.kill(entry[node_id]["pid"], signal.SIGHUP)
+
+        # 1. Every node trusts both CAs (the new one first: the metric follows it).
+        write_public(tls_dir / "ca.pem", new.cert_pem + old.cert_pem)
+        reload_all()
+        for node_id in entry:
+            wait_until(lambda n=node_id: ca_expiry_metric(entry[n]["metrics"]) == new_expiry,
+                       30, f"{node_id} trusts the bundle")
+        # 2. Every node gets a certificate of the new CA.
+        rotated = {}
+        for node_id in entry:
+            issued = new.issue(f"{node_id}.peer.kvstore")
+            write_issued(tls_dir, node_id, issued)
+            rotated[node_id] = x509.load_pem_x509_certificate(issued.cert_pem)
+        reload_all()
+        for node_id, cert in rotated.items():
+            wait_until(lambda n=node_id, c=cert: served_certificate(
+                entry[n]["address"], new_admin).serial_number == c.serial_number, 30,
+                f"{node_id} serves its new CA's certificate")
+        assert not certificate_refused(entry["n1"]["address"], old_admin)  # not yet
+        # 3. Every node trusts the new CA only: the old CA's certificates are refused.
+        write_public(tls_dir / "ca.pem", new.cert_pem)
+        reload_all()
+        for node_id in entry:
+            wait_until(lambda n=node_id: certificate_refused(entry[n]["address"], old_admin), 30,
+                       f"{node_id} refuses the old CA")
+        # 4. n2 restarted on its files as they are now: the others' links to it reconnect.
+        command = _cmdline(entry["n2"]["pid"])
+        os.kill(entry["n2"]["pid"], signal.SIGTERM)
+        wait_until(lambda: not runs_from(entry["n2"]["pid"], up.data_dir), 30, "n2 stopped")
+        restarted.append(launch(command, up.data_dir / "logs" / "n2.restarted.log"))
+        wait_serving(entry["n2"]["address"], 30, credentials=Credentials(tls=TLS(**new_admin)))
+        client_tls = TLS(ca=tls_dir / "ca.pem", cert=client_cert, key=client_key)
+        for coordinator in ("n1", "n3"):  # each coordinates: its links carry the writes
+            key = f"through-{coordinator}".encode()
+
+            def written(address: str = entry[coordinator]["address"], key: bytes = key) -> bool:
+                try:
+                    with kvclient.Client([address], tls=client_tls, token_aware=False,
+                                         timeout=5) as client:
+                        client.put(key, b"new CA", w="all")
+                        return client.get(key, r="all").value == b"new CA"
+                except errors.KVError:
+                    return False
+
+            wait_until(written, 30, f"a write at w=all coordinated by {coordinator}")
+        for node_id in ("n1", "n3"):
+            os.kill(entry[node_id]["pid"], 0)  # never restarted
+    finally:
+        for process in restarted:
+            process.stop(30)
+        up.clean_up()
+
+
+def _cmdline(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [part.decode() for part in raw.split(b"\0") if part]
