@@ -22,6 +22,7 @@ from kvstore.ops.processes import NodeProcess, start_coordinator, start_node
 from kvstore.rpc.channels import open_channel
 from kvstore.server.config import ConfigError, load_node_config
 from tests.conftest import StartNode
+from tests.test_tls import _code
 
 
 def test_the_health_listener_needs_a_port_of_its_own() -> None:
@@ -76,12 +77,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     finally:
         for process in processes.values():
             process.kill()
-
-
-def _code(call: object) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    return caught.value.code()  # type: ignore[attr-defined, no-any-return]
 
 
 @pytest.mark.process

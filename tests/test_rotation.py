@@ -4,6 +4,7 @@ the new certificate to new connections, the expiry metric following, and
 peer links reconnecting with the new files while replication goes on, so
 that a whole cluster moves to a new CA with no node restarted."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,22 +53,30 @@ def test_changed_files_are_reloaded_once_and_a_mismatched_pair_is_not(tmp_path: 
     assert not files.reload_if_changed(force=True) and files.material is loaded
 
 
-def served_certificate(address: str, tls: dict[str, str]) -> x509.Certificate:
-    """The certificate a new TLS connection to `address` is shown."""
+@contextlib.contextmanager
+def tls_connection(address: str, tls: dict[str, str]) -> Iterator[ssl.SSLSocket]:
+    """A new TLS connection to `address` (as gRPC's: ALPN h2), presenting
+    `tls`'s certificate and checking the server against its CA."""
     host, port = address.rsplit(":", 1)
     context = ssl.create_default_context(cafile=tls["ca"])
     context.load_cert_chain(tls["cert"], tls["key"])
     context.set_alpn_protocols(["h2"])
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=host) as connection:
-            der = connection.getpeercert(binary_form=True)
+            yield connection
+
+
+def served_certificate(address: str, tls: dict[str, str]) -> x509.Certificate:
+    """The certificate a new TLS connection to `address` is shown."""
+    with tls_connection(address, tls) as connection:
+        der = connection.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
 
 
-def expiry_metric(metrics: str) -> float:
+def expiry_metric(metrics: str, certificate: str = "cert") -> float:
     text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
-    sample = 'kvstore_tls_certificate_expiry_timestamp_seconds{certificate="cert"} '
+    sample = f'kvstore_tls_certificate_expiry_timestamp_seconds{{certificate="{certificate}"}} '
     return float(next(l for l in text.splitlines() if l.startswith(sample)).split()[1])
 
 
@@ -133,26 +142,15 @@ def test_a_rotated_certificate_is_served_without_a_restart(secure: ClusterUp) ->
 # -- the peer links: moving every node to a new CA ----------------------------------------
 
 
-def ca_expiry_metric(metrics: str) -> float:
-    text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
-    sample = 'kvstore_tls_certificate_expiry_timestamp_seconds{certificate="ca"} '
-    return float(next(l for l in text.splitlines() if l.startswith(sample)).split()[1])
-
-
 def certificate_refused(address: str, tls: dict[str, str]) -> bool:
     """Whether `address` refuses a new connection presenting `tls`'s
     certificate. With TLS 1.3 the server checks the client's certificate
     after the client's side of the handshake is done, so it says so by
     alerting instead of sending its HTTP/2 settings, the first thing a
     gRPC server writes."""
-    host, port = address.rsplit(":", 1)
-    context = ssl.create_default_context(cafile=tls["ca"])
-    context.load_cert_chain(tls["cert"], tls["key"])
-    context.set_alpn_protocols(["h2"])
     try:
-        with socket.create_connection((host, int(port)), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as connection:
-                return connection.recv(1) == b""
+        with tls_connection(address, tls) as connection:
+            return connection.recv(1) == b""
     except (ssl.SSLError, ConnectionError):
         return True
 
@@ -195,7 +193,7 @@ def test_peer_links_present_rotated_certificates_through_a_move_to_a_new_ca(
         write_public(tls_dir / "ca.pem", new.cert_pem + old.cert_pem)
         reload_all()
         for node_id in entry:
-            wait_until(lambda n=node_id: ca_expiry_metric(entry[n]["metrics"]) == new_expiry,
+            wait_until(lambda n=node_id: expiry_metric(entry[n]["metrics"], "ca") == new_expiry,
                        30, f"{node_id} trusts the bundle")
         # 2. Every node gets a certificate of the new CA.
         rotated = {}
