@@ -119,7 +119,7 @@ class ReplicaLeaderRead(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., key: _Optional[bytes] = ..., stale: bool = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ReplicaOp(_message.Message):
-    __slots__ = ("id", "read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held", "ping", "raft", "leader_write", "leader_read")
+    __slots__ = ("id", "read", "apply", "merge", "tree_hashes", "bucket", "repair", "roots", "purge", "hints_held", "ping", "raft", "leader_write", "leader_read", "trace")
     ID_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     APPLY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class ReplicaOp(_message.Message):
     RAFT_FIELD_NUMBER: _ClassVar[int]
     LEADER_WRITE_FIELD_NUMBER: _ClassVar[int]
     LEADER_READ_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     id: int
     read: ReplicaRead
     apply: ReplicaApply
@@ -148,7 +149,8 @@ class ReplicaOp(_message.Message):
     raft: _raft_pb2.RaftEnvelope
     leader_write: ReplicaLeaderWrite
     leader_read: ReplicaLeaderRead
-    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ..., ping: _Optional[_Union[ReplicaPing, _Mapping]] = ..., raft: _Optional[_Union[_raft_pb2.RaftEnvelope, _Mapping]] = ..., leader_write: _Optional[_Union[ReplicaLeaderWrite, _Mapping]] = ..., leader_read: _Optional[_Union[ReplicaLeaderRead, _Mapping]] = ...) -> None: ...
+    trace: _kv_pb2.TraceContext
+    def __init__(self, id: _Optional[int] = ..., read: _Optional[_Union[ReplicaRead, _Mapping]] = ..., apply: _Optional[_Union[ReplicaApply, _Mapping]] = ..., merge: _Optional[_Union[ReplicaMerge, _Mapping]] = ..., tree_hashes: _Optional[_Union[ReplicaTreeHashes, _Mapping]] = ..., bucket: _Optional[_Union[ReplicaBucket, _Mapping]] = ..., repair: _Optional[_Union[ReplicaRepair, _Mapping]] = ..., roots: _Optional[_Union[ReplicaRoots, _Mapping]] = ..., purge: _Optional[_Union[ReplicaPurge, _Mapping]] = ..., hints_held: _Optional[_Union[ReplicaHintsHeld, _Mapping]] = ..., ping: _Optional[_Union[ReplicaPing, _Mapping]] = ..., raft: _Optional[_Union[_raft_pb2.RaftEnvelope, _Mapping]] = ..., leader_write: _Optional[_Union[ReplicaLeaderWrite, _Mapping]] = ..., leader_read: _Optional[_Union[ReplicaLeaderRead, _Mapping]] = ..., trace: _Optional[_Union[_kv_pb2.TraceContext, _Mapping]] = ...) -> None: ...
 
 class KeyDigest(_message.Message):
     __slots__ = ("key", "digest")
