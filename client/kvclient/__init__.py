@@ -15,6 +15,9 @@ Failures raise the typed exceptions of `kvclient.errors`.
 
 Over TLS: `kvclient.Client(addresses, tls=kvclient.TLS(ca=..., cert=...,
 key=...))`; with a bearer token: `token=...` (see `kvclient.security`).
+Connections: `keepalive=kvclient.Keepalive(time=..., timeout=...)`,
+`max_reconnect_backoff=...`, `channel_options=...`
+(`kvclient.channel_settings`).
 
 In a leader-mode cluster reads are linearizable (`get(key, stale=True)`
 may come from any replica), results carry `.version` (the index of the
@@ -27,9 +30,11 @@ Needs only grpcio and protobuf: nothing here imports the server.
 
 from kvclient import errors
 from kvclient.async_client import AsyncClient
+from kvclient.channel_settings import Keepalive
 from kvclient.client import Client
 from kvclient.requests import PutItem
 from kvclient.results import GetResult, WriteResult
 from kvclient.security import TLS
 
-__all__ = ["AsyncClient", "Client", "GetResult", "PutItem", "TLS", "WriteResult", "errors"]
+__all__ = ["AsyncClient", "Client", "GetResult", "Keepalive", "PutItem", "TLS", "WriteResult",
+           "errors"]

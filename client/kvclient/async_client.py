@@ -29,6 +29,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from kvclient import errors, framing, requests
+from kvclient.channel_settings import DEFAULT_MAX_RECONNECT_BACKOFF, Keepalive, RawOptions
 from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
@@ -71,6 +72,9 @@ class AsyncClient:
         token: str | None = None,
         message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
         message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
+        keepalive: Keepalive | None = None,
+        max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
+        channel_options: RawOptions | None = None,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -84,6 +88,9 @@ class AsyncClient:
             token=token,
             message_batch_bytes=message_batch_bytes,
             message_batch_operations=message_batch_operations,
+            keepalive=keepalive,
+            max_reconnect_backoff=max_reconnect_backoff,
+            channel_options=channel_options,
         )
         if token_aware not in (None, True, False):
             raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
@@ -310,7 +317,7 @@ class AsyncClient:
         stub = self._stubs.get(address)
         if stub is None:
             channel = open_aio_channel(address, self._config.max_message_bytes,
-                                       self._config.credentials)
+                                       self._config.credentials, self._config.channel)
             stub = kv_pb2_grpc.KVStub(channel)
             self._channels[address] = channel
             self._stubs[address] = stub

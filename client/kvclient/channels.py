@@ -1,5 +1,7 @@
 """How kvclient opens its gRPC channels, blocking and asyncio: the one place
-that decides a channel's options and its credentials (`kvclient.security`).
+that decides a channel's options (with the caller's keepalive, backoff and
+raw options, `kvclient.channel_settings`) and its credentials
+(`kvclient.security`).
 
 kvstore's peer links and tools open their channels here too, through
 `kvstore.rpc.channels`. Owns no channel: the caller closes what it opens.
@@ -13,30 +15,34 @@ from typing import Any, NamedTuple
 import grpc
 import grpc.aio
 
+from kvclient.channel_settings import DEFAULT_CHANNEL, ChannelSettings
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES
 from kvclient.fork_guard import note_channel_opened
 from kvclient.security import AUTHORIZATION, PLAINTEXT, Credentials
 
 
-def channel_options(max_message_bytes: int,
-                    credentials: Credentials = PLAINTEXT) -> list[tuple[str, Any]]:
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
+def channel_options(max_message_bytes: int, credentials: Credentials = PLAINTEXT,
+                    settings: ChannelSettings = DEFAULT_CHANNEL) -> list[tuple[str, Any]]:
+    """kvclient's channel arguments, then `settings`' (which replace those
+    of the same name)."""
+    options: dict[str, Any] = {
+        "grpc.max_send_message_length": max_message_bytes,
+        "grpc.max_receive_message_length": max_message_bytes,
         # gRPC's default reconnect backoff grows to two minutes; a server
-        # that restarts must be reachable again within about a second.
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
+        # that restarts must be reachable again within about a second
+        # (settings.max_reconnect_backoff).
+        "grpc.initial_reconnect_backoff_ms": 100,
+        "grpc.min_reconnect_backoff_ms": 100,
         # Connections of its own: by default gRPC shares a connection between
         # channels to one address with the same options, so a new client
         # took over the reconnect backoff of an old one's connection to a
         # server that had since restarted, and failed at once until it ran out.
-        ("grpc.use_local_subchannel_pool", 1),
-    ]
+        "grpc.use_local_subchannel_pool": 1,
+    }
     if credentials.tls is not None and credentials.tls.server_name:
-        options.append(("grpc.ssl_target_name_override", credentials.tls.server_name))
-    return options
+        options["grpc.ssl_target_name_override"] = credentials.tls.server_name
+    options.update(settings.options())
+    return list(options.items())
 
 
 def _channel_credentials(credentials: Credentials) -> grpc.ChannelCredentials:
@@ -143,10 +149,11 @@ def split_token(credentials: Credentials) -> tuple[Credentials, tuple[tuple[str,
 
 
 def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 credentials: Credentials = PLAINTEXT) -> grpc.Channel:
+                 credentials: Credentials = PLAINTEXT,
+                 settings: ChannelSettings = DEFAULT_CHANNEL) -> grpc.Channel:
     """A blocking channel to "host:port"."""
     note_channel_opened()
-    options = channel_options(max_message_bytes, credentials)
+    options = channel_options(max_message_bytes, credentials, settings)
     if credentials.tls is not None:
         return grpc.secure_channel(address, _channel_credentials(credentials), options=options)
     channel = grpc.insecure_channel(address, options=options)
@@ -156,10 +163,11 @@ def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
 
 
 def open_aio_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                     credentials: Credentials = PLAINTEXT) -> grpc.aio.Channel:
+                     credentials: Credentials = PLAINTEXT,
+                     settings: ChannelSettings = DEFAULT_CHANNEL) -> grpc.aio.Channel:
     """An asyncio channel to "host:port", bound to the running event loop."""
     note_channel_opened()
-    options = channel_options(max_message_bytes, credentials)
+    options = channel_options(max_message_bytes, credentials, settings)
     if credentials.tls is not None:
         return grpc.aio.secure_channel(address, _channel_credentials(credentials),
                                        options=options)

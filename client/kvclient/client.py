@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from kvclient import fork_guard, framing
 from kvclient.async_client import AsyncClient
+from kvclient.channel_settings import DEFAULT_MAX_RECONNECT_BACKOFF, Keepalive, RawOptions
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT
 from kvclient.consistency import Level
 from kvclient.requests import BytesLike, Data, PutItems
@@ -70,6 +71,15 @@ class Client:
     whenever a connection opens, so rotated files are picked up). `token`:
     a bearer token sent as `authorization: Bearer TOKEN` on every call.
 
+    Connections: `keepalive` (a `kvclient.Keepalive`: a ping after `time`
+    seconds without a frame from the server, the connection closed, and
+    the calls on it failed UNAVAILABLE and retried elsewhere, when one is
+    not acknowledged within `timeout`; None: no keepalive pings, as gRPC's
+    default), `max_reconnect_backoff` (seconds, the longest wait between
+    two attempts to reconnect to a server), `channel_options` (raw gRPC
+    channel arguments, a dict or (name, value) pairs; those kvclient has
+    an argument for are refused). See `kvclient.channel_settings`.
+
     Errors are the typed exceptions of `kvclient.errors`; arguments of the
     wrong type raise TypeError. Safe to use from several threads.
     """
@@ -90,6 +100,9 @@ class Client:
         token: str | None = None,
         message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
         message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
+        keepalive: Keepalive | None = None,
+        max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
+        channel_options: RawOptions | None = None,
     ) -> None:
         # Checks the arguments now; opens nothing until the first call.
         self._client = AsyncClient(
@@ -106,6 +119,9 @@ class Client:
             token=token,
             message_batch_bytes=message_batch_bytes,
             message_batch_operations=message_batch_operations,
+            keepalive=keepalive,
+            max_reconnect_backoff=max_reconnect_backoff,
+            channel_options=channel_options,
         )
         self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
         self._lock = threading.Lock()

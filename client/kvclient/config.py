@@ -1,8 +1,9 @@
 """The settings a client is built with, checked once, shared by both clients.
 
 Owns the constructor arguments of `Client` and `AsyncClient` (addresses,
-default timeout, retry policy, resolver, message size and batch bounds), their validation
-and the per-call timeout rule. Pure: no I/O.
+default timeout, retry policy, resolver, message size and batch bounds,
+channel settings), their validation and the per-call timeout rule.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvclient import errors, framing
+from kvclient.channel_settings import (DEFAULT_CHANNEL, DEFAULT_MAX_RECONNECT_BACKOFF,
+                                       ChannelSettings, Keepalive, RawOptions)
 from kvclient.results import Resolver
 from kvclient.retry import RetryPolicy
 from kvclient.security import PLAINTEXT, TLS, Credentials
@@ -35,6 +38,7 @@ class ClientConfig:
     # What one KV.Session message carries at most (one larger operation goes alone).
     message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES
     message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
+    channel: ChannelSettings = DEFAULT_CHANNEL
 
     @classmethod
     def create(
@@ -51,6 +55,9 @@ class ClientConfig:
         token: str | None = None,
         message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
         message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
+        keepalive: Keepalive | None = None,
+        max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
+        channel_options: RawOptions | None = None,
     ) -> ClientConfig:
         """A checked config from the clients' keyword arguments."""
         if resolver is not None and not callable(resolver):
@@ -65,6 +72,7 @@ class ClientConfig:
             message_batch_bytes=_check_positive(message_batch_bytes, "message_batch_bytes"),
             message_batch_operations=_check_positive(message_batch_operations,
                                                      "message_batch_operations"),
+            channel=ChannelSettings.create(keepalive, max_reconnect_backoff, channel_options),
         )
 
     def call_timeout(self, timeout: float | None) -> float:

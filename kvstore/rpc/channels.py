@@ -15,6 +15,8 @@ import grpc.aio
 
 from kvclient import channels
 from kvclient.channels import split_token
+from kvclient.channel_settings import (DEFAULT_CHANNEL, SERVER_MIN_PING_INTERVAL_MS,
+                                       ChannelSettings)
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES
 from kvclient.security import PLAINTEXT, Credentials
 from kvstore.security.rotation import CertificateFiles
@@ -27,6 +29,12 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
         # gRPC sets SO_REUSEPORT by default, which would let two processes
         # share a port silently; a taken port must be an error instead.
         ("grpc.so_reuseport", 0),
+        # Clients' keepalive pings (kvclient.Keepalive), every second at
+        # most, with or without a call in flight: gRPC's server default
+        # (one every five minutes, none without calls) ends the connection
+        # of a client that pings more often, GOAWAY too_many_pings.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", SERVER_MIN_PING_INTERVAL_MS),
     ]
 
 
@@ -46,15 +54,17 @@ def open_server(listen: str, max_message_bytes: int, *, tls: CertificateFiles | 
 
 
 def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 credentials: Credentials = PLAINTEXT) -> grpc.Channel:
+                 credentials: Credentials = PLAINTEXT,
+                 settings: ChannelSettings = DEFAULT_CHANNEL) -> grpc.Channel:
     """A blocking channel to a kvstore process at "host:port"."""
-    return channels.open_channel(address, max_message_bytes, credentials)
+    return channels.open_channel(address, max_message_bytes, credentials, settings)
 
 
 def open_aio_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                     credentials: Credentials = PLAINTEXT) -> grpc.aio.Channel:
+                     credentials: Credentials = PLAINTEXT,
+                     settings: ChannelSettings = DEFAULT_CHANNEL) -> grpc.aio.Channel:
     """An asyncio channel to a kvstore process at "host:port"."""
-    return channels.open_aio_channel(address, max_message_bytes, credentials)
+    return channels.open_aio_channel(address, max_message_bytes, credentials, settings)
 
 
 __all__ = ["open_aio_channel", "open_channel", "open_server", "server_options", "split_token"]
