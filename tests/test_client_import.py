@@ -1,6 +1,7 @@
 """kvclient must work with only grpcio, protobuf and googleapis-common-protos
 (google.rpc, for gRPC's rich error details) installed: it never imports the
-server (kvstore) nor the server's dependencies."""
+server (kvstore) nor the server's dependencies, and OpenTelemetry (its
+tracing extra) only in kvclient.tracing, only once tracing is on."""
 
 from __future__ import annotations
 
@@ -63,8 +64,20 @@ def test_client_sources_import_only_stdlib_grpc_protobuf_and_google_rpc() -> Non
     """Catches imports a run would miss, e.g. inside a function."""
     allowed_roots = set(sys.stdlib_module_names) | {"grpc", "kvclient"}
     for path in sorted(CLIENT_DIR.rglob("*.py")):
+        optional = {"opentelemetry"} if path.name == "tracing.py" else set()
         for module in _imported_modules(path):
             root = module.split(".")[0]
-            ok = root in allowed_roots or module in ("google.protobuf", "google.rpc") or \
-                module.startswith(("google.protobuf.", "google.rpc."))
+            ok = root in allowed_roots | optional or module in ("google.protobuf", "google.rpc") \
+                or module.startswith(("google.protobuf.", "google.rpc."))
             assert ok, f"{path.relative_to(CLIENT_DIR)} imports {module}"
+
+
+def test_opentelemetry_is_imported_only_where_tracing_is_turned_on() -> None:
+    """kvclient.tracing's module level imports none of it (but for the
+    type checker): a client that does not trace never loads it."""
+    tree = ast.parse((CLIENT_DIR / "tracing.py").read_text())
+    at_import = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = {alias.name for node in at_import if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module or "" for node in at_import if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in names if name.startswith("opentelemetry")}

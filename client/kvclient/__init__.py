@@ -17,7 +17,8 @@ Over TLS: `kvclient.Client(addresses, tls=kvclient.TLS(ca=..., cert=...,
 key=...))`; with a bearer token: `token=...` (see `kvclient.security`).
 Connections: `keepalive=kvclient.Keepalive(time=..., timeout=...)`,
 `max_reconnect_backoff=...`, `channel_options=...`
-(`kvclient.channel_settings`).
+(`kvclient.channel_settings`). OpenTelemetry spans of every call once the
+application sets a TracerProvider, or with `tracing=...` (`kvclient.tracing`).
 
 In a leader-mode cluster reads are linearizable (`get(key, stale=True)`
 may come from any replica), results carry `.version` (the index of the

@@ -18,6 +18,7 @@ its operations to the next address exactly as failed unary calls would go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,7 @@ from kvclient.channel_settings import DEFAULT_MAX_RECONNECT_BACKOFF, Keepalive, 
 from kvclient.channels import open_aio_channel
 from kvclient.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT, ClientConfig
 from kvclient.consistency import Level
-from kvclient.pb import kv_pb2_grpc
+from kvclient.pb import kv_pb2, kv_pb2_grpc
 from kvclient.requests import BytesLike, Data, PutItems, Rpc
 from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.retry import AddressRotation, AttemptLatency, Attempts
@@ -41,11 +42,23 @@ from kvclient.router import Router
 from kvclient.routing import InOrder
 from kvclient.security import TLS
 from kvclient.session import SessionLink, SessionUnsupported
+from kvclient.tracing import (CALL_SPANS, KV_SERVICE, Tracing, TracingOption,
+                              address_attributes, metadata_of, resolve, rpc_attributes)
 
 
 # How long a call routed by key waits for a replica's channel that is not
 # yet connected before it goes to the next replica instead.
 ROUTED_CONNECT_SECONDS = 0.2
+
+# OpenTelemetry's database attributes of a call's span.
+_CALL_ATTRIBUTES = {"db.system.name": "kvstore"}
+
+
+class _Undecided:
+    """A client's tracing before its first call."""
+
+
+_UNDECIDED = _Undecided()
 
 
 class AsyncClient:
@@ -75,6 +88,7 @@ class AsyncClient:
         keepalive: Keepalive | None = None,
         max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
         channel_options: RawOptions | None = None,
+        tracing: TracingOption = None,
     ) -> None:
         self._config = ClientConfig.create(
             addresses,
@@ -91,6 +105,7 @@ class AsyncClient:
             keepalive=keepalive,
             max_reconnect_backoff=max_reconnect_backoff,
             channel_options=channel_options,
+            tracing=tracing,
         )
         if token_aware not in (None, True, False):
             raise TypeError(f"token_aware must be None, True or False, got {token_aware!r}")
@@ -104,6 +119,10 @@ class AsyncClient:
         self._stream = bool(stream)
         self._routing = Router(token_aware)
         self._closed = False
+        # What the calls trace through (None: they do not), decided at the
+        # first call (the application may set its TracerProvider after
+        # making the client).
+        self._tracing: Tracing | None | _Undecided = _UNDECIDED
 
     async def get(
         self, key: Data, *, r: Level = None, stale: bool = False, timeout: float | None = None
@@ -185,10 +204,14 @@ class AsyncClient:
         Every delete has run to its end before the first failure raises."""
         deletes = requests.delete_many_requests(keys, w=w)
         self._config.call_timeout(timeout)  # checked even when there is nothing to send
-        outcomes = await asyncio.gather(
-            *(self._invoke("Delete", request, timeout, key=request.key) for request in deletes),
-            return_exceptions=True)
-        answered = requests.batch_results([d.key for d in deletes], outcomes)
+        tracing = self._tracer()
+        with (contextlib.nullcontext() if tracing is None
+              else tracing.span("kvclient.delete_many", attributes=_CALL_ATTRIBUTES)):
+            outcomes = await asyncio.gather(
+                *(self._invoke("Delete", request, timeout, key=request.key, own_span=False)
+                  for request in deletes),
+                return_exceptions=True)
+            answered = requests.batch_results([d.key for d in deletes], outcomes)
         return [requests.delete_result(response) for response in answered]
 
     async def ping(self, payload: Data = b"", *, timeout: float | None = None) -> bytes:
@@ -222,15 +245,32 @@ class AsyncClient:
         return f"AsyncClient({list(self._config.addresses)!r})"
 
     async def _invoke(self, rpc: Rpc, request: Message, timeout: float | None, *,
-                      key: bytes | None = None) -> Any:
+                      key: bytes | None = None, own_span: bool = True) -> Any:
         """Send `request` until it succeeds or `Attempts` says the call is over:
         a call on one `key`, routed by key, to its replicas first and then
         the given addresses; any other, round robin over the given addresses.
 
-        The same request object, hence the same request ids, goes on every attempt.
+        The same request object, hence the same request ids, goes on every
+        attempt. Traced: in a span of the call (unless `own_span` is off:
+        the caller's span is the call's), each attempt in a span of its own.
         """
         if self._closed:
             raise RuntimeError("this kvclient.AsyncClient is closed")
+        tracing = self._tracer()
+        if tracing is None or not own_span:
+            return await self._send(rpc, request, timeout, key, tracing)
+        with tracing.span(CALL_SPANS[rpc], attributes=_CALL_ATTRIBUTES):
+            return await self._send(rpc, request, timeout, key, tracing)
+
+    def _tracer(self) -> Tracing | None:
+        tracing = self._tracing
+        if isinstance(tracing, _Undecided):
+            tracing = self._tracing = resolve(self._config.tracing)
+        return tracing
+
+    async def _send(self, rpc: Rpc, request: Message, timeout: float | None,
+                    key: bytes | None, tracing: Tracing | None) -> Any:
+        """`_invoke`'s attempts."""
         addresses: Sequence[str] = self._config.addresses
         rotation = self._rotation
         if key is not None:
@@ -253,7 +293,11 @@ class AsyncClient:
             timeout_left = attempts.time_left(time.monotonic())
             sent = time.monotonic()
             try:
-                result = await self._attempt(address, rpc, request, timeout_left, attempts)
+                if tracing is None:
+                    result = await self._attempt(address, rpc, request, timeout_left, attempts)
+                else:
+                    result = await self._traced_attempt(tracing, address, rpc, request,
+                                                        timeout_left, attempts)
             except (grpc.RpcError, errors.KVError) as error:
                 delay = attempts.after_failure(error, time.monotonic())
             else:
@@ -289,17 +333,31 @@ class AsyncClient:
         return True
 
     async def _attempt(self, address: str, rpc: Rpc, request: Message, timeout: float,
-                       attempts: Attempts) -> Any:
-        """One attempt at `address`: over its stream, else unary."""
+                       attempts: Attempts, trace: kv_pb2.TraceContext | None = None) -> Any:
+        """One attempt at `address`: over its stream, else unary; `trace`:
+        the attempt's span, to send along."""
         link = self._link(address)
         if link is not None and link.supported:
             try:
-                return await link.call(rpc, request, timeout)
+                return await link.call(rpc, request, timeout, trace)
             except SessionUnsupported:
                 # Not a failed attempt: the same one, the way this server knows.
                 timeout = attempts.time_left(time.monotonic())
         method = getattr(self._stub(address), rpc)
-        return await method(request, timeout=timeout)
+        if trace is None:
+            return await method(request, timeout=timeout)
+        return await method(request, timeout=timeout, metadata=metadata_of(trace))
+
+    async def _traced_attempt(self, tracing: Tracing, address: str, rpc: Rpc,
+                              request: Message, timeout: float, attempts: Attempts) -> Any:
+        """`_attempt` in a span of its own, which the server's span follows."""
+        attributes = rpc_attributes(KV_SERVICE, rpc, **address_attributes(address))
+        attributes["kvstore.attempt"] = attempts.number
+        with tracing.span(f"{KV_SERVICE}/{rpc}", "client", attributes=attributes) as span:
+            response = await self._attempt(address, rpc, request, timeout, attempts,
+                                           tracing.outgoing(span))
+            tracing.ended_with(span, grpc.StatusCode.OK)
+            return response
 
     def _link(self, address: str) -> SessionLink | None:
         if not self._stream:

@@ -32,6 +32,7 @@ from kvclient.consistency import Level
 from kvclient.requests import BytesLike, Data, PutItems
 from kvclient.results import GetResult, Resolver, WriteResult
 from kvclient.security import TLS
+from kvclient.tracing import TracingOption
 
 # How long close() lets grpc's own tasks for the closed calls end before it
 # cancels them (they end within a loop turn or two once the channel closes).
@@ -80,6 +81,12 @@ class Client:
     channel arguments, a dict or (name, value) pairs; those kvclient has
     an argument for are refused). See `kvclient.channel_settings`.
 
+    Tracing (OpenTelemetry): `tracing=None` traces each call when the
+    application has set an SDK TracerProvider as the global one by the
+    client's first call; True always, through the global one; False
+    never; or a TracerProvider to trace through. The span of a call made
+    inside one of the application's is its child. See `kvclient.tracing`.
+
     Errors are the typed exceptions of `kvclient.errors`; arguments of the
     wrong type raise TypeError. Safe to use from several threads.
     """
@@ -103,6 +110,7 @@ class Client:
         keepalive: Keepalive | None = None,
         max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
         channel_options: RawOptions | None = None,
+        tracing: TracingOption = None,
     ) -> None:
         # Checks the arguments now; opens nothing until the first call.
         self._client = AsyncClient(
@@ -122,6 +130,7 @@ class Client:
             keepalive=keepalive,
             max_reconnect_backoff=max_reconnect_backoff,
             channel_options=channel_options,
+            tracing=tracing,
         )
         self._addresses = list(addresses) if not isinstance(addresses, str) else [addresses]
         self._lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 Owns the constructor arguments of `Client` and `AsyncClient` (addresses,
 default timeout, retry policy, resolver, message size and batch bounds,
-channel settings), their validation and the per-call timeout rule.
+channel settings, tracing), their validation and the per-call timeout rule.
 Pure: no I/O.
 """
 
@@ -18,6 +18,7 @@ from kvclient.channel_settings import (DEFAULT_CHANNEL, DEFAULT_MAX_RECONNECT_BA
 from kvclient.results import Resolver
 from kvclient.retry import RetryPolicy
 from kvclient.security import PLAINTEXT, TLS, Credentials
+from kvclient.tracing import TracingOption, check_option
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -39,6 +40,9 @@ class ClientConfig:
     message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES
     message_batch_operations: int = framing.MESSAGE_MAX_ITEMS
     channel: ChannelSettings = DEFAULT_CHANNEL
+    # None: trace when the application has set an OpenTelemetry SDK
+    # TracerProvider (decided at the first call); see kvclient.tracing.
+    tracing: TracingOption = None
 
     @classmethod
     def create(
@@ -58,6 +62,7 @@ class ClientConfig:
         keepalive: Keepalive | None = None,
         max_reconnect_backoff: float = DEFAULT_MAX_RECONNECT_BACKOFF,
         channel_options: RawOptions | None = None,
+        tracing: TracingOption = None,
     ) -> ClientConfig:
         """A checked config from the clients' keyword arguments."""
         if resolver is not None and not callable(resolver):
@@ -73,6 +78,7 @@ class ClientConfig:
             message_batch_operations=_check_positive(message_batch_operations,
                                                      "message_batch_operations"),
             channel=ChannelSettings.create(keepalive, max_reconnect_backoff, channel_options),
+            tracing=check_option(tracing),
         )
 
     def call_timeout(self, timeout: float | None) -> float:

@@ -231,13 +231,15 @@ def ping_request(payload: Data) -> kv_pb2.PingRequest:
     return kv_pb2.PingRequest(payload=as_data(payload, "payload"))
 
 
-def session_operation(rpc: Rpc, request: Message, op_id: int,
-                      timeout: float) -> kv_pb2.SessionOperation:
+def session_operation(rpc: Rpc, request: Message, op_id: int, timeout: float,
+                      trace: kv_pb2.TraceContext | None = None) -> kv_pb2.SessionOperation:
     """`request` as operation `op_id` of a stream, with `timeout` seconds to
     run (rounded up to whole milliseconds: never 0, which would mean the
-    server's default)."""
+    server's default), and the span that sends it when traced."""
     timeout_ms = min(_MAX_TIMEOUT_MS, max(1, math.ceil(timeout * 1000)))
     fields: dict[str, Any] = {SESSION_KIND[rpc]: request}
+    if trace is not None:
+        fields["trace"] = trace
     return kv_pb2.SessionOperation(id=op_id, timeout_ms=timeout_ms, **fields)
 
 

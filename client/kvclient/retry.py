@@ -186,6 +186,11 @@ class Attempts:
         self._maybe_applied = False
         self.address = rotation.first()
 
+    @property
+    def number(self) -> int:
+        """The number of the attempt to make next (1 for the first)."""
+        return self._failures + self._overloads + 1
+
     def time_left(self, now: float) -> float:
         """The timeout for the next attempt: all that is left of the call's."""
         left = self._deadline - now

@@ -75,13 +75,15 @@ class SessionStream:
         self._reader = asyncio.ensure_future(self._read())
         self._writer = asyncio.ensure_future(self._write())
 
-    async def call(self, rpc: Rpc, request: Message, timeout: float) -> Any:
-        """The response of `rpc(request)`, sent as an operation of this stream."""
+    async def call(self, rpc: Rpc, request: Message, timeout: float,
+                   trace: kv_pb2.TraceContext | None = None) -> Any:
+        """The response of `rpc(request)`, sent as an operation of this
+        stream (with `trace`, the caller's span, when it traces)."""
         op_id = next(self._ids)
         future: asyncio.Future[kv_pb2.SessionResult] = (
             asyncio.get_running_loop().create_future())
         self._pending[op_id] = future
-        self._outbox.append(requests.session_operation(rpc, request, op_id, timeout))
+        self._outbox.append(requests.session_operation(rpc, request, op_id, timeout, trace))
         self._wake.set()
         deadline = asyncio.timeout(timeout)
         try:
@@ -200,7 +202,8 @@ class SessionLink:
         self._stream: SessionStream | None = None
         self.supported = True
 
-    async def call(self, rpc: Rpc, request: Message, timeout: float) -> Any:
+    async def call(self, rpc: Rpc, request: Message, timeout: float,
+                   trace: kv_pb2.TraceContext | None = None) -> Any:
         """As `SessionStream.call`; SessionUnsupported (then for good) when
         the server has no KV.Session."""
         if not self.supported:
@@ -210,7 +213,7 @@ class SessionLink:
             stream = self._stream = SessionStream(self._stub, batch_bytes=self._batch_bytes,
                                                   batch_operations=self._batch_operations)
         try:
-            return await stream.call(rpc, request, timeout)
+            return await stream.call(rpc, request, timeout, trace)
         except SessionUnsupported:
             self.supported = False
             raise
