@@ -41,8 +41,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 
 def _security_options(command: Any) -> Any:
-    """--tls-* and --cluster-secret-file, as `kvstore node` and `kvstore
-    coordinator` take them (the [tls] and [auth] tables of --config)."""
+    """--tls-*, --cluster-secret-file and --tracing*, as `kvstore node` and
+    `kvstore coordinator` take them (the [tls], [auth] and [tracing] tables
+    of --config)."""
     path = click.Path(path_type=Path, exists=True, dir_okay=False)
     for option in reversed([
         click.option("--tls-ca", type=path, envvar="KVSTORE_TLS_CA", show_envvar=True,
@@ -74,6 +75,18 @@ def _security_options(command: Any) -> Any:
                           "nothing are still clients only."),
         click.option("--reflection/--no-reflection", default=None,
                      help="Serve gRPC server reflection.  [default: on]"),
+        click.option("--tracing", type=click.Choice(["none", "otlp", "console"]),
+                     envvar="KVSTORE_TRACING", show_envvar=True,
+                     help="OpenTelemetry spans of every request: none, otlp (to "
+                          "--tracing-endpoint; needs kvstore[tracing]) or console (to the "
+                          "log).  [default: none]"),
+        click.option("--tracing-endpoint", envvar="KVSTORE_TRACING_ENDPOINT", show_envvar=True,
+                     help="OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (implies --tracing "
+                          "otlp).  [default: OTEL_EXPORTER_OTLP_ENDPOINT, else "
+                          "localhost:4317]"),
+        click.option("--tracing-sample-ratio", type=float,
+                     help="Share of the requests that arrive without a trace that are "
+                          "traced (those in a caller's trace follow it).  [default: 1]"),
     ]):
         command = option(command)
     return command

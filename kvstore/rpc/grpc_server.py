@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -17,11 +17,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection as reflection_service
 from prometheus_client import CollectorRegistry, start_http_server
 
+from kvclient.tracing import Tracing
 from kvstore.rpc.access import AccessControl
 from kvstore.rpc.channels import open_server
 from kvstore.security.rotation import CertificateFiles, CertificateWatcher
 from kvstore.security.settings import Security
 from kvstore.server.config import parse_address
+from kvstore.server.tracing import TracingSettings, process_tracing
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,19 @@ def metrics_endpoint(listen: str, port: int, registry: CollectorRegistry) -> Any
         yield
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def traced_process(settings: TracingSettings, role: str,
+                   process_id: str) -> Iterator[Tracing | None]:
+    """The process's tracing (`kvstore.server.tracing`), None when off;
+    StartupError when it is on and the tracing extra is not installed."""
+    with contextlib.ExitStack() as stack:
+        try:
+            tracing = stack.enter_context(process_tracing(settings, role, process_id))
+        except ImportError as exc:
+            raise StartupError(str(exc)) from None
+        yield tracing
 
 
 @contextlib.asynccontextmanager

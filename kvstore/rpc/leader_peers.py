@@ -92,8 +92,8 @@ class LeaderPeers:
                    timeout: float) -> replica_pb2.ReplicaResult:
         # A little longer than the node's own deadline, so that its answer
         # (say, that it ran out of time) arrives before the link gives up.
-        future = self._peers.link(node).submit(op, _itself, timeout + _ANSWER_GRACE_SECONDS,
-                                               any_answer=True)
+        future = self._peers.submit(node, op, _itself, timeout + _ANSWER_GRACE_SECONDS,
+                                    any_answer=True)
         try:
             result = await future
         except KVStoreError as error:

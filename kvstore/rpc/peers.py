@@ -11,15 +11,17 @@ is owned by the same group and ended on exit.
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from kvclient.pb import replica_pb2
+from kvclient.tracing import Tracing
 from kvstore.background import Background
 from kvstore.causality import versions
 from kvstore.causality.versions import DVVSet
 from kvstore.errors import KVStoreError
 from kvstore.leaderless.replica import LocalReplica
+from kvstore.rpc import spans
 from kvstore.rpc.peer_link import LinkSettings, PeerLink
 
 __all__ = ["LinkSettings", "PeerLink", "Peers"]
@@ -37,9 +39,11 @@ class Peers(Background):
     def __init__(self, addresses: Mapping[str, str], local: LocalReplica | None,
                  settings: LinkSettings = LinkSettings(),
                  on_message: Callable[[str, int], None] = lambda direction, items: None, *,
-                 self_id: str | None = None) -> None:
+                 self_id: str | None = None, tracing: Tracing | None = None) -> None:
         """`self_id`: this node's, when it has no `local` replica (leader
-        mode's nodes), so that it is not among the peers."""
+        mode's nodes), so that it is not among the peers; `tracing`: an
+        operation asked within a trace (a client's request being
+        coordinated) goes in a span of its own, which it carries."""
         super().__init__()
         self._addresses = dict(addresses)
         self._local = local
@@ -47,6 +51,7 @@ class Peers(Background):
         self._settings = settings
         self._on_message = on_message  # each link's messages: ("sent" or "received", items)
         self._links: dict[str, PeerLink] = {}
+        self._tracing = tracing
 
     async def _stop(self) -> None:
         for link in self._links.values():
@@ -77,6 +82,24 @@ class Peers(Background):
             for node_id in self._addresses if not self._is_local(node_id)
         }
 
+    def submit(self, node_id: str, op: replica_pb2.ReplicaOp,
+               convert: Callable[[replica_pb2.ReplicaResult], T], timeout: float | None = None,
+               *, any_answer: bool = False) -> "asyncio.Future[T]":
+        """`PeerLink.submit` on the link to `node_id`, in a span when traced."""
+        tracing = self._tracing
+        if tracing is None or not tracing.in_trace():
+            return self.link(node_id).submit(op, convert, timeout, any_answer=any_answer)
+        span = spans.sending(tracing, op.WhichOneof("op") or "unknown", node_id, op)
+        return spans.follow(tracing, span, self.link(node_id).submit(
+            op, convert, timeout, any_answer=any_answer))
+
+    def _here(self, kind: str, work: Coroutine[Any, Any, T]) -> "asyncio.Future[T]":
+        """`work` on this node's own replica, as a task (in a span when traced)."""
+        tracing = self._tracing
+        if tracing is not None and tracing.in_trace():
+            return self._future_of(spans.locally(tracing, kind, self._self_id or "", work))
+        return self._future_of(work)
+
     def _is_local(self, node_id: str) -> bool:
         return node_id == self._self_id
 
@@ -86,17 +109,22 @@ class Peers(Background):
 
     def read(self, node_id: str, key: bytes) -> "asyncio.Future[DVVSet | None]":
         if self._is_local(node_id):
+            if self._tracing is not None and self._tracing.in_trace():
+                with self._tracing.span("replica.read", code_of=spans.code_of, attributes={
+                        "kvstore.operation": "read", "kvstore.replica": node_id}):
+                    return _settled_now(self._replica().read, key)
             return _settled_now(self._replica().read, key)
         op = replica_pb2.ReplicaOp(read=replica_pb2.ReplicaRead(key=key))
-        return self.link(node_id).submit(op, _found_state)
+        return self.submit(node_id, op, _found_state)
 
     def apply(self, node_id: str, key: bytes, value: bytes, tombstone: bool,
               context: bytes, request_id: bytes) -> "asyncio.Future[DVVSet]":
         if self._is_local(node_id):
-            return self._future_of(self._apply_here(key, value, tombstone, context, request_id))
+            return self._here("apply", self._apply_here(key, value, tombstone, context,
+                                                        request_id))
         op = replica_pb2.ReplicaOp(apply=replica_pb2.ReplicaApply(
             key=key, value=value, tombstone=tombstone, context=context, request_id=request_id))
-        return self.link(node_id).submit(op, _state)
+        return self.submit(node_id, op, _state)
 
     async def _apply_here(self, key: bytes, value: bytes, tombstone: bool, context: bytes,
                           request_id: bytes) -> DVVSet:
@@ -109,10 +137,10 @@ class Peers(Background):
         """Merge `state` into the replica `node_id`; with `hint_for`, have
         `node_id` keep it as a hint for that (down) node instead."""
         if self._is_local(node_id):
-            return self._future_of(self._merge_here(key, state, request_id, hint_for))
+            return self._here("merge", self._merge_here(key, state, request_id, hint_for))
         op = replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(
             key=key, state=versions.encode(state), request_id=request_id, hint_for=hint_for))
-        return self.link(node_id).submit(op, _nothing)
+        return self.submit(node_id, op, _nothing)
 
     async def _merge_here(self, key: bytes, state: DVVSet, request_id: bytes,
                           hint_for: str) -> None:

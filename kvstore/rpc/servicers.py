@@ -16,7 +16,8 @@ from typing import Any, NamedTuple, TypeVar
 import grpc
 
 from kvclient.pb import kv_pb2, kv_pb2_grpc, replica_pb2, replica_pb2_grpc
-from kvstore.rpc import validation
+from kvclient.tracing import Tracing
+from kvstore.rpc import spans, validation
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
@@ -238,7 +239,11 @@ def _unary(method: str, operation: Callable[[Any, Any, float, Ticket], Awaitable
 
     @rpc(method, on_ok=lambda self, seconds: self.admission.observe_latency(seconds))
     async def call(self: "KVService", request: Any, context: Any) -> Response:
-        return await admitted(self, request, self._timeout(context))
+        work = admitted(self, request, self._timeout(context))
+        if self.tracing is None:
+            return await work
+        return await spans.unary_operation(self.tracing, method, context.invocation_metadata(),
+                                           work)
 
     call.__name__ = call.__qualname__ = method
     return call
@@ -266,11 +271,12 @@ class KVService(kv_pb2_grpc.KVServicer):
                  message_batch_bytes: int = framing.MESSAGE_BUDGET_BYTES,
                  message_batch_operations: int = framing.MESSAGE_MAX_ITEMS,
                  admit: Callable[[str], status_pb2.Status | None] | None = None,
-                 leader: LeaderKV | None = None) -> None:
+                 leader: LeaderKV | None = None, tracing: Tracing | None = None) -> None:
         """`topology`: what `KV.Topology` answers (`rpc.topology`), or what
         makes it (leader mode's leaders change); `admit(kind)`: whether the
         caller of a Session may run an operation of that kind
-        (`kvstore.rpc.access`), None or the status to answer it with."""
+        (`kvstore.rpc.access`), None or the status to answer it with;
+        `tracing`: each operation in a span (`kvstore.rpc.spans`)."""
         if (coordinator is None) == (leader is None):
             raise ValueError("a KVService needs a leaderless coordinator or leader mode's LeaderKV")
         self._admit = admit
@@ -288,6 +294,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self._message_batch_operations = message_batch_operations
         self._sessions: set[SessionStream] = set()
         self._stopping = False
+        self.tracing = tracing
 
     # -- the operations ----------------------------------------------------------
 
@@ -434,7 +441,16 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def _perform(self, operation: kv_pb2.SessionOperation,
                        ticket: Ticket) -> kv_pb2.SessionResult:
         """One admitted operation of a stream, as its unary method would run
-        it; every error becomes the result's status."""
+        it; every error becomes the result's status. Traced: in its span."""
+        work = self._run_operation(operation, ticket)
+        kind = operation.WhichOneof("kind")
+        if self.tracing is None or kind not in self._OPERATIONS:
+            return await work
+        return await spans.session_operation(self.tracing, self._OPERATIONS[kind].method,
+                                             operation, work)
+
+    async def _run_operation(self, operation: kv_pb2.SessionOperation,
+                             ticket: Ticket) -> kv_pb2.SessionResult:
         kind = operation.WhichOneof("kind")
         if kind is None:
             return kv_pb2.SessionResult(error=status_pb2.Status(
@@ -535,9 +551,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
                  metrics: RequestMetrics, trees: PartitionTrees | None = None,
                  repair: Callable[[int], Awaitable[int]] | None = None,
                  partitions: int = 1, streams: StreamSettings = StreamSettings(),
-                 leader: LeaderReplicaOps | None = None) -> None:
+                 leader: LeaderReplicaOps | None = None, tracing: Tracing | None = None) -> None:
         """`replica`: a leaderless node's; `leader`: a leader-mode node's
-        operations (`leader_replica`) instead."""
+        operations (`leader_replica`) instead; `tracing`: each operation
+        whose sender traced it in a span (`kvstore.rpc.spans`)."""
         Background.__init__(self)
         self._replica = replica
         self._leader = leader
@@ -548,6 +565,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
         self.partitions = partitions
         self._stream_settings = streams
         self._sessions: set[StreamSession] = set()
+        self._tracing = tracing
 
     @rpc("Replica.Batch")
     async def Batch(self, request: replica_pb2.ReplicaBatchRequest,
@@ -600,7 +618,13 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer, Background):
     def _start_op(self, op: replica_pb2.ReplicaOp) -> Started:
         """Validate and start one operation: its result at once (reads, tree
         questions, pings, refusals), or a coroutine returning it (writes),
-        which never raises: a failure is the result's status."""
+        which never raises: a failure is the result's status. In a span
+        when its sender traced it."""
+        if self._tracing is not None and op.HasField("trace"):
+            return spans.received(self._tracing, op, self._start_untraced)
+        return self._start_untraced(op)
+
+    def _start_untraced(self, op: replica_pb2.ReplicaOp) -> Started:
         try:
             kind = op.WhichOneof("op")
             if kind == "ping":

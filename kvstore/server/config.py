@@ -16,6 +16,8 @@ from kvstore.placement.ring import DEFAULT_PARTITIONS, validate_partition_count
 from kvstore.security.settings import FLAGS as SECURITY_FLAGS
 from kvstore.security.settings import (Security, SecuritySettingError, exposure_refusal,
                                        load_security)
+from kvstore.server.tracing import FLAGS as TRACING_FLAGS
+from kvstore.server.tracing import TracingSettingError, TracingSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -98,6 +100,7 @@ class NodeConfig:
     cluster: ClusterSpec | None = None
     security: Security = Security()  # [tls], [auth] and `insecure`
     reflection: bool = True  # serve gRPC server reflection
+    tracing: TracingSettings = TracingSettings()  # [tracing]: OpenTelemetry spans, off by default
 
     def __post_init__(self) -> None:
         _check_server_settings(self.node_id, self.listen, self.metrics_port,
@@ -210,6 +213,7 @@ class CoordinatorConfig:
     security: Security = Security()  # [tls], [auth] and `insecure`
     reflection: bool = True
     leader_timeout_seconds: float = 2.0  # leader mode: as NodeConfig's
+    tracing: TracingSettings = TracingSettings()  # as NodeConfig's
 
     def __post_init__(self) -> None:
         _check_server_settings(self.coordinator_id, self.listen, self.metrics_port,
@@ -339,10 +343,12 @@ def _load(kind: type, table: str, config_file: Path | None,
             document = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster", "tls", "auth"})
+        unknown_tables = sorted(set(document) - {"node", "coordinator", "cluster", "tls", "auth",
+                                                 "tracing"})
         if unknown_tables:
             raise ConfigError(f"unknown table(s) in {config_file}: {', '.join(unknown_tables)}; "
-                              "expected [node], [coordinator], [cluster], [tls] and [auth]")
+                              "expected [node], [coordinator], [cluster], [tls], [auth] and "
+                              "[tracing]")
         values.update(document.get(table, {}))
         if "cluster" in document:
             try:
@@ -350,7 +356,11 @@ def _load(kind: type, table: str, config_file: Path | None,
             except (MembershipError, ValueError, TypeError) as exc:
                 raise ConfigError(f"[cluster] in {config_file}: {exc}") from exc
     values.update({k: v for k, v in overrides.items()
-                   if v is not None and k not in SECURITY_FLAGS})
+                   if v is not None and k not in SECURITY_FLAGS and k not in TRACING_FLAGS})
+    try:
+        values["tracing"] = TracingSettings.load(document.get("tracing"), overrides)
+    except TracingSettingError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         values["security"] = load_security(document.get("tls"), document.get("auth"), overrides,
                                            values.pop("insecure", False))

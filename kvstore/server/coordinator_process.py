@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 import grpc
 
 from kvclient.pb import admin_pb2
+from kvclient.tracing import Tracing
 
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.health.failure_detector import NodeStatus
@@ -32,7 +33,8 @@ from kvstore.security.rotation import CertificateFiles
 from kvstore.rpc.leader_kv import LeaderKV
 from kvstore.rpc.leader_peers import LeaderPeers
 from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
-                                     run_until_signalled, serving, watching_certificates)
+                                     run_until_signalled, serving, traced_process,
+                                     watching_certificates)
 from kvstore.health.liveness import peer_liveness
 from kvstore.server.metrics import CoordinatorMetrics
 from kvstore.server.node import ADMIN, KV
@@ -47,6 +49,12 @@ log = logging.getLogger(__name__)
 
 async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
                             reload: asyncio.Event | None = None) -> None:
+    with traced_process(config.tracing, "coordinator", config.coordinator_id) as tracing:
+        await _serve_traced(config, stop, reload, tracing)
+
+
+async def _serve_traced(config: CoordinatorConfig, stop: asyncio.Event,
+                        reload: asyncio.Event | None, tracing: Tracing | None) -> None:
     tls_files = load_tls_files(config.security)
     spec = config.cluster
     cache = LruCache(config.cache_bytes, config.cache_ttl_ms / 1000, time.monotonic)
@@ -62,7 +70,8 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     with metrics_endpoint(config.listen, config.metrics_port, metrics.registry):
         if tls_files is not None:
             metrics.watch_certificates(lambda: tls_files.material.expiries)
-        async with Peers(addresses, None, links, link_messages) as peers, watching_certificates(
+        async with Peers(addresses, None, links, link_messages,
+                         tracing=tracing) as peers, watching_certificates(
             tls_files, reload or asyncio.Event(), peers.renew_channels,
         ), peer_liveness(
             peers, metrics, config.replica_timeout_seconds
@@ -73,7 +82,7 @@ async def serve_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
                 request_timeout=config.request_timeout_seconds, admission=config.admission,
                 message_batch_bytes=config.message_batch_bytes,
                 message_batch_operations=config.message_batch_operations,
-                admit=access.admit_operation)
+                admit=access.admit_operation, tracing=tracing)
             topology = topology_response(spec, config.coordinator_id, "coordinator")
             if spec.mode == "leader":
                 leaders = LeaderAccess(spec, LeaderPeers(peers, None), self_id=None,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kvclient.pb import admin_pb2
+from kvclient.tracing import Tracing
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.health.failure_detector import NodeStatus
 from kvstore.health.liveness import peer_liveness
@@ -51,7 +52,8 @@ RAFT_DIR = "raft"
 
 
 async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
-                            reload: asyncio.Event | None = None) -> None:
+                            reload: asyncio.Event | None = None,
+                            tracing: Tracing | None = None) -> None:
     tls_files = load_tls_files(config.security)
     spec = config.cluster_spec
     clock = SYSTEM_CLOCK
@@ -75,7 +77,7 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
             if tls_files is not None:
                 metrics.watch_certificates(lambda: tls_files.material.expiries)
             peers = Peers(addresses, None, link_settings(config), link_messages,
-                          self_id=config.node_id)
+                          self_id=config.node_id, tracing=tracing)
             async with peers, watching_certificates(
                 tls_files, reload or asyncio.Event(), peers.renew_channels,
             ), peer_liveness(peers, metrics, config.replica_timeout_seconds,
@@ -101,7 +103,7 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
                                    operator.apply_lag, operator.without_leader)
                 async with raft:
                     await _serve(config, _Raft(raft, local, access, operator, store), metrics,
-                                 liveness.status, tls_files, stop)
+                                 liveness.status, tls_files, stop, tracing)
     finally:
         store.close()
     log.info("node stopped", extra={"node_id": config.node_id})
@@ -120,7 +122,8 @@ class _Raft:
 
 async def _serve(config: NodeConfig, raft: _Raft, metrics: NodeMetrics,
                  seen: Callable[[], Mapping[str, NodeStatus]],
-                 tls_files: CertificateFiles | None, stop: asyncio.Event) -> None:
+                 tls_files: CertificateFiles | None, stop: asyncio.Event,
+                 tracing: Tracing | None) -> None:
     spec = config.cluster_spec
     limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_items)
     access = access_control(config.security, metrics.observe_refusal)
@@ -131,12 +134,13 @@ async def _serve(config: NodeConfig, raft: _Raft, metrics: NodeMetrics,
                    topology=leaders_topology(topology_response(spec, config.node_id, "node"),
                                              raft.access.book),
                    admit=access.admit_operation,
-                   leader=LeaderKV(raft.access, spec, limits))
+                   leader=LeaderKV(raft.access, spec, limits), tracing=tracing)
     replicas = ReplicaService(
         None, limits, metrics, partitions=spec.partitions, streams=stream_settings(config),
         leader=LeaderReplicaOps(raft.driver, raft.local, limits, partitions=spec.partitions,
                                 max_timeout=config.request_timeout_seconds,
-                                on_snapshot_received=metrics.observe_snapshot_received))
+                                on_snapshot_received=metrics.observe_snapshot_received),
+        tracing=tracing)
     store = raft.store
 
     def node_stats() -> admin_pb2.NodeStats:

@@ -16,12 +16,14 @@ import logging
 import grpc
 
 from kvclient.pb import admin_pb2, kv_pb2, replica_pb2
+from kvclient.tracing import Tracing
 from kvstore.clock import SYSTEM_CLOCK
 from kvstore.leaderless.anti_entropy import AntiEntropy, ReplicaTrees
 from kvstore.server.config import NodeConfig
 from kvstore.leaderless.coordinator import Coordinator
 from kvstore.rpc.grpc_server import (access_control, load_tls_files, metrics_endpoint,
-                                     run_until_signalled, serving, watching_certificates)
+                                     run_until_signalled, serving, traced_process,
+                                     watching_certificates)
 from kvstore.leaderless.handoff import HintReplayer
 from kvstore.leaderless.hints import HintPolicy
 from kvstore.causality.hlc import HybridLogicalClock
@@ -50,13 +52,20 @@ ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 async def serve_node(config: NodeConfig, stop: asyncio.Event,
                      reload: asyncio.Event | None = None) -> None:
     """Run the node until `stop` is set, then shut down gracefully; `reload`
-    (SIGHUP) re-reads the TLS files."""
-    spec = config.cluster_spec
-    if spec.mode == "leader":
-        from kvstore.server.leader_node import serve_leader_node  # it imports this module
+    (SIGHUP) re-reads the TLS files. Its spans, when it traces, are
+    flushed once it has stopped."""
+    with traced_process(config.tracing, "node", config.node_id) as tracing:
+        if config.cluster_spec.mode == "leader":
+            from kvstore.server.leader_node import serve_leader_node  # it imports this module
 
-        await serve_leader_node(config, stop, reload)
-        return
+            await serve_leader_node(config, stop, reload, tracing)
+        else:
+            await _serve_leaderless(config, stop, reload, tracing)
+
+
+async def _serve_leaderless(config: NodeConfig, stop: asyncio.Event,
+                            reload: asyncio.Event | None, tracing: Tracing | None) -> None:
+    spec = config.cluster_spec
     tls_files = load_tls_files(config.security)
     clock = SYSTEM_CLOCK
     engine = LmdbEngine(
@@ -77,7 +86,8 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                 trees.rebuild(engine, range(spec.partitions))
             async with Store(engine, max_batch=config.max_commit_batch,
                              commit_delay=config.commit_delay_ms / 1000, observer=metrics,
-                             on_applied=trees.track if replicated else None) as store:
+                             on_applied=trees.track if replicated else None,
+                             tracing=tracing) as store:
                 replica = LocalReplica(
                     config.node_id, store, HybridLogicalClock(clock.wall_clock_ms), spec.partitions,
                     last_write_wins=spec.last_write_wins,
@@ -96,7 +106,7 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                                     replica.hint_book.pending)
                 if tls_files is not None:
                     metrics.watch_certificates(lambda: tls_files.material.expiries)
-                peers = Peers(addresses, replica, links, link_messages)
+                peers = Peers(addresses, replica, links, link_messages, tracing=tracing)
                 async with peers, watching_certificates(
                     tls_files, reload or asyncio.Event(), peers.renew_channels,
                 ), peer_liveness(
@@ -129,11 +139,12 @@ async def serve_node(config: NodeConfig, stop: asyncio.Event,
                                    message_batch_bytes=config.message_batch_bytes,
                                    message_batch_operations=config.message_batch_operations,
                                    topology=topology_response(spec, config.node_id, "node"),
-                                   admit=access.admit_operation)
+                                   admit=access.admit_operation, tracing=tracing)
                     replicas = ReplicaService(
                         replica, limits, metrics, trees.trees,
                         repair=anti_entropy.repair_partition if replicated else None,
-                        partitions=spec.partitions, streams=stream_settings(config))
+                        partitions=spec.partitions, streams=stream_settings(config),
+                        tracing=tracing)
 
                     def node_stats() -> admin_pb2.NodeStats:
                         pending = replica.hint_book.all_pending().values()

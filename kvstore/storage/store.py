@@ -12,6 +12,12 @@ commit starts the moment the previous one ends, however busy the event loop
 is; the loop only enqueues writes and, once per batch, answers the writers.
 Never blocks the event loop on a commit, and never reorders writes: batches go
 to the engine in arrival order, one at a time.
+
+Traced (a `Tracing` given, and a write made within a trace): the write has
+a span, `storage.write`, from when it is queued until it is answered (the
+wait for a commit shows as the gap before the commit's span starts), and
+each commit that holds such writes one span, `storage.commit`, of its own
+trace, linked to theirs and they to it: one commit serves many requests.
 """
 
 import asyncio
@@ -22,8 +28,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from kvclient.tracing import Tracing
 from kvstore.errors import KVStoreError, Unavailable
 from kvstore.storage.record import Record
 from kvstore.storage.engine import UNBOUNDED, Change, CommitObserver, Engine, Hint, WriteResult
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 class _Pending:
     write: Change
     future: "asyncio.Future[WriteResult]"
+    span: Any = None  # its storage.write span, when traced
 
 
 class Store:
@@ -48,10 +56,12 @@ class Store:
         self, engine: Engine, *, max_batch: int = 1024, commit_delay: float = 0.0,
         observer: CommitObserver | None = None,
         on_applied: Callable[[Change, WriteResult], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         # Told about every committed change, on the event loop, in commit order
         # (the Merkle trees follow the data this way).
         self._on_applied = on_applied
+        self._tracing = tracing
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if commit_delay < 0:
@@ -108,11 +118,21 @@ class Store:
                 "the node is shutting down (or not started); retry on another replica")
         assert self._loop is not None
         future: asyncio.Future[WriteResult] = self._loop.create_future()
+        span = None
+        if self._tracing is not None and self._tracing.in_trace():
+            span = self._tracing.start("storage.write")
         with self._wakeup:
-            self._queue.append(_Pending(write, future))
+            self._queue.append(_Pending(write, future, span))
             if self._idle:
                 self._wakeup.notify()
-        return await future
+        if span is None:
+            return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.cancelled():  # else it was answered: _settle ended the span
+                span.end()
+            raise
 
     @property
     def queued(self) -> int:
@@ -134,6 +154,7 @@ class Store:
         assert self._loop is not None and self._stopped is not None
         try:
             while (batch := self._next_batch()) is not None:
+                started_ns = time.time_ns() if self._tracing is not None else 0
                 started = time.perf_counter()
                 try:
                     results: list[WriteResult | KVStoreError] = list(
@@ -148,7 +169,7 @@ class Store:
                     )
                     results = [_commit_failed(failure) for _ in batch]
                 seconds = time.perf_counter() - started
-                self._loop.call_soon_threadsafe(self._settle, batch, results, seconds)
+                self._loop.call_soon_threadsafe(self._settle, batch, results, seconds, started_ns)
         finally:
             self._loop.call_soon_threadsafe(_resolve, self._stopped)
 
@@ -183,8 +204,11 @@ class Store:
         )
 
     def _settle(
-        self, batch: list[_Pending], results: Sequence[WriteResult | KVStoreError], seconds: float
+        self, batch: list[_Pending], results: Sequence[WriteResult | KVStoreError], seconds: float,
+        started_ns: int = 0,
     ) -> None:
+        if self._tracing is not None:
+            self._trace_commit(self._tracing, batch, results, started_ns)
         for pending, result in zip(batch, results):
             if self._on_applied is not None and isinstance(result, WriteResult):
                 try:
@@ -197,6 +221,26 @@ class Store:
                 self._observer.observe_commit(len(batch), seconds)
             except Exception:
                 logger.exception("commit observer failed")
+
+
+    @staticmethod
+    def _trace_commit(tracing: Tracing, batch: list[_Pending],
+                      results: Sequence[WriteResult | KVStoreError], started_ns: int) -> None:
+        """The commit's span, linked to its traced writes' spans, which end
+        now (their writers are answered right after)."""
+        traced = [(pending.span, result) for pending, result in zip(batch, results)
+                  if pending.span is not None and not pending.future.done()]
+        if not traced:
+            return
+        commit = tracing.start("storage.commit", root=True, start_time=started_ns,
+                               links=[tracing.link(span) for span, _ in traced],
+                               attributes={"kvstore.commit.writes": len(batch)})
+        commit.end()
+        for span, result in traced:
+            span.add_link(commit.get_span_context())
+            if isinstance(result, KVStoreError):
+                tracing.failed(span, result, server=True)
+            span.end()
 
 
 def _resolve(future: "asyncio.Future[None]") -> None:
