@@ -9,12 +9,17 @@ environment) over OTLP/gRPC to a collector in this test
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import kvclient
+from kvstore.ops.processes import NodeProcess
 from tests.clusters import Cluster, poll
 from tests.otlp_collector import Collector, ReceivedSpan
 
@@ -144,3 +149,35 @@ def test_one_put_is_traced_from_the_client_through_every_hop_to_the_commits(
         [local] = trace.named("replica.apply", "internal")
         assert local.instance == server.instance
         _check_replicas(trace, server, nodes)
+
+
+# Run in a fresh interpreter against the node at argv[1]: an application
+# that sets its SDK provider as the global one, and a client left at its
+# default, which then traces.
+AUTOMATIC = """
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import kvclient
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+untraced = kvclient.Client([sys.argv[1]])
+untraced.put(b"k", b"before the provider")  # decided at its first call: not traced
+trace.set_tracer_provider(provider)
+untraced.put(b"k", b"still not")
+with kvclient.Client([sys.argv[1]]) as client:
+    client.get(b"k")
+untraced.close()
+print(json.dumps(sorted(span.name for span in exporter.get_finished_spans())))
+"""
+
+
+def test_a_client_left_at_its_default_traces_once_the_application_sets_a_provider(
+        node: NodeProcess) -> None:
+    done = subprocess.run([sys.executable, "-c", AUTOMATIC, node.address], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["kvclient.get", "kvstore.v1.KV/Get"]

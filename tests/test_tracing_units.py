@@ -5,6 +5,8 @@ a group commit."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +204,27 @@ async def test_one_commit_has_one_span_linked_to_each_of_its_traced_writes(
             commit.get_span_context().span_id]
         assert span.start_time is not None and commit.start_time is not None
         assert span.start_time <= commit.start_time  # queued before its commit started
+
+
+def test_tracing_true_without_opentelemetry_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)
+    with pytest.raises(ImportError, match=r"pip install 'kvclient\[tracing\]'"):
+        kvclient.Client(["127.0.0.1:1"], tracing=True)
+
+
+@pytest.mark.process  # a fresh interpreter
+def test_a_server_that_does_not_trace_never_imports_opentelemetry(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from kvstore.server import node, coordinator_process, leader_node\n"
+        "from kvstore.rpc.grpc_server import traced_process\n"
+        "from kvstore.server.config import load_node_config\n"
+        "config = load_node_config(None, {'node_id': 'n1'})\n"
+        "with traced_process(config.tracing, 'node', 'n1') as tracing:\n"
+        "    assert tracing is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
