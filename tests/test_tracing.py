@@ -91,7 +91,13 @@ def _check_replicas(trace: _Trace, server: ReceivedSpan, nodes: set[str]) -> Non
 
 
 def _complete(trace: _Trace) -> bool:
-    return len(trace.named("storage.write")) == 3 and len(trace.commits) >= 3
+    """Every span of the put has reached the collector (each process
+    exports its own, in batches of its own timing)."""
+    servers = trace.named("kvstore.v1.KV/Put", "server")
+    if len(servers) != 1 or len(trace.children(servers[0])) != 3:
+        return False
+    answered = all(trace.children(sent) for sent in trace.children(servers[0]))
+    return answered and len(trace.named("storage.write")) == 3 and len(trace.commits) >= 3
 
 
 def test_one_put_is_traced_from_the_client_through_every_hop_to_the_commits(
@@ -120,7 +126,7 @@ def test_one_put_is_traced_from_the_client_through_every_hop_to_the_commits(
         assert _parent(call) == request_id and _parent(attempt) == _hex(call)[1]
         assert {_hex(span)[0] for span in spans.values()} == {trace_id}
         assert attempt.attributes is not None and attempt.attributes["kvstore.attempt"] == 1
-        poll(lambda: _complete(_Trace(collector, trace_id)), 20,
+        poll(lambda: _complete(_Trace(collector, trace_id)), 30,
              "the servers' spans of the put reach the collector")
         trace = _Trace(collector, trace_id)
         [server] = trace.named("kvstore.v1.KV/Put", "server")
@@ -139,7 +145,7 @@ def test_one_put_is_traced_from_the_client_through_every_hop_to_the_commits(
         spans = _client_spans(exporter)
         trace_id, attempt_id = _hex(spans["kvstore.v1.KV/Put"])
         assert _parent(spans["kvstore.v1.KV/Put"]) == _hex(spans["kvclient.put"])[1]
-        poll(lambda: _complete(_Trace(collector, trace_id)), 20,
+        poll(lambda: _complete(_Trace(collector, trace_id)), 30,
              "the servers' spans of the second put reach the collector")
         trace = _Trace(collector, trace_id)
         [server] = trace.named("kvstore.v1.KV/Put", "server")
