@@ -8,9 +8,12 @@ futures.
         value = await raft.get(partition, key, timeout=2.0)
 
 The seams are protocols: `Transport` (where envelopes go: the peer-pair
-stream, later; an in-memory one in tests) and `Ticker` (when the next tick
-is: a fixed interval in production, one the test advances by hand).
-Envelopes that arrive go to `receive`.
+stream, later; an in-memory one in tests), `Ticker` (when the next tick
+is: a fixed interval in production, one the test advances by hand) and
+`PassWriter` (how a pass's write reaches the store: `ThreadWriter`, in a
+dedicated thread, unless the caller passes another; the simulation's takes
+virtual time and can crash between sending and persisting). Envelopes that
+arrive go to `receive`.
 
 One pass at a time: the loop takes the host's pass, sends what may leave
 before persisting, awaits the write in the persist thread, finishes the
@@ -38,7 +41,7 @@ from kvstore.errors import UNKNOWN, DeadlineExceeded, KVStoreError, Unavailable
 from kvstore.leader.commands import Command, Delete, Put
 from kvstore.leader.envelopes import Envelope
 from kvstore.leader.host import LeaderChange, MultiRaft, Pass
-from kvstore.leader.persistence import PassResult, RaftStore
+from kvstore.leader.persistence import PassResult, PassWrite, RaftStore
 from kvstore.leader.raft.messages import NodeId
 from kvstore.leader.state_machine import Outcome
 from kvstore.leader.waiters import ReadValue, Release, Result, Ticket
@@ -75,25 +78,53 @@ class IntervalTicker:
         await asyncio.sleep(self._next - now)
 
 
+class PassWriter(Protocol):
+    async def write(self, batch: PassWrite) -> PassResult:
+        """Do the pass's write (`RaftStore.write`) without blocking the event loop."""
+        ...
+
+    async def close(self) -> None:
+        """Return once a write under way has finished (the store may then close)."""
+        ...
+
+
+class ThreadWriter:
+    """Each write in one dedicated thread, never on the event loop."""
+
+    def __init__(self, store: RaftStore) -> None:
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-persist")
+
+    async def write(self, batch: PassWrite) -> PassResult:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._store.write,
+                                                                batch)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+
+
 class RaftDriver:
     def __init__(self, host: MultiRaft, store: RaftStore, transport: Transport,
                  ticker: Ticker, *,
-                 on_leader_change: Callable[[LeaderChange], None] = lambda change: None) -> None:
+                 on_leader_change: Callable[[LeaderChange], None] = lambda change: None,
+                 writer: Callable[[RaftStore], PassWriter] = ThreadWriter) -> None:
+        """`writer` makes the driver's `PassWriter` over `store` when it starts."""
         self._host = host
         self._on_leader_change = on_leader_change
         self._store = store
+        self._make_writer = writer
         self._transport = transport
         self._ticker = ticker
         self._work = asyncio.Event()
         self._waiting: dict[Ticket, asyncio.Future[Result]] = {}
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: PassWriter | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._running = False
 
     async def __aenter__(self) -> Self:
         if self._tasks is not None:
             raise RuntimeError("a RaftDriver runs once")
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-persist")
+        self._writer = self._make_writer(self._store)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._loops = [self._tasks.create_task(self._run_passes(), name="raft-passes"),
@@ -112,7 +143,7 @@ class RaftDriver:
             await self._tasks.__aexit__(None, None, None)
         finally:
             # A write under way finishes before the caller may close the store.
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
+            await self._writer.close()
             stopping = Unavailable("the node's Raft driver stopped before answering",
                                    reason="STOPPING", metadata={"outcome": UNKNOWN})
             for future in self._waiting.values():
@@ -220,9 +251,8 @@ class RaftDriver:
             finished = self._host.finish_pass(p, PassResult())
         else:
             assert self._writer is not None
-            loop = asyncio.get_running_loop()
             try:
-                result = await loop.run_in_executor(self._writer, self._store.write, p.write)
+                result = await self._writer.write(p.write)
             except Exception as exc:
                 logger.error("a Raft persist pass failed: %s", exc, exc_info=exc)
                 finished = self._host.abort_pass(p, exc)
