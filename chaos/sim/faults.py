@@ -13,11 +13,38 @@ paused, heals the links and restarts the crashed.
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from typing import Protocol
+
 from chaos.sim.network import Network
-from chaos.sim.node import SimNode
+
+
+class _Process(Protocol):
+    paused: bool
+
+
+class Machine(Protocol):
+    """A simulated node as the nemesis handles it (`node.SimNode`, or
+    leader mode's `leader.node.LeaderMachine`)."""
+
+    node_id: str
+
+    @property
+    def process(self) -> _Process | None:
+        """The incarnation running now; None while crashed."""
+        ...
+
+    def start(self) -> None: ...
+
+    async def crash(self) -> None: ...
+
+    def wipe(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +76,7 @@ class FaultLog:
 
 
 class Nemesis:
-    def __init__(self, nodes: dict[str, SimNode], network: Network, settings: FaultSettings,
+    def __init__(self, nodes: Mapping[str, Machine], network: Network, settings: FaultSettings,
                  rng: random.Random, log: FaultLog) -> None:
         self._nodes = nodes
         self._network = network
@@ -69,11 +96,11 @@ class Nemesis:
             await asyncio.sleep(gap)
             await self._act(rng.choice(settings.kinds))
 
-    def _down(self) -> list[SimNode]:
+    def _down(self) -> list[Machine]:
         return [n for n in self._nodes.values()
                 if n.process is None or n.process.paused]
 
-    def _up(self) -> list[SimNode]:
+    def _up(self) -> list[Machine]:
         return [n for n in self._nodes.values() if n.process is not None and not n.process.paused]
 
     async def _act(self, kind: str) -> None:
@@ -123,7 +150,7 @@ class Nemesis:
             self._network.heal_all()
             log.action("heal", "every link")
 
-    async def _resume_later(self, node: SimNode, seconds: float) -> None:
+    async def _resume_later(self, node: Machine, seconds: float) -> None:
         process = node.process
         await asyncio.sleep(seconds)
         if node.process is process and process is not None and process.paused:

@@ -140,6 +140,25 @@ class Network:
         except TimeoutError:
             raise DeadlineExceeded(f"{dst} did not answer {what} within {timeout:g}s") from None
 
+    def post(self, src: Host, dst: str, handle: Callable[[Any], None], *,
+             refused: Callable[[], None] | None = None) -> None:
+        """A one-way message: `handle(host)` runs on the host named `dst`
+        when it arrives (held while it is paused). One that finds `dst` not
+        running is lost, and `refused` runs on the sender when the refusal
+        comes back (as a closed port refuses a connection)."""
+        def deliver() -> None:
+            host = self._hosts.get(dst)
+            if host is None or not host.running:
+                if refused is not None:
+                    self._send(dst, src.name, lambda: refused() if src.running else None)
+                return
+            if host.paused:
+                self._held.setdefault(dst, []).append(deliver)
+                return
+            handle(host)
+
+        self._send(src.name, dst, deliver)
+
     async def _serve(self, host: Host, caller: Host, work: Callable[[Host], Awaitable[T]],
                      answer: "asyncio.Future[T]") -> None:
         outcome: T | KVStoreError

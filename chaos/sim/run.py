@@ -17,11 +17,8 @@ seed replays exactly: same trace, same verdict.
 """
 
 import asyncio
-import logging
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from chaos.checkers import (check_duplicate_siblings, check_lost_writes, check_never_written,
@@ -33,6 +30,7 @@ from chaos.sim.faults import FaultLog, FaultSettings, Nemesis
 from chaos.sim.loop import run_virtual
 from chaos.sim.network import Network, NetworkSettings
 from chaos.sim.node import NodeSettings, SimNode
+from chaos.sim.trace import Trace, TraceHandler, captured_logs
 from chaos.sim.workload import SimClient, WorkloadSettings
 from kvstore.causality import versions
 from kvstore.causality.versions import DVVSet
@@ -136,60 +134,20 @@ class SimResult:
                 f"{self.wall_seconds:.2f} wall s")
 
 
-class _TraceHandler(logging.Handler):
-    """The store's log records, at virtual time, into the trace."""
-
-    def __init__(self, say: "Trace") -> None:
-        super().__init__(logging.INFO)
-        self._say = say
-        self.errors: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = f"{record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[1] is not None:
-            line += f" ({record.exc_info[1]!r})"
-        self._say(line)
-        if record.levelno >= logging.ERROR:
-            self.errors.append(line)
-
-
-class Trace(list[tuple[float, str]]):
-    """(virtual time, what happened): faults, the store's log, the oracle."""
-
-    def __call__(self, line: str) -> None:
-        self.append((asyncio.get_running_loop().time(), line))
-
-
-@contextmanager
-def _captured_logs(trace: Trace) -> Iterator[_TraceHandler]:
-    handler = _TraceHandler(trace)
-    logger = logging.getLogger("kvstore")
-    saved = (logger.level, logger.propagate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
 def run_seed(seed: int, bug: str | None = None,
              scenario: Scenario | None = None) -> SimResult:
     """Play one seed (with a planted bug, if named) and judge it."""
     scenario = scenario or scenario_for(seed)
     trace = Trace()
     started = time.perf_counter()
-    with _captured_logs(trace) as logs, planted(bug):
+    with captured_logs(trace) as logs, planted(bug):
         result = run_virtual(_simulate(scenario, trace, logs))
     result.bug = bug
     result.wall_seconds = time.perf_counter() - started
     return result
 
 
-async def _simulate(scenario: Scenario, trace: Trace, logs: _TraceHandler) -> SimResult:
+async def _simulate(scenario: Scenario, trace: Trace, logs: TraceHandler) -> SimResult:
     rng = random.Random(scenario.seed)
     loop = asyncio.get_running_loop()
     for line in scenario.describe():
@@ -262,7 +220,7 @@ async def _converge(nodes: dict[str, SimNode], spec: ClusterSpec, history: list[
 
 
 def _judge(scenario: Scenario, history: list[Op], states: dict[str, dict[str, DVVSet | None]],
-           fault_log: FaultLog, logs: _TraceHandler, trace: Trace,
+           fault_log: FaultLog, logs: TraceHandler, trace: Trace,
            converged_after: float | None, virtual_seconds: float,
            oracle: DurabilityOracle) -> SimResult:
     problems: list[str] = []
