@@ -16,10 +16,13 @@ from kvstore.errors import KVStoreError
 from kvstore.leader import commands
 from kvstore.leader.commands import Delete, Put
 from kvstore.leader.data_format import FORMAT
+from kvstore.leader.envelopes import Envelope, GroupHeartbeat, QuiesceNotice
+from kvstore.leader.host import MultiRaft
 from kvstore.leader.memory_store import MemoryRaftStore
+from kvstore.leader.persistence import GroupWrite, PassResult, PassWrite
 from kvstore.leader.quiescence import QuiesceSettings
 from kvstore.leader.raft.config import ReadMode
-from kvstore.leader.raft.messages import InstallSnapshot, Vote
+from kvstore.leader.raft.messages import Entry, HardState, InstallSnapshot, Vote
 from kvstore.leader.raft.raft import Role
 from kvstore.leader.settings import HostSettings
 from kvstore.leader.state_machine import Outcome, Status, Versioned
@@ -413,6 +416,28 @@ def test_a_group_with_a_member_down_still_quiesces_and_the_member_catches_up(
     assert ticks_until(cluster, lambda: cluster.nodes[follower].store.read(0, b"k") == Versioned(
         outcome.index, b"v"), 60)
     assert ticks_until(cluster, all_quiesced, 60)
+
+
+def test_a_quiesce_notice_never_commits_a_divergent_entry_at_its_index() -> None:
+    # Found by the leader-mode simulation (seed 79): n2 led term 3 and
+    # appended a write at 3 that no quorum took; n4 won term 4 and
+    # committed its no-op at 3, then quiesced without n2 (silent a while).
+    # The notice's commit (3) must not commit n2's own entry there.
+    store = MemoryRaftStore()
+    write_3 = commands.encode(put(b"k", b"lost", b"r"))
+    store.write(PassWrite((GroupWrite(0, HardState(term=3, vote="n2", commit=2),
+                                      (Entry(1, 1, b""), Entry(2, 3, b""), Entry(3, 3, write_3)),
+                                      committed=(Entry(1, 1, b""), Entry(2, 3, b""))),),
+                          sync=True))
+    host = MultiRaft("n2", store, FAST, clock_ms=lambda: 0, seed=1)
+    host.add_group(0, ("n2", "n4", "n1"))
+    host.receive(Envelope("n4", "n2", heartbeats=(GroupHeartbeat(0, 4, commit=2, round=1),)))
+    host.receive(Envelope("n4", "n2", quiesce=(QuiesceNotice(0, term=4, commit=3),)))
+    while (p := host.start_pass()) is not None:
+        host.finish_pass(p, store.write(p.write) if p.write is not None else PassResult())
+    status = host.status(0)
+    assert (status.term, status.leader, status.commit) == (4, "n4", 2)
+    assert store.read(0, b"k") is None and not host.is_quiesced(0)
 
 
 def ticks_until(c: HostCluster, condition: Callable[[], bool], limit: int) -> bool:

@@ -427,9 +427,18 @@ class MultiRaft:
         status = g.raw.status()
         if status.term != notice.term or status.role is Role.LEADER:
             return  # stale, or from a term this node is not in: stay awake
-        if notice.commit <= status.last_index:
+        if (status.commit < notice.commit <= status.last_index
+                and g.log.term(notice.commit) == notice.term):
             # The leader's commit index, as a heartbeat of its term would
-            # bring it: every follower holds the leader's log up to it.
+            # bring it. The leader's log ends there with an entry of its
+            # term (a leader appends only in its own term), so a log with
+            # an entry of that term there holds the leader's log up to it
+            # (log matching). A log with another term there diverges from
+            # the leader's (this node may lead an old term, cut off when the
+            # leader quiesced without it): it must wait for the leader's
+            # appends, and never commit its own entry at that index (a
+            # heartbeat's commit is bounded by the follower's match for the
+            # same reason; the notice carries no match).
             self._step(g, Heartbeat(to=self.id, sender=leader, term=notice.term,
                                     commit=notice.commit, round=0))
         # Its own waiters need no ticks: what they wait for comes in messages.
