@@ -428,7 +428,7 @@ class MultiRaft:
         if status.term != notice.term or status.role is Role.LEADER:
             return  # stale, or from a term this node is not in: stay awake
         if (status.commit < notice.commit <= status.last_index
-                and g.log.term(notice.commit) == notice.term):
+                and g.raw.log_term(notice.commit) == notice.term):
             # The leader's commit index, as a heartbeat of its term would
             # bring it. The leader's log ends there with an entry of its
             # term (a leader appends only in its own term), so a log with

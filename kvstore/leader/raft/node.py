@@ -219,6 +219,11 @@ class RawNode:
                       last_index=raft.log.last_index(), progress=progress,
                       transferee=None if leadership is None else leadership.transferee)
 
+    def log_term(self, index: int) -> int | None:
+        """The term of this member's entry at `index`, those not yet
+        persisted included; None when compacted away or beyond its log."""
+        return self._raft.log.term(index)
+
     def _idle(self) -> None:
         if self._outstanding is not None:
             raise ReadyOutstanding("a Ready is outstanding: call advance() first")
