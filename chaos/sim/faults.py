@@ -13,7 +13,7 @@ paused, heals the links and restarts the crashed.
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from typing import Protocol
@@ -58,7 +58,8 @@ class FaultSettings:
                               "isolate", "heal")
 
     def describe(self) -> str:
-        return (f"every {self.min_gap:g}-{self.max_gap:g} s one of {', '.join(self.kinds)}; "
+        kinds = ", ".join(dict.fromkeys(self.kinds))
+        return (f"every {self.min_gap:g}-{self.max_gap:g} s one of {kinds}; "
                 f"at most {self.max_down} down, {self.max_wipes} wipe(s)")
 
 
@@ -103,6 +104,10 @@ class Nemesis:
     def _up(self) -> list[Machine]:
         return [n for n in self._nodes.values() if n.process is not None and not n.process.paused]
 
+    def _target(self, candidates: Sequence[Machine]) -> Machine:
+        """The node a crash, pause or isolation hits, among `candidates`."""
+        return self._rng.choice(candidates)
+
     async def _act(self, kind: str) -> None:
         rng, log = self._rng, self._log
         crashed = sorted((n for n in self._nodes.values() if n.process is None),
@@ -111,7 +116,7 @@ class Nemesis:
         names = sorted(self._nodes)
         room = len(self._down()) < self._settings.max_down
         if kind == "crash" and room and up:
-            node = rng.choice(up)
+            node = self._target(up)
             await node.crash()
             log.action("crash", node.node_id)
         elif kind == "restart" and crashed:
@@ -126,7 +131,7 @@ class Nemesis:
             log.disk_losses.append(asyncio.get_running_loop().time())
             log.action("wipe", f"{node.node_id} (disk lost, restarted empty)")
         elif kind == "pause" and room and up:
-            node = rng.choice(up)
+            node = self._target(up)
             seconds = rng.uniform(0.2, self._settings.max_pause)
             node.pause()
             log.action("pause", f"{node.node_id} for {seconds:.2f}s")
@@ -140,7 +145,8 @@ class Nemesis:
                 self._network.cut(dst, src)
             log.action(kind, f"{src} {'<->' if kind == 'cut-both' else '->'} {dst}")
         elif kind == "isolate":
-            node_id = rng.choice(names)
+            node_id = self._target(sorted(self._nodes.values(),
+                                          key=lambda n: n.node_id)).node_id
             for other in names:
                 if other != node_id:
                     self._network.cut(node_id, other)

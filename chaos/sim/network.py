@@ -61,6 +61,11 @@ class NetworkSettings:
     spike_delay: float = 0.1
     drop_probability: float = 0.0
     duplicate_probability: float = 0.0
+    # What waited for a paused host arrives, when it resumes, in an order
+    # that keeps each sender's messages in order but interleaves the
+    # senders at random (as a process that wakes reads its connections),
+    # instead of in the order it was sent.
+    interleave_held: bool = False
 
     def describe(self) -> str:
         return (f"delay {self.min_delay * 1000:g}-{self.max_delay * 1000:g} ms, "
@@ -74,7 +79,8 @@ class Network:
         self.settings = settings
         self._hosts: dict[str, Host] = {}
         self._cuts: set[tuple[str, str]] = set()
-        self._held: dict[str, list[Callable[[], None]]] = {}  # paused host -> deliveries
+        # paused host -> (sender, delivery), in the order they were held
+        self._held: dict[str, list[tuple[str, Callable[[], None]]]] = {}
         self.sent = self.dropped = self.duplicated = 0
 
     # -- who is where ---------------------------------------------------------
@@ -107,7 +113,19 @@ class Network:
 
     def resume(self, name: str) -> None:
         """Deliver what waited for the paused host `name`, in order."""
-        for deliver in self._held.pop(name, []):
+        held = self._held.pop(name, [])
+        if not self.settings.interleave_held:
+            for _sender, deliver in held:
+                deliver()
+            return
+        queues: dict[str, list[Callable[[], None]]] = {}
+        for sender, deliver in held:
+            queues.setdefault(sender, []).append(deliver)
+        while queues:
+            sender = self._rng.choice(list(queues))
+            deliver = queues[sender].pop(0)
+            if not queues[sender]:
+                del queues[sender]
             deliver()
 
     # -- calls --------------------------------------------------------------------
@@ -129,7 +147,7 @@ class Network:
                     metadata={"outcome": NOT_APPLIED})))
                 return
             if host.paused:
-                self._held.setdefault(dst, []).append(deliver)
+                self._held.setdefault(dst, []).append((src.name, deliver))
                 return
             host.spawn(self._serve(host, src, work, answer))
 
@@ -153,7 +171,7 @@ class Network:
                     self._send(dst, src.name, lambda: refused() if src.running else None)
                 return
             if host.paused:
-                self._held.setdefault(dst, []).append(deliver)
+                self._held.setdefault(dst, []).append((src.name, deliver))
                 return
             handle(host)
 
@@ -174,7 +192,7 @@ class Network:
         if sender is not None and sender.paused:
             # A paused process sends nothing until it resumes.
             self._held.setdefault(src, []).append(
-                lambda: self._send(src, dst, deliver, duplicable=duplicable))
+                (src, lambda: self._send(src, dst, deliver, duplicable=duplicable)))
             return
         self.sent += 1
         rng, settings = self._rng, self.settings
