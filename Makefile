@@ -61,15 +61,16 @@ chaos: $(STAMP)
 
 # The deterministic simulation (see chaos/sim/): `make sim SEED=7` replays
 # one seed (BUG=name plants a broken variant, TRACE=1 prints everything);
-# `make sim SEEDS=10000` is the long run (FIRST=... where it starts).
+# `make sim SEEDS=10000` is the long run (FIRST=... where it starts, JOBS=...
+# how many processes); MODE=leader simulates leader mode (Raft) instead.
 .PHONY: sim
 SEEDS ?= 300
 FIRST ?= 1
 sim: $(STAMP)
 ifdef SEED
-	$(BIN)/python -m chaos.sim --seed $(SEED) $(if $(BUG),--bug $(BUG)) $(if $(TRACE),--trace)
+	$(BIN)/python -m chaos.sim --seed $(SEED) $(if $(MODE),--mode $(MODE)) $(if $(BUG),--bug $(BUG)) $(if $(TRACE),--trace)
 else
-	$(BIN)/python -m chaos.sim --seeds $(SEEDS) --first $(FIRST) $(if $(BUG),--bug $(BUG))
+	$(BIN)/python -m chaos.sim --seeds $(SEEDS) --first $(FIRST) $(if $(MODE),--mode $(MODE)) $(if $(JOBS),--jobs $(JOBS)) $(if $(BUG),--bug $(BUG))
 endif
 
 # Builds deploy/Dockerfile with podman and runs the image and the compose

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim.bugs import BUGS, planted
+from chaos.sim.bugs import LEADERLESS_BUGS, planted
 from chaos.sim.loop import Deadlock, run_virtual
 from chaos.sim.network import Network, NetworkSettings
 from chaos.sim.run import run_seed, scenario_for
@@ -221,7 +221,7 @@ def test_a_planted_bug_is_caught_by_its_seed(bug: str) -> None:
 
 
 def test_every_planted_bug_has_a_catching_seed() -> None:
-    assert set(CAUGHT_BY) == set(BUGS)
+    assert set(CAUGHT_BY) == set(LEADERLESS_BUGS)
 
 
 def test_a_planted_bug_is_undone_after_its_run() -> None:

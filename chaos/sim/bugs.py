@@ -1,8 +1,10 @@
 """Deliberately broken variants of the store, to prove the simulation
-catches what it is meant to catch (`make sim BUG=...`, tests/test_sim.py).
+catches what it is meant to catch (`make sim BUG=...`, tests/test_sim.py;
+leader mode's in `chaos.sim.leader.bugs`, tests/test_leader_sim.py).
 
 Each bug is a small patch of one production function, applied only inside
-`planted(name)`, so the store's code carries no hook for it:
+`planted(name)`, so the store's code carries no hook for it. The
+leaderless mode's:
 
 - `ack-before-quorum`: a write is acknowledged as soon as its origin
   applied it, before W replicas hold it durably.
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from chaos.sim.leader.bugs import LEADER_BUGS
 from kvstore.causality.versions import DVVSet
 from kvstore.errors import KVStoreError
 from kvstore.leaderless import write_request
@@ -76,12 +79,18 @@ def _read_without_merge() -> list[tuple[Any, str, Callable[..., Any]]]:
     return [(ReadQuorum, "merged", broken)]
 
 
-BUGS: dict[str, Callable[[], list[tuple[Any, str, Callable[..., Any]]]]] = {
+LEADERLESS_BUGS: dict[str, Callable[[], list[tuple[Any, str, Callable[..., Any]]]]] = {
     "ack-before-quorum": _ack_before_quorum,
     "hint-dropped-early": _hint_dropped_early,
     "purge-with-replica-down": _purge_with_replica_down,
     "read-without-merge": _read_without_merge,
 }
+
+# Every bug, and the mode whose simulation it is planted in.
+BUGS: dict[str, Callable[[], list[tuple[Any, str, Callable[..., Any]]]]] = {
+    **LEADERLESS_BUGS, **LEADER_BUGS}
+MODE_OF_BUG: dict[str, str] = {**{name: "leaderless" for name in LEADERLESS_BUGS},
+                               **{name: "leader" for name in LEADER_BUGS}}
 
 
 @contextmanager
