@@ -4,9 +4,8 @@ BUG=...`, tests/test_leader_sim.py). Each is a small patch of one
 production function, applied only inside `chaos.sim.bugs.planted(name)`:
 
 - `commit-on-a-minority`: a leader's commit index follows the match
-  indexes of one member fewer than a quorum (on three replicas: its own).
-- `vote-in-a-stale-term`: a vote (or pre-vote) request of a term older
-  than the voter's is granted instead of being refused with the newer term.
+  indexes of one member fewer than a quorum (on three replicas: the
+  furthest member's, usually its own).
 - `vote-twice-in-a-term`: a voter forgets the vote it gave in its term,
   and grants another candidate of the same term its vote too.
 - `vote-for-any-log`: a vote is granted whatever the candidate's log,
@@ -23,7 +22,7 @@ from typing import Any
 
 from kvstore.leader.raft.leadership import Leadership
 from kvstore.leader.raft.log import RaftLog
-from kvstore.leader.raft.messages import Message, Vote, VoteResponse
+from kvstore.leader.raft.messages import Vote
 from kvstore.leader.raft.raft import Raft
 from kvstore.leader.raft.reads import PendingRead
 from kvstore.leader.state_machine import Versioned
@@ -46,19 +45,6 @@ def _commit_on_a_minority() -> Patches:
         return True
 
     return [(Leadership, "_maybe_commit", broken)]
-
-
-def _vote_in_a_stale_term() -> Patches:
-    on_lower_term = Raft._on_lower_term
-
-    def broken(self: Raft, m: Message) -> None:
-        if isinstance(m, Vote):
-            self._send(VoteResponse(to=m.sender, sender=self.id, term=m.term, granted=True,
-                                    pre_vote=m.pre_vote))
-            return
-        on_lower_term(self, m)
-
-    return [(Raft, "_on_lower_term", broken)]
 
 
 def _vote_twice_in_a_term() -> Patches:
@@ -103,7 +89,6 @@ def _read_before_applied() -> Patches:
 
 LEADER_BUGS: dict[str, Callable[[], Patches]] = {
     "commit-on-a-minority": _commit_on_a_minority,
-    "vote-in-a-stale-term": _vote_in_a_stale_term,
     "vote-twice-in-a-term": _vote_twice_in_a_term,
     "vote-for-any-log": _vote_for_any_log,
     "read-without-read-index": _read_without_read_index,
