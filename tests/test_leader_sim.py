@@ -18,7 +18,8 @@ import pytest
 
 from chaos.sim.bugs import LEADER_BUGS, MODE_OF_BUG
 from chaos.sim.leader.oracle import RaftOracle
-from chaos.sim.leader.run import _linearizability_problems, run_leader_seed, scenario_for
+from chaos.sim.leader.run import run_leader_seed, scenario_for
+from chaos.sim.leader.verdict import linearizability_problems
 from chaos.sim.loop import run_virtual
 from kvstore.leader import commands
 from kvstore.leader.commands import Put
@@ -195,8 +196,8 @@ def test_a_read_may_return_only_what_stood_between_its_call_and_answer() -> None
 
 def test_a_linearizability_search_out_of_budget_fails_the_seed() -> None:
     history = run_leader_seed(3).history
-    assert not _linearizability_problems(history)
-    starved = _linearizability_problems(history, looks_per_key=0.5)
+    assert not linearizability_problems(history)
+    starved = linearizability_problems(history, looks_per_key=0.5)
     assert starved and all(p.startswith("linearizability unknown (counted as a failure)")
                            for p in starved)
 

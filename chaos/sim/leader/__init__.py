@@ -9,6 +9,9 @@ safety properties and the linearizability of the client history.
 - `oracle`: Raft's safety properties, checked at every persist pass;
 - `workload`: clients doing reads, writes, compare-and-set and deletes on
   a few hot keys;
+- `faults`: the nemesis, aimed at leaders, with leader mode's own faults;
+- `verdict`: the history judged against the apply order, the log, and
+  linearizability;
 - `run`: one seed from scenario to verdict;
 - `bugs`: deliberately broken variants the checks must catch.
 

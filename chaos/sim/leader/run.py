@@ -9,6 +9,9 @@ and two-way cuts, isolations, heals); then every fault healed, and up to
 new leader's term and every replica to apply everything and hold the same
 state; then a linearizable read of every hot key. The verdict:
 
+The nemesis is `faults.LeaderNemesis`; the judge of the history
+`verdict`.
+
 - the `RaftOracle`'s findings, as the run went: election safety, one vote
   per term, log matching, leader completeness, state machine safety (and
   snapshots alike), no group halted;
@@ -32,37 +35,29 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from chaos.history import FINAL_READER, OK, Op
 from chaos.history import UNKNOWN as UNKNOWN_OUTCOME
-from chaos.linearizability import NOT_LINEARIZABLE, UNKNOWN, check, register_ops
-from chaos.linearizability.register import MalformedHistory
-from chaos.linearizability.report import describe_violation
 from chaos.sim.bugs import planted
-from chaos.sim.faults import FaultLog, FaultSettings, Machine, Nemesis
+from chaos.sim.faults import FaultLog, FaultSettings, Nemesis
+from chaos.sim.leader.faults import FAULT_KINDS, LeaderNemesis
 from chaos.sim.leader.node import LeaderMachine, LeaderNodeSettings
 from chaos.sim.leader.oracle import RaftOracle
+from chaos.sim.leader.verdict import (linearizability_problems, op_line, put_problems,
+                                      read_problems)
 from chaos.sim.leader.workload import LeaderClient, LeaderWorkloadSettings, Write, hot_key
 from chaos.sim.loop import run_virtual
 from chaos.sim.network import Network, NetworkSettings
 from chaos.sim.trace import Trace, TraceHandler, captured_logs
-from kvstore.leader import commands
-from kvstore.leader.commands import Put
 from kvstore.leader.quiescence import QuiesceSettings
 from kvstore.leader.raft.config import ReadMode
-from kvstore.leader.raft.raft import Role
 from kvstore.leader.settings import HostSettings
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 
 T = TypeVar("T")
-
-# The linearizability search's budget per key, in looks at the budget
-# (one per 256 search steps): machine-independent, so a seed's verdict is too.
-SEARCH_LOOKS_PER_KEY = 4_000
-
 
 @dataclass(frozen=True)
 class RaftSettings:
@@ -121,17 +116,6 @@ class LeaderScenario:
             f"workload: {self.workload.describe()}",
             f"faults: {self.faults.describe()}",
         ]
-
-
-# Of the crashes, pauses and isolations, the share aimed at a leader.
-LEADER_TARGET_SHARE = 0.75
-# How long a cut or an isolation lasts, unless a heal ends it first; and a
-# crashed node stays down, unless a restart comes first.
-CUT_SECONDS = (0.5, 3.0)
-DOWN_SECONDS = (0.3, 3.0)
-
-FAULT_KINDS = ("crash", "crash-persisting", "restart", "pause", "transfer-leader",
-               "cut", "cut-both", "isolate", "partition", "partition", "heal")
 
 
 def scenario_for(seed: int) -> LeaderScenario:
@@ -202,7 +186,7 @@ class LeaderSimResult:
         entries = [(at, line) for at, line in self.trace
                    if everything or not (line.startswith("INFO ")
                                          or (line.startswith("ORACLE ") and " leads " in line))]
-        entries += [(op.complete, _op_line(op)) for op in self.history
+        entries += [(op.complete, op_line(op)) for op in self.history
                     if everything or op.key in keys]
         entries.sort(key=lambda entry: entry[0])
         return [f"{at:9.3f}  {line}" for at, line in entries]
@@ -232,134 +216,6 @@ def run_leader_seed(seed: int, bug: str | None = None,
     result.bug = bug
     result.wall_seconds = time.perf_counter() - started
     return result
-
-
-class _LeaderNemesis(Nemesis):
-    """The nemesis, with leader mode's own fault: a crash between sending
-    a pass's envelopes and persisting it; and its crashes, pauses and
-    isolations mostly hit a node that leads some partition (as Jepsen's
-    do), so that leadership changes while clients read and write."""
-
-    def __init__(self, nodes: dict[str, LeaderMachine], network: Network,
-                 settings: FaultSettings, rng: random.Random, log: FaultLog,
-                 hot: tuple[int, ...]) -> None:
-        super().__init__(nodes, network, settings, rng, log)
-        self._machines = nodes
-        self._hot = hot  # the partitions of the clients' keys
-        self._healing: set[asyncio.Task[None]] = set()
-
-    def _target(self, candidates: Sequence[Machine]) -> Machine:
-        leaders = [node for node in candidates if self._led(node)]
-        if leaders and self._rng.random() < LEADER_TARGET_SHARE:
-            return self._rng.choice(leaders)
-        return super()._target(candidates)
-
-    def _led(self, node: Machine) -> list[int]:
-        """The hot partitions `node` leads."""
-        assert isinstance(node, LeaderMachine)
-        host = node.process.host if node.process is not None else None
-        if host is None:
-            return []
-        return [g for g in self._hot if g in host.groups()
-                and host.status(g).role is Role.LEADER]
-
-    async def _act(self, kind: str) -> None:
-        if kind == "transfer-leader":
-            self._transfer()
-            return
-        if kind == "partition":
-            self._partition()
-            return
-        if kind != "crash-persisting":
-            before, running = self._network.cuts, self._running()
-            await super()._act(kind)
-            cut = self._network.cuts - before
-            if cut:  # a partition heals itself after a while (unless a heal comes first)
-                self._spawn(self._heal_later(cut, self._rng.uniform(*CUT_SECONDS)))
-            for name in sorted(running - self._running()):  # and a crashed node restarts
-                self._spawn(self._restart_later(self._machines[name],
-                                                self._rng.uniform(*DOWN_SECONDS)))
-            return
-        up = sorted(self._up(), key=lambda n: n.node_id)
-        if up and len(self._down()) < self._settings.max_down:
-            node = self._target(up)
-            assert isinstance(node, LeaderMachine)
-            node.crash_while_persisting()
-            self._log.action("crash-persisting", f"{node.node_id} at its next write")
-            self._spawn(self._restart_later(node, self._rng.uniform(*DOWN_SECONDS)))
-
-    def _running(self) -> set[str]:
-        return {name for name, node in self._machines.items() if node.process is not None}
-
-    async def _restart_later(self, node: LeaderMachine, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        if node.process is None:
-            node.start()
-            self._log.action("restart", node.node_id)
-        else:
-            node.crash_while_persisting(False)  # it wrote nothing meanwhile
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._healing.add(task)
-        task.add_done_callback(self._healing.discard)
-
-    async def _heal_later(self, links: frozenset[tuple[str, str]], seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        links &= self._network.cuts
-        for src, dst in sorted(links):
-            self._network.heal(src, dst)
-        if links:
-            self._log.action("heal-links", ", ".join(f"{a}->{b}" for a, b in sorted(links)))
-
-    def _partition(self) -> None:
-        """Cut the nodes into a minority (a leader among it, mostly) and a
-        majority, both ways, for a while: on five nodes the minority's
-        other node may replicate none of the leader's partitions, and keeps
-        sending it what it is asked."""
-        machines = sorted(self._machines.values(), key=lambda n: n.node_id)
-        target = self._target(machines)
-        led = self._led(target)
-        assert isinstance(target, LeaderMachine)
-        voters = (target.spec.ring.preference_list(self._rng.choice(led), target.spec.replicas)
-                  if led else [])
-        # The minority's others: outside the group the target leads, where
-        # there are such nodes, so the group loses its quorum.
-        others = [n.node_id for n in machines if n.node_id not in voters and n is not target]
-        others += [n.node_id for n in machines if n.node_id in voters and n is not target]
-        minority = {target.node_id, *others[:(len(machines) - 1) // 2 - 1]}
-        majority = [n.node_id for n in machines if n.node_id not in minority]
-        cut = frozenset((a, b) for a in sorted(minority) for b in majority)
-        cut |= {(b, a) for a, b in cut}
-        for src, dst in sorted(cut):
-            self._network.cut(src, dst)
-        self._log.action("partition", f"{' '.join(sorted(minority))} | {' '.join(majority)}")
-        self._spawn(self._heal_later(cut, self._rng.uniform(*CUT_SECONDS)))
-
-    def _transfer(self) -> None:
-        leaders = [(node, g) for node in sorted(self._machines.values(),
-                                                key=lambda n: n.node_id)
-                   for g in self._led(node)]
-        if not leaders:
-            return
-        node, group = self._rng.choice(leaders)
-        voters = node.spec.ring.preference_list(group, node.spec.replicas)
-        to = self._rng.choice([v for v in voters if v != node.node_id])
-        node.transfer_leadership(group, to)
-        self._log.action("transfer-leader", f"partition {group} from {node.node_id} to {to}")
-
-    def stop(self) -> None:
-        """Cancel what the nemesis left to do later (resumes, heals)."""
-        for task in [*self._healing, *self._resumes]:
-            task.cancel()
-
-    async def heal(self) -> None:
-        for task in list(self._healing):
-            task.cancel()
-        for node in self._nodes.values():
-            assert isinstance(node, LeaderMachine)
-            node.crash_while_persisting(False)
-        await super().heal()
 
 
 async def _simulate(scenario: LeaderScenario, trace: Trace,
@@ -395,7 +251,7 @@ async def _simulate(scenario: LeaderScenario, trace: Trace,
                for i in range(scenario.workload.clients)]
     hot = tuple(sorted({spec.partition_of(hot_key(i).encode())
                         for i in range(scenario.workload.keys)}))
-    nemesis = _LeaderNemesis(nodes, network, scenario.faults, random.Random(rng.random()),
+    nemesis = LeaderNemesis(nodes, network, scenario.faults, random.Random(rng.random()),
                              fault_log, hot)
     start = loop.time()
     until = start + scenario.faulty_seconds
@@ -506,15 +362,15 @@ def _judge(scenario: LeaderScenario, spec: ClusterSpec, history: list[Op], oracl
     for op in history:
         if op.outcome != OK:
             if op.error is not None and op.error.startswith("InvalidArgument"):
-                problems.append(f"the store refused a well-formed request: {_op_line(op)}")
+                problems.append(f"the store refused a well-formed request: {op_line(op)}")
             continue
         group = spec.partition_of(op.key.encode())
         if op.kind == "get":
             reads += 1
-            problems += _read_problems(oracle, group, op)
+            problems += read_problems(oracle, group, op)
         elif op.kind == "put":
-            problems += _put_problems(oracle, group, op)
-    problems += _linearizability_problems(history)
+            problems += put_problems(oracle, group, op)
+    problems += linearizability_problems(history)
     if oracle.more_problems:
         problems.append(f"... and {oracle.more_problems} more of the oracle's findings")
     if oracle.failed.is_set():
@@ -532,66 +388,3 @@ def _judge(scenario: LeaderScenario, spec: ClusterSpec, history: list[Op], oracl
                            converged_after, virtual_seconds, 0.0)
 
 
-def _read_problems(oracle: RaftOracle, group: int, op: Op) -> list[str]:
-    value = op.siblings[0].encode() if op.siblings else None
-    low, high, states = oracle.states_between(group, op.key.encode(), op.invoke, op.complete)
-    if (op.version, value) in states:
-        return []
-    allowed = ", ".join("absent" if v is None else f"{v.decode()!r} (version {n})"
-                        for n, v in states)
-    got = "absent" if value is None else f"{value.decode()!r} (version {op.version})"
-    return [f"stale read: client {op.client}'s get {op.key} at {op.invoke:.3f}s returned {got}; "
-            f"in the order Raft applied the writes (index {low} applied before the call, "
-            f"{high} by the answer) it could be {allowed}"]
-
-
-def _put_problems(oracle: RaftOracle, group: int, op: Op) -> list[str]:
-    assert op.version is not None
-    applied = oracle.applied_entry(group, op.version)
-    if applied is not None and applied[1]:
-        command = commands.decode(applied[1])
-        if (isinstance(command, Put) and command.key.decode() == op.key
-                and command.value.decode() == op.value):
-            return []
-    return [f"acknowledged put not in the log: client {op.client}'s put {op.key}={op.value} "
-            f"was acknowledged with version {op.version}, but no node applied it at "
-            f"{op.version} of partition {group}"]
-
-
-def _linearizability_problems(history: list[Op],
-                              looks_per_key: float = SEARCH_LOOKS_PER_KEY) -> list[str]:
-    # The checker's clock counts its looks at the budget: a deterministic budget.
-    looks = itertools.count()
-    clock: Callable[[], float] = lambda: float(next(looks))  # noqa: E731
-    try:
-        report = check(register_ops(history), seconds_per_key=looks_per_key, clock=clock)
-    except MalformedHistory as exc:
-        return [f"the history is malformed: {exc}"]
-    problems = []
-    for key in report.keys:
-        if key.verdict == NOT_LINEARIZABLE:
-            assert key.violation is not None
-            first, *rest = describe_violation(key.key, key.violation)
-            first = first.replace(f"key {key.key!r}: not linearizable at ",
-                                  f"not linearizable: key {key.key}, at ")
-            problems.append("\n".join([first] + [f"    {line}" for line in rest]))
-        elif key.verdict == UNKNOWN:
-            problems.append(f"linearizability unknown (counted as a failure): key {key.key}: "
-                            f"{key.note}")
-    return problems
-
-
-def _op_line(op: Op) -> str:
-    what = {"get": f"get {op.key}", "put": f"put {op.key}={op.value}",
-            "delete": f"delete {op.key}"}[op.kind]
-    if op.if_version is not None:
-        what += f" if version {op.if_version}"
-    result: str = op.outcome
-    if op.kind == "get" and op.outcome == OK:
-        result += f" {list(op.siblings or ())} version {op.version}"
-    elif op.version is not None:
-        result += f" version {op.version}"
-    if op.error:
-        result += f" ({op.error})"
-    who = "final" if op.client == FINAL_READER else f"client{op.client}"
-    return f"OP {who} {what} (invoked {op.invoke:.3f}) -> {result}"
