@@ -28,8 +28,8 @@ def read_problems(oracle: RaftOracle, group: int, op: Op) -> list[str]:
     low, high, states = oracle.states_between(group, op.key.encode(), op.invoke, op.complete)
     if (op.version, value) in states:
         return []
-    allowed = ", ".join("absent" if v is None else f"{v.decode()!r} (version {n})"
-                        for n, v in states)
+    allowed = ", ".join(dict.fromkeys(
+        "absent" if v is None else f"{v.decode()!r} (version {n})" for n, v in states))
     got = "absent" if value is None else f"{value.decode()!r} (version {op.version})"
     return [f"stale read: client {op.client}'s get {op.key} at {op.invoke:.3f}s returned {got}; "
             f"in the order Raft applied the writes (index {low} applied before the call, "
