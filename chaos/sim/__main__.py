@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             if options.stop_at_first_failure:
                 break
         if done % 500 == 0:
-            print(f"... {done} seeds, {len(failed)} failed", flush=True)
+            print(f"... {done} seeds, {len(failed)} failed ({simulated:.0f} simulated s in "
+                  f"{time.perf_counter() - started:.0f} wall s)", flush=True)
     wall = time.perf_counter() - started
     bug = f" with planted bug {options.bug}" if options.bug else ""
     mode = " in leader mode" if options.mode == "leader" else ""
