@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from chaos.sim.network import Network
+from chaos.sim.process import SimProcess
 from chaos.sim.store import SimStore
 from kvstore.causality.hlc import HybridLogicalClock
 from kvstore.causality.versions import DVVSet
@@ -127,52 +128,16 @@ class SimNode:
         self._network.resume(self.node_id)
 
 
-class NodeProcess:
+class NodeProcess(SimProcess):
     """One incarnation of a node: everything it holds in memory."""
 
     def __init__(self, node: SimNode, network: Network, rng: random.Random) -> None:
+        super().__init__(node.node_id, network)
         self.node = node
-        self.name = node.node_id
-        self.paused = False
-        self._alive = True
-        self._network = network
         self._rng = rng
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._main: asyncio.Task[None] | None = None
-        self._ready = False
         self.coordinator: Coordinator | None = None
         self.replica: LocalReplica | None = None
         self.trees = ReplicaTrees()
-
-    # -- Host -------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._alive and self._ready
-
-    def spawn(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            work)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._main = asyncio.get_running_loop().create_task(self._run())
-        self._network.attach(self)
-
-    async def kill(self) -> None:
-        self._alive = False
-        self._network.detach(self.name)
-        tasks = [*self._tasks, *([self._main] if self._main else [])]
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                    result, asyncio.CancelledError):
-                log.error("%s died with %r", self.name, result, exc_info=result)
 
     async def _run(self) -> None:
         node, settings, spec = self.node, self.node.settings, self.node.spec

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from chaos.sim.network import Network
+from chaos.sim.process import SimProcess
 from chaos.sim.node import SimClock
 from kvclient.pb import kv_pb2
 from kvstore.errors import KVStoreError
@@ -149,55 +150,19 @@ class LeaderMachine:
         self._network.resume(self.node_id)
 
 
-class LeaderProcess:
+class LeaderProcess(SimProcess):
     """One incarnation of a leader-mode node: everything it holds in memory."""
 
     def __init__(self, machine: LeaderMachine, network: Network, seed: int) -> None:
+        super().__init__(machine.node_id, network)
         self.machine = machine
-        self.name = machine.node_id
-        self.paused = False
         self.crash_at_next_write = False
-        self._alive = True
-        self._network = network
         self._seed = seed
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._main: asyncio.Task[None] | None = None
-        self._ready = False
         self.host: MultiRaft | None = None
         self.driver: RaftDriver | None = None
         self.local: LocalLeader | None = None
         self.access: LeaderAccess | None = None
         self.kv: LeaderKV | None = None
-
-    # -- Host -------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._alive and self._ready
-
-    def spawn(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            work)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._main = asyncio.get_running_loop().create_task(self._run())
-        self._network.attach(self)
-
-    async def kill(self) -> None:
-        self._alive = False
-        self._network.detach(self.name)
-        tasks = [*self._tasks, *([self._main] if self._main else [])]
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                    result, asyncio.CancelledError):
-                log.error("%s died with %r", self.name, result, exc_info=result)
 
     def crash_now(self) -> None:
         """Crash from inside one of this incarnation's own tasks."""
