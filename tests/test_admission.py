@@ -94,8 +94,8 @@ def test_a_busy_process_refuses_a_deadline_too_short_for_what_requests_take_now(
     admission = _admission(refused, max_requests=4)
     for seconds in [0.1, 0.3] * 200:  # 200 ms on average, 100 ms from it
         admission.observe_latency(seconds)
-    assert admission.latency == pytest.approx(0.2, abs=0.01)
-    assert admission.deviation == pytest.approx(0.1, abs=0.01)
+    assert admission.answered.latency == pytest.approx(0.2, abs=0.01)
+    assert admission.answered.deviation == pytest.approx(0.1, abs=0.01)
     expected = admission.expected_latency
     assert expected == pytest.approx(0.6, abs=0.05)  # the average and four deviations
     admission.admit(1, deadline=0.01)  # not busy: a short deadline is the client's choice

@@ -290,8 +290,8 @@ class AsyncClient:
         )
         while True:
             address = addresses[attempts.address]
-            timeout_left = attempts.time_left(time.monotonic())
             sent = time.monotonic()
+            timeout_left = attempts.time_left(sent)
             try:
                 if tracing is None:
                     result = await self._attempt(address, rpc, request, timeout_left, attempts)

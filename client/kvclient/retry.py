@@ -36,6 +36,7 @@ from typing import Protocol
 import grpc
 
 from kvclient import errors
+from kvclient.latency import LatencyEstimate
 
 # UNAVAILABLE: the server was unreachable, starting or stopping, or too few
 # replicas answered. ABORTED: the server gave up on a conflict. Nothing else
@@ -127,30 +128,12 @@ class AddressRotation:
         return (index + 1) % self.size
 
 
-class AttemptLatency:
-    """How long an attempt takes to be answered, as the client sees it: a
-    moving average of answered attempts and of their distance from it (as
-    TCP's retransmission timer keeps, RFC 6298), shared by a client's calls."""
-
-    _LATENCY_WEIGHT = 1 / 8
-    _DEVIATION_WEIGHT = 1 / 4
+class AttemptLatency(LatencyEstimate):
+    """How long an attempt takes to be answered, as the client sees it (its
+    own queueing and the network included), shared by a client's calls."""
 
     def __init__(self) -> None:
-        self.latency = 0.0  # seconds
-        self.deviation = 0.0  # seconds
-
-    @property
-    def expected(self) -> float:
-        """Seconds an attempt started now should be given to be answered."""
-        return self.latency + 4 * self.deviation
-
-    def observe(self, seconds: float) -> None:
-        """An attempt was answered `seconds` after it was sent."""
-        if self.latency == 0.0 and self.deviation == 0.0:
-            self.latency, self.deviation = seconds, seconds / 2  # the first sample (RFC 6298)
-            return
-        self.deviation += self._DEVIATION_WEIGHT * (abs(seconds - self.latency) - self.deviation)
-        self.latency += self._LATENCY_WEIGHT * (seconds - self.latency)
+        super().__init__(latency_weight=1 / 8, deviation_weight=1 / 4)  # RFC 6298's
 
 
 class Attempts:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from kvclient.latency import LatencyEstimate
 from kvstore.errors import Overloaded
 
 # The names of the bounds, as in the refusal's `bound` field and the
@@ -39,11 +40,6 @@ PROCESS_BYTES = "max_request_bytes_in_flight"
 SESSION_REQUESTS = "session_max_in_flight"
 SESSION_BYTES = "session_max_bytes_in_flight"
 EXPECTED_LATENCY = "expected_latency"
-
-# Weights of each answered request in the moving average of latencies and
-# in that of their deviation (RFC 6298 uses 1/8 and 1/4: these are smoother).
-_LATENCY_WEIGHT = 0.05
-_DEVIATION_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -144,18 +140,15 @@ class Admission:
         self.process = Gate(limits.max_requests, limits.max_bytes, PROCESS_REQUESTS,
                             PROCESS_BYTES)
         self._on_refused = on_refused
-        self.latency = 0.0  # seconds: a moving average of answered requests' latency
-        self.deviation = 0.0  # seconds: a moving average of their distance from it
+        # What answered requests took (weights smoother than RFC 6298's 1/8
+        # and 1/4, so a burst moves it little).
+        self.answered = LatencyEstimate(latency_weight=0.05, deviation_weight=0.1)
+        self.observe_latency = self.answered.observe  # a request was answered after `seconds`
 
     @property
     def expected_latency(self) -> float:
         """Seconds a request admitted now should be given to be answered."""
-        return self.latency + 4 * self.deviation
-
-    def observe_latency(self, seconds: float) -> None:
-        """A request was answered after `seconds`."""
-        self.deviation += _DEVIATION_WEIGHT * (abs(seconds - self.latency) - self.deviation)
-        self.latency += _LATENCY_WEIGHT * (seconds - self.latency)
+        return self.answered.expected
 
     def session_gate(self) -> Gate:
         return Gate(self.limits.session_max_requests, self.limits.session_max_bytes,
