@@ -20,7 +20,7 @@ from kvstore.rpc.access import CALLER, RATE_LIMITED, AccessControl
 from kvstore.rpc.channels import open_channel
 from kvstore.security.identity import AccessPolicy, Identity, Role, TokenTable
 from kvstore.security.rate_limit import RateLimiter
-from kvstore.security.secret import ensure_secret
+from kvstore.security.secret import SECRET_FILE, ensure_secret, read_secret
 from kvstore.security.tokens import (ROLES, TokenFileError, read_token_file, tokens_by_role,
                                      write_token_file)
 from tests.conftest import StartNode
@@ -187,10 +187,19 @@ def test_cluster_up_auth_tokens_lists_a_token_of_each_role(tmp_path: Path) -> No
         assert found.stdout == "all\n", found.stderr
         status = kvstore("cluster", "status", "--data-dir", str(tmp_path / "data"))
         assert status.returncode == 0
-        output = up.output() + status.stdout + status.stderr
-        assert not any(token in output for token in tokens.values())
-        for log in (tmp_path / "data" / "logs").glob("*.log"):
-            assert not any(token in log.read_text() for token in tokens.values())
+        remote = kvstore("status", "-o", "json", "-a", up.address("n1"),
+                         "--data-dir", str(tmp_path / "data"))
+        assert remote.returncode == 0, remote.stderr
+        # No secret (a token, or the peers' cluster secret) in anything the
+        # cluster shows: cluster up's output, status, every log and every
+        # process's metrics.
+        secrets = [*tokens.values(), read_secret(tmp_path / "data" / SECRET_FILE)]
+        shown = [up.output(), status.stdout, status.stderr, remote.stdout, remote.stderr]
+        shown += [log.read_text() for log in (tmp_path / "data" / "logs").glob("*.log")]
+        shown += [urllib.request.urlopen(f"http://{p['metrics']}/metrics", timeout=5)
+                  .read().decode() for p in document["processes"]]
+        assert len(shown) >= 5 + 4 + 4
+        assert not [secret for secret in secrets for text in shown if secret in text]
         assert json.loads((tmp_path / "data" / "cluster-layout.json").read_text())["auth_tokens"]
     finally:
         up.clean_up()
