@@ -11,6 +11,9 @@ linearizable read of every key, and the checks:
   every key comes to show what the final read showed, version included;
 - no process crashed on its own.
 
+It also reports who led: leader changes and how long partitions went
+without a leader (`chaos.leadership`, polling every node's status).
+
 Its files in the data dir: history.jsonl and summary.json, as the
 leaderless run's. Every process it starts is stopped in a `finally`.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +33,7 @@ import kvclient
 from chaos.cluster import ClusterError, LocalCluster
 from chaos.history import FINAL_READER, OK, History, Op, text
 from chaos.leader_workload import LeaderWorkload, LeaderWorkloadSettings
+from chaos.leadership import LeadershipTimeline, watch_leaders
 from chaos.linearizability import check, register_ops
 from chaos.nemesis import Nemesis, NemesisSettings
 from chaos.run import carry_out
@@ -76,6 +81,10 @@ class LeaderSummary:
     linearizability: str  # the checker's report
     unread_keys: list[str]
     unconverged: dict[str, list[str]]  # key -> the nodes that never showed its final state
+    leader_changes: int
+    # Seconds each partition went without a leader, gap by gap (chaos.leadership).
+    leaderless_gaps: list[float]
+    leadership: str  # the timeline's report
 
     @property
     def passed(self) -> bool:
@@ -91,6 +100,7 @@ class LeaderSummary:
             f"{self.unknown} unknown",
             f"errors         {self.errors or 'none'}",
             f"faults         {self.faults or 'none'}",
+            f"leadership     {self.leadership}",
             *self.linearizability.splitlines(),
             f"final reads    {'every key read' if not self.unread_keys else self.unread_keys}",
             f"convergence    {'every replica shows the final state' if not self.unconverged else self.unconverged}",  # noqa: E501
@@ -98,7 +108,11 @@ class LeaderSummary:
         ]
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps({**asdict(self), "passed": self.passed}, indent=2) + "\n")
+        gaps = self.leaderless_gaps
+        elect = {"time_to_elect_median": statistics.median(gaps) if gaps else None,
+                 "time_to_elect_max": max(gaps) if gaps else None}
+        path.write_text(json.dumps({**asdict(self), **elect, "passed": self.passed},
+                                   indent=2) + "\n")
 
 
 def run_leader(options: LeaderOptions, say: Callable[[str], None],
@@ -117,18 +131,25 @@ async def _session(cluster: LocalCluster, history: History, options: LeaderOptio
                               LeaderWorkloadSettings(clients=options.clients, keys=options.keys),
                               options.seed, cluster.client_credentials)
     nemesis = Nemesis(cluster, history, random.Random(options.seed), NemesisSettings(), warn)
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(workload.run(until=options.duration))
-            tasks.create_task(nemesis.run(until=faults_until))
-    except* ClusterError as group:
-        raise group.exceptions[0] from None
-    crashed = cluster.collect_crashed()
-    cluster.heal_all()
-    await cluster.wait_all_healthy()
-    warn(f"{history.now():7.2f}s  workload stopped, every process healthy; final reads")
     nodes = cluster.addresses("node")
-    final = await final_reads(nodes, workload.keys, history, cluster.client_credentials)
+    timeline, watched = LeadershipTimeline(), asyncio.Event()
+    watcher = asyncio.create_task(watch_leaders(nodes, cluster.client_credentials, timeline,
+                                                history.now, watched))
+    try:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(workload.run(until=options.duration))
+                tasks.create_task(nemesis.run(until=faults_until))
+        except* ClusterError as group:
+            raise group.exceptions[0] from None
+        crashed = cluster.collect_crashed()
+        cluster.heal_all()
+        await cluster.wait_all_healthy()
+        warn(f"{history.now():7.2f}s  workload stopped, every process healthy; final reads")
+        final = await final_reads(nodes, workload.keys, history, cluster.client_credentials)
+    finally:
+        watched.set()
+        await watcher
     unconverged = await wait_replicas_show(cluster, final, cluster.client_credentials)
     warn(f"{history.now():7.2f}s  checking linearizability")
     report = check(register_ops(history.ops), seconds_per_key=options.seconds_per_key)
@@ -140,7 +161,9 @@ async def _session(cluster: LocalCluster, history: History, options: LeaderOptio
         unknown=counts.unknown, errors=counts.errors, faults=dict(nemesis.injected),
         crashed=crashed, verdict=report.verdict, linearizability=report.describe(),
         unread_keys=sorted(k for k, v in final.items() if v is None),
-        unconverged=unconverged)
+        unconverged=unconverged, leader_changes=timeline.changes,
+        leaderless_gaps=[round(gap, 3) for gap in timeline.gaps],
+        leadership=timeline.describe())
 
 
 async def final_reads(addresses: Sequence[str], keys: Sequence[str], history: History,
