@@ -45,6 +45,7 @@ PURE_CORES = [
     "kvstore/leader/persistence.py",
     "kvstore/leader/memory_store.py",
     "kvstore/leader/group_log.py",  # the core's view of a store
+    "kvstore/leader/restore_fence.py",  # what a restore from a backup does to each group
     "kvstore/leader/envelopes.py",  # what a node sends another in a pass (wire.py: its bytes)
     "kvstore/leader/quiescence.py",  # the multi-Raft host: when groups sleep, who waits,
     "kvstore/leader/waiters.py",  # and the host itself (driver.py: its asyncio shell)

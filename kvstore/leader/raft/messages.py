@@ -34,11 +34,18 @@ class Entry:
 class HardState:
     """What must be on stable storage before the messages that depend on it
     leave: the current term, the vote cast in it, and the commit index (the
-    commit index may be written lazily; see `Ready.must_sync`)."""
+    commit index may be written lazily; see `Ready.must_sync`).
+
+    `fence` (0: none) is set by a restore from a backup (`restore_fence`):
+    the member may have voted and acknowledged entries after the backup was
+    taken, and forgot it, so until it follows a leader of a term >= `fence`
+    whose commit index it has caught up to, it grants no votes and never
+    campaigns (`raft.Raft`)."""
 
     term: int = 0
     vote: NodeId | None = None
     commit: int = 0
+    fence: int = 0
 
 
 @dataclass(frozen=True, slots=True)

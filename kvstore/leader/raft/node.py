@@ -89,6 +89,7 @@ class Status:
     last_index: int
     progress: dict[NodeId, FollowerProgress] = field(default_factory=dict)  # the leader's only
     transferee: NodeId | None = None
+    fence: int = 0  # a restored member's, until lifted (`HardState.fence`)
 
 
 class ReadyOutstanding(RuntimeError):
@@ -178,7 +179,7 @@ class RawNode:
             soft_state=soft_state if soft_state != self._soft_state else None,
             hard_state=hard_state if hard_state != previous else None,
             must_sync=bool(entries) or hard_state.term != previous.term
-            or hard_state.vote != previous.vote,
+            or hard_state.vote != previous.vote or hard_state.fence != previous.fence,
             entries=entries,
             snapshot=raft.log.unstable_snapshot(),
             messages=tuple(raft.messages),
@@ -217,7 +218,8 @@ class RawNode:
         return Status(id=raft.id, term=raft.term, vote=raft.vote, leader=raft.leader,
                       role=raft.role, commit=raft.log.committed, applied=raft.log.applied,
                       last_index=raft.log.last_index(), progress=progress,
-                      transferee=None if leadership is None else leadership.transferee)
+                      transferee=None if leadership is None else leadership.transferee,
+                      fence=raft.fence)
 
     def log_term(self, index: int) -> int | None:
         """The term of this member's entry at `index`, those not yet

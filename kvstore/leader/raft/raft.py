@@ -13,6 +13,11 @@ Rules that matter for safety, and where they are:
 - Answers that vouch for the vote or the log (`messages.AFTER_PERSIST`) wait
   for the Ready's hard state and entries to be persisted; so do this node's
   own vote and its own acknowledgement of its entries (`self_messages`).
+- A member restored from a backup is fenced (`HardState.fence`): it grants
+  no vote or pre-vote and never campaigns until it has followed a leader of
+  a term at or above the fence to an entry of that leader's term
+  (`_maybe_lift_fence`), so it can neither vote twice in a term it forgot
+  nor help elect a leader that lacks entries it acknowledged and forgot.
 
 Randomness (the election timeout's jitter) comes only from the `random.Random`
 the caller passes in. Pure: no I/O, no clock, no threads.
@@ -62,6 +67,7 @@ class Raft:
         self.log.applied_to(max(config.applied, storage.snapshot().index, self.log.applied))
         self.term = state.term
         self.vote: NodeId | None = state.vote
+        self.fence = state.fence
         self.leader: NodeId | None = None
         self.role = Role.FOLLOWER
         self.leadership: Leadership | None = None
@@ -89,9 +95,13 @@ class Raft:
         self._election_elapsed += 1
         if self._election_elapsed >= self.config.election_ticks:
             self._restart_lease = False
-        if self._election_elapsed >= self._election_timeout and self._promotable():
-            self._election_elapsed = 0
-            self.campaign()
+        if self._election_elapsed >= self._election_timeout:
+            if self._promotable():
+                self._election_elapsed = 0
+                self.campaign()
+            elif self.fence and self.id in self.config.voters:
+                self._election_elapsed = 0
+                self._probe()
 
     def campaign(self) -> None:
         """Start an election now (etcd's MsgHup)."""
@@ -177,9 +187,10 @@ class Raft:
     # -- elections ----------------------------------------------------------------------
 
     def _on_vote(self, m: Vote) -> None:
-        can_vote = (self.vote == m.sender
-                    or (self.vote is None and self.leader is None)
-                    or (m.pre_vote and m.term > self.term))
+        can_vote = not self.fence and (
+            self.vote == m.sender
+            or (self.vote is None and self.leader is None)
+            or (m.pre_vote and m.term > self.term))
         if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
             # The answer carries the request's term: a pre-vote's is ahead of ours.
             self._send(VoteResponse(to=m.sender, sender=self.id, term=m.term, granted=True,
@@ -210,6 +221,18 @@ class Raft:
                                 last_index=self.log.last_index(), last_term=self.log.last_term(),
                                 pre_vote=pre_vote, transfer=kind is Campaign.TRANSFER))
 
+    def _probe(self) -> None:
+        """A fenced member's election timeout: it asks for pre-votes it will
+        never act on (it stays a follower whatever the answers). They wake
+        the peers of a group that quiesced while it was down, which then
+        hear its higher term and elect a leader without it, and a refusal
+        from a later term tells it that term."""
+        for voter in self.config.voters:
+            if voter != self.id:
+                self._send(Vote(to=voter, sender=self.id, term=self.term + 1,
+                                last_index=self.log.last_index(), last_term=self.log.last_term(),
+                                pre_vote=True))
+
     def _step_candidate(self, m: Message) -> None:
         if isinstance(m, (Append, Heartbeat, InstallSnapshot)):
             self._become_follower(m.term, m.sender)  # a leader won this term
@@ -227,7 +250,8 @@ class Raft:
                 self._become_follower(self.term, None)
 
     def _promotable(self) -> bool:
-        return self.id in self.config.voters and self.log.unstable_snapshot() is None
+        return (self.id in self.config.voters and self.log.unstable_snapshot() is None
+                and not self.fence)
 
     # -- roles -----------------------------------------------------------------------------
 
@@ -330,10 +354,23 @@ class Raft:
                                              round=m.round))
             else:
                 self._on_snapshot(m)
+            self._maybe_lift_fence()
         elif isinstance(m, TimeoutNow):
             self._hup(Campaign.TRANSFER)
         elif isinstance(m, ReadIndexResponse):
             self.read_states.append(ReadState(index=m.index, context=m.context))
+
+    def _maybe_lift_fence(self) -> None:
+        """A fenced member may vote again once it follows a leader elected
+        without it (a term at or above the fence: it voted in none of those)
+        and has caught up to an entry that leader committed in its own term:
+        its log then holds every entry committed before, including any it
+        acknowledged and forgot. It records its vote for that leader, so it
+        never grants another in this term either."""
+        if (self.fence and self.term >= self.fence and self.leader is not None
+                and self.log.term(self.log.committed) == self.term):
+            self.fence = 0
+            self.vote = self.leader
 
     def _on_append(self, m: Append) -> None:
         if m.prev_index < self.log.committed:
@@ -374,4 +411,5 @@ class Raft:
             self.messages.append(m)
 
     def hard_state(self) -> HardState:
-        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+        return HardState(term=self.term, vote=self.vote, commit=self.log.committed,
+                         fence=self.fence)

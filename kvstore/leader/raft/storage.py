@@ -106,6 +106,14 @@ class MemoryLogStorage:
         del self._entries[first - self.first_index():]
         self._entries.extend(entries)
 
+    def truncate_after(self, index: int) -> None:
+        """Drop the entries after `index` (a restore's fence cuts an
+        uncommitted tail the backup held: `restore_fence`)."""
+        if not self._compacted_index <= index:
+            raise ValueError(f"cannot cut the log at {index}: compacted to "
+                             f"{self._compacted_index}")
+        del self._entries[index - self._compacted_index:]
+
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the whole log with a snapshot received from the leader."""
         if snapshot.index <= self._snapshot.index:
