@@ -426,3 +426,48 @@ def test_a_missing_log_entry_is_reported_not_skipped(tmp_path: Path) -> None:
             store.read_entries(0, 2, 5, None)
     finally:
         store.close()
+
+
+# -- a restore's fence --------------------------------------------------------------------------
+
+
+def test_a_restore_fences_every_group_and_the_fence_survives_a_reopen(stores: Reopen) -> None:
+    from kvstore.leader.restore_fence import fence_store
+
+    store = stores()
+    replicate(store, 2, [entry(1), entry(2, put(b"k", b"v", b"r1"))], commit=2, term=3)
+    replicate(store, 5, [entry(1, term=4), entry(2, term=4), entry(3, term=4)], commit=1,
+              term=4)
+    assert store.groups() == [2, 5]  # type: ignore[attr-defined]
+    assert store.load(2, 10).hard_state.fence == 0  # none until a restore
+    assert fence_store(store, highest_term=7) == 2  # type: ignore[arg-type]
+    store = stores()
+    two, five = store.load(2, 10), store.load(5, 10)
+    assert two.hard_state == HardState(term=8, vote=None, commit=2, fence=8)
+    assert five.hard_state == HardState(term=8, vote=None, commit=1, fence=8)
+    assert (two.last_index, five.last_index) == (2, 1)  # 5's uncommitted tail is cut
+    assert store.read(2, b"k") == Versioned(2, b"v")
+    # Lifted (the core writes a hard state without it): the record goes.
+    store.write(PassWrite((GroupWrite(2, HardState(8, "n1", 2)),), sync=True))
+    assert stores().load(2, 10).hard_state.fence == 0
+
+
+def test_a_copy_of_a_leader_store_is_recognised_and_counts_its_keys(tmp_path: Path) -> None:
+    from kvstore.storage.lmdb_engine import LmdbEngine
+
+    store = LmdbRaftStore(tmp_path / "raft", map_size=1 << 24)
+    replicate(store, 0, [entry(1, put(b"a", b"1", b"r1")), entry(2, put(b"b", b"2", b"r2"))],
+              commit=2)
+    copy = tmp_path / "copy.mdb"
+    with open(copy, "wb") as out:
+        store.copy_to(out.fileno())
+    store.close()
+    assert lmdb_store.keys_in_copy(copy) == 2
+    engine = LmdbEngine(tmp_path / "leaderless", map_size=1 << 24)
+    with open(tmp_path / "other.mdb", "wb") as out:
+        engine.copy_to(out.fileno())
+    engine.close()
+    assert lmdb_store.keys_in_copy(tmp_path / "other.mdb") is None  # a leaderless node's
+    (tmp_path / "junk").write_bytes(b"no database" * 100)
+    with pytest.raises(ValueError, match="not an LMDB database"):
+        lmdb_store.keys_in_copy(tmp_path / "junk")

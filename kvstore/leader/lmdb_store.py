@@ -10,6 +10,8 @@ Named databases (group: the partition, u16 big-endian; integers big-endian):
                         b"s" snapshot: index u64, term u64 (its data: raft_snapshot)
                         b"c" compacted: index u64, term u64 (the log starts after it)
                         b"a" applied index u64 (written with the data it applied)
+                        b"f" fence u64, only while a restored member is fenced
+                          (`restore_fence`; absent: 0, as in stores before it)
     raft_snapshot     group -> the latest snapshot's data (a partition image)
     leader_data       group + BLAKE2b-256(key) -> crc u32, version u64,
                         key length u32, key, value
@@ -33,7 +35,7 @@ driver's persist thread); reads from any thread see the last commit.
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -43,6 +45,7 @@ from kvstore.errors import DataLoss, InvalidArgument, ResourceExhausted
 from kvstore.leader import data_format
 from kvstore.leader.persistence import LoadedGroup, PassResult, PassWrite, write_pass
 from kvstore.leader.raft.messages import Entry, HardState, Snapshot
+from kvstore.leader.restore_fence import Fence
 from kvstore.leader.state_machine import (
     REQUEST_ID_TTL_MS, Outcome, RequestRecord, Status, Versioned,
 )
@@ -58,10 +61,11 @@ _VALUE = struct.Struct(">IQI")  # crc, version, key length
 _REQUEST = struct.Struct(">QBQQ")
 _STATUS_CODES = {Status.APPLIED: 1, Status.VERSION_MISMATCH: 2}
 _STATUSES = {code: status for status, code in _STATUS_CODES.items()}
-_HARD_STATE, _SNAPSHOT, _COMPACTED, _APPLIED = b"h", b"s", b"c", b"a"
+_HARD_STATE, _SNAPSHOT, _COMPACTED, _APPLIED, _FENCE = b"h", b"s", b"c", b"a", b"f"
 _DATABASES = ("raft_meta", "raft_log", "raft_group", "raft_snapshot", "leader_data",
               "leader_requests", "leader_request_order")
 _MAX_DBS = 16  # room for the node's own databases, should it share this environment
+RAFT_DIR = "raft"  # a leader-mode node's store, inside its data dir
 
 
 class _Databases:
@@ -175,6 +179,32 @@ class LmdbRaftStore:
                 f"the Raft store in {self._path} is full (map_size {info['map_size']} "
                 "bytes): raise map_size and restart the node") from None
 
+    # -- backups ---------------------------------------------------------------------------
+
+    def groups(self) -> list[int]:
+        """The groups this store holds state of, in order."""
+        found = set()
+        with self._env.begin(db=self._db.group) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                found.add(_GROUP.unpack_from(key)[0])
+        return sorted(found)
+
+    def fence(self, fences: Mapping[int, Fence]) -> None:
+        """A restore's fences (`restore_fence`), every group's in one transaction."""
+        with self._env.begin(write=True, buffers=False) as txn:
+            writes = _Transaction(txn, self._db)
+            for group, fence in fences.items():
+                prefix = _group_prefix(group)
+                _delete_from(txn, self._db.log, prefix, prefix + _U64.pack(fence.keep_through + 1))
+                writes.put_hard_state(group, fence.hard_state)
+
+    def copy_to(self, fd: int) -> None:
+        """Write a consistent, compacted copy of every group's Raft state and
+        data to the file `fd` (LMDB's copy, in one read transaction while
+        passes go on): a data.mdb `kvstore admin restore` can fence and put
+        in a stopped node's data dir. Blocks: call it off the loop."""
+        self._env.copyfd(fd, compact=True)
+
     # -- figures, for the node's status and metrics --------------------------------------
 
     def count_keys(self) -> int:
@@ -202,6 +232,27 @@ class LmdbRaftStore:
 
     def close(self) -> None:
         self._env.close()
+
+
+def keys_in_copy(path: Path) -> int | None:
+    """The keys of a copy written by `copy_to` (a data.mdb file), opened
+    read-only where it lies; None when it is an LMDB database but not a
+    leader-mode store (a leaderless node's, say); ValueError when it is no
+    LMDB database at all."""
+    try:
+        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
+    except lmdb.Error as exc:
+        raise ValueError(f"{path} is not an LMDB database: {exc}") from exc
+    try:
+        with env.begin() as txn:
+            try:
+                env.open_db(b"raft_meta", txn=txn, create=False)
+                data = env.open_db(b"leader_data", txn=txn, create=False)
+            except lmdb.Error:
+                return None
+            return int(txn.stat(data)["entries"])
+    finally:
+        env.close()
 
 
 def _last_with_prefix(cursor: "lmdb.Cursor[bytes]", prefix: bytes) -> bool:
@@ -238,7 +289,9 @@ class _Meta:
             return HardState()
         term, commit = _PAIR.unpack_from(raw)
         vote = raw[_PAIR.size:].decode()
-        return HardState(term=term, vote=vote or None, commit=commit)
+        fence = self._get(_FENCE)
+        return HardState(term=term, vote=vote or None, commit=commit,
+                         fence=0 if fence is None else int(_U64.unpack(fence)[0]))
 
     def pair(self, tag: bytes) -> tuple[int, int]:
         raw = self._get(tag)
@@ -250,6 +303,9 @@ class _Meta:
 
     def put(self, tag: bytes, value: bytes) -> None:
         self._txn.put(self._prefix + tag, value, db=self._db.group)
+
+    def delete(self, tag: bytes) -> None:
+        self._txn.delete(self._prefix + tag, db=self._db.group)
 
 
 class _Partition:
@@ -378,7 +434,12 @@ class _Transaction:
 
     def put_hard_state(self, group: int, state: HardState) -> None:
         vote = (state.vote or "").encode()
-        self._meta(group).put(_HARD_STATE, _PAIR.pack(state.term, state.commit) + vote)
+        meta = self._meta(group)
+        meta.put(_HARD_STATE, _PAIR.pack(state.term, state.commit) + vote)
+        if state.fence:
+            meta.put(_FENCE, _U64.pack(state.fence))
+        else:
+            meta.delete(_FENCE)
 
 
 # -- layout -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Pure: no I/O, no threads, no clock.
 """
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from kvstore.leader.persistence import (
@@ -22,6 +22,7 @@ from kvstore.leader.persistence import (
 )
 from kvstore.leader.raft.messages import Entry, HardState, Snapshot
 from kvstore.leader.raft.storage import limit_size
+from kvstore.leader.restore_fence import Fence
 from kvstore.leader.state_machine import REQUEST_ID_TTL_MS, RequestRecord, Versioned
 
 
@@ -183,6 +184,23 @@ class MemoryRaftStore:
         self.syncs += batch.sync
         self.last_write = batch
         return result
+
+    def groups(self) -> list[int]:
+        return sorted(self._groups)
+
+    def fence(self, fences: Mapping[int, Fence]) -> None:
+        """As `LmdbRaftStore.fence`."""
+        for group, fence in fences.items():
+            g = self._groups.setdefault(group, _Group())
+            for index in [i for i in g.entries if i > fence.keep_through]:
+                del g.entries[index]
+            g.hard_state = fence.hard_state
+
+    def copy(self) -> "MemoryRaftStore":
+        """Everything it holds now, as a new store (a backup, in simulations)."""
+        copy = MemoryRaftStore(request_id_ttl_ms=self._ttl_ms)
+        copy._groups = {group: g.copy() for group, g in self._groups.items()}
+        return copy
 
     def keys(self, group: int) -> dict[bytes, Versioned]:
         """The group's state machine, for tests."""
