@@ -10,10 +10,19 @@ checks the file is a node's database, then puts it in the stopped node's
 data dir (written beside, fsynced, renamed); the node rebuilds its Merkle
 trees from it when it starts, and anti-entropy brings what it missed since
 the snapshot from the other replicas.
+
+A leader-mode node's snapshot is its Raft store (every group's log, hard
+state and data). Restored as it was, the node could vote twice in a term or
+help elect a leader lacking writes it had acknowledged since the backup
+(see `kvstore.leader.restore_fence`), so its restore asks every other
+member of the running cluster for its terms (`highest_term`: all must
+answer, and the restored node must not) and fences each group above the
+highest before the file goes in place. The leaders send it what it missed.
 """
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +30,10 @@ import grpc
 
 from kvclient.pb import admin_pb2, admin_pb2_grpc
 from kvclient.security import PLAINTEXT, Credentials
+from kvstore.errors import KVStoreError
+from kvstore.leader.lmdb_store import RAFT_DIR, LmdbRaftStore, keys_in_copy
+from kvstore.leader.restore_fence import fence_store
+from kvstore.ops.remote import RemoteError, fetch_status, member_statuses
 from kvstore.rpc.channels import open_channel
 from kvstore.storage.lmdb_engine import count_keys_in_copy
 
@@ -68,36 +81,126 @@ def snapshot(address: str, out: Path, timeout: float,
 
 
 def restore(file: Path, data_dir: Path, *, force: bool,
+            highest_term: Callable[[], int] | None = None,
             say: Callable[[str], None] = lambda line: None) -> int:
     """Make `data_dir` hold the snapshot `file`; the number of keys in it.
-    The node must be stopped. Refuses to replace existing data unless `force`."""
+    The node must be stopped. Refuses to replace existing data unless
+    `force`. A leader-mode snapshot needs `highest_term` (the running
+    cluster's, see `highest_term` below) to fence its groups with."""
     try:
-        keys = count_keys_in_copy(file)
+        leader_keys = keys_in_copy(file)
+        keys = count_keys_in_copy(file) if leader_keys is None else leader_keys
     except ValueError as exc:
         raise BackupError(str(exc)) from None
+    if leader_keys is None:
+        _put_in_place(file, data_dir, force)
+        say(f"restored {keys} key(s) into {data_dir}")
+        return keys
+    if highest_term is None:
+        raise BackupError(f"{file} is a leader-mode node's snapshot: its restore must ask the "
+                          "running cluster for its terms; pass --address (any running member) "
+                          "and --node-id (the node being restored)")
+    target = data_dir / RAFT_DIR
+    if (target / DATA_FILE).exists() and not force:
+        raise _occupied(data_dir)
+    term = highest_term()
+    staging = data_dir / (RAFT_DIR + ".restoring")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        _copy(file, staging / DATA_FILE)
+        groups = _fence(staging, term)
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / DATA_FILE, target / DATA_FILE)
+        (target / LOCK_FILE).unlink(missing_ok=True)
+        _fsync_directory(target)
+    except OSError as exc:
+        raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"restored {keys} key(s) into {data_dir}; fenced {groups} Raft group(s) above term "
+        f"{term}, the cluster's highest: each votes again once it has caught up with a leader")
+    return keys
+
+
+def highest_term(address: str, node_id: str, timeout: float,
+                 credentials: Credentials = PLAINTEXT) -> int:
+    """The highest Raft term any member of the cluster `address` belongs to
+    holds, but `node_id`: every other member must answer (a term it alone
+    knew could be one the restored node voted in), and `node_id` must not
+    (it is the node being restored, so it must be stopped)."""
+    try:
+        first = fetch_status(address, timeout, credentials)
+    except RemoteError as exc:
+        raise BackupError(f"cannot ask the cluster for its terms: {exc}") from None
+    if first.mode != "leader":
+        raise BackupError(f"{address} is a member of a {first.mode} cluster, but the snapshot "
+                          "is a leader-mode node's")
+    members = [m.id for m in first.members]
+    if node_id not in members:
+        raise BackupError(f"{node_id} is not a member of the cluster at {address} "
+                          f"(its members: {', '.join(members)})")
+    answers = member_statuses(first, timeout, credentials)
+    if not isinstance(answers[node_id], RemoteError):
+        raise BackupError(f"{node_id} is running: stop it before restoring its data")
+    silent = {m: a for m, a in answers.items() if m != node_id and isinstance(a, RemoteError)}
+    if silent:
+        raise BackupError(
+            "every other member must answer, so that the restored node cannot vote again in a "
+            "term it forgot; not answering: "
+            + "; ".join(f"{m} ({answer})" for m, answer in silent.items()))
+    return max((group.term for member, answer in answers.items() if member != node_id
+                and not isinstance(answer, RemoteError) for group in answer.raft), default=0)
+
+
+def _fence(directory: Path, term: int) -> int:
+    """Fence every group of the Raft store in `directory`; how many."""
+    size = (directory / DATA_FILE).stat().st_size
+    try:
+        store = LmdbRaftStore(directory, map_size=max(1 << 30, 2 * size))
+    except KVStoreError as exc:
+        raise BackupError(f"the snapshot cannot be restored: {exc}") from None
+    try:
+        return fence_store(store, term)
+    finally:
+        store.close()
+
+
+def _occupied(data_dir: Path) -> BackupError:
+    return BackupError(f"{data_dir} already holds a database; stop its node, and pass "
+                       "--force to replace it (or restore into an empty directory)")
+
+
+def _copy(source_file: Path, copy_file: Path) -> None:
+    copy_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(source_file, "rb") as source, open(copy_file, "wb") as copy:
+        while block := source.read(1024 * 1024):
+            copy.write(block)
+        copy.flush()
+        os.fsync(copy.fileno())
+
+
+def _put_in_place(file: Path, data_dir: Path, force: bool) -> None:
+    """Copy `file` into `data_dir` as its database, durably (beside, fsynced, renamed)."""
     target = data_dir / DATA_FILE
     if target.exists() and not force:
-        raise BackupError(f"{data_dir} already holds a database; stop its node, and pass "
-                          "--force to replace it (or restore into an empty directory)")
+        raise _occupied(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     partial = data_dir / (DATA_FILE + ".restoring")
     try:
-        with open(file, "rb") as source, open(partial, "wb") as copy:
-            while block := source.read(1024 * 1024):
-                copy.write(block)
-            copy.flush()
-            os.fsync(copy.fileno())
+        _copy(file, partial)
         os.replace(partial, target)
         # The lock file describes readers of the old database, if any.
         (data_dir / LOCK_FILE).unlink(missing_ok=True)
-        directory = os.open(data_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(data_dir)
     except OSError as exc:
         raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
-    say(f"restored {keys} key(s) into {data_dir}")
-    return keys
+
+
+def _fsync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

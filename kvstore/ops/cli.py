@@ -1,5 +1,6 @@
 """The `kvstore` command line: run a node, talk to a store, benchmark it."""
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -354,13 +355,30 @@ def snapshot(address: str | None, access: operator_commands.Access, out: Path,
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="The stopped node's data dir (its --data-dir).")
 @click.option("--force", is_flag=True, help="Replace the database the data dir holds.")
-def restore(file: Path, data_dir: Path, force: bool) -> None:
-    """Rebuild a stopped node's data dir from a snapshot FILE (on its host)."""
-    from kvstore.ops.backup import BackupError
+@click.option("--address", "-a",
+              help="Leader mode: a running member of the node's cluster, asked for every "
+                   "member's Raft terms (all but the restored node must answer).")
+@click.option("--node-id", help="Leader mode: the id of the node being restored.")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Leader mode: seconds to wait for each member's answer.")
+@operator_commands.access_options("admin", local_dir_flag="--cluster-dir")
+def restore(file: Path, data_dir: Path, force: bool, address: str | None, node_id: str | None,
+            timeout: float, access: operator_commands.Access) -> None:
+    """Rebuild a stopped node's data dir from a snapshot FILE (on its host).
+
+    A leader-mode node's snapshot also needs --address and --node-id: its
+    Raft groups are fenced above the cluster's highest term, so that the
+    node cannot vote twice in a term it forgot (see the README's backups)."""
+    from kvstore.ops.backup import BackupError, highest_term
     from kvstore.ops.backup import restore as restore_snapshot
 
+    terms = None
+    if address is not None or node_id is not None:
+        if address is None or node_id is None:
+            raise click.UsageError("--address and --node-id go together (leader mode)")
+        terms = functools.partial(highest_term, address, node_id, timeout, access.credentials)
     try:
-        restore_snapshot(file, data_dir, force=force, say=click.echo)
+        restore_snapshot(file, data_dir, force=force, highest_term=terms, say=click.echo)
     except BackupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

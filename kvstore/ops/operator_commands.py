@@ -50,20 +50,23 @@ class Access:
         return resolve_address(given, self.data_dir)
 
 
-def access_options(role: str) -> Callable[[Any], Any]:
+def access_options(role: str, local_dir_flag: str = "--data-dir") -> Callable[[Any], Any]:
     """--data-dir, --token, --ca, --cert and --key (and their environment
     variables), handed to the command as one `access: Access`. `role`:
     "admin" (operator tools: the cluster's admin certificate or secret) or
-    "client" (the cluster's client certificate)."""
+    "client" (the cluster's client certificate). `local_dir_flag`: the
+    local cluster's data dir under another name, for a command whose
+    --data-dir is something else."""
     path = click.Path(path_type=Path, exists=True, dir_okay=False)
 
     def decorate(command: Any) -> Any:
         @functools.wraps(command)
-        def run(*args: Any, data_dir: Path, token: str | None, ca_file: Path | None,
+        def run(*args: Any, local_cluster_dir: Path, token: str | None, ca_file: Path | None,
                 cert_file: Path | None, key_file: Path | None, **kwargs: Any) -> Any:
             from kvstore.ops.credentials import (CredentialsError, client_credentials,
                                                  given_tls, operator_credentials)
 
+            data_dir = local_cluster_dir
             find = operator_credentials if role == "admin" else client_credentials
             try:
                 credentials = find(data_dir, token, given_tls(ca_file, cert_file, key_file))
@@ -74,7 +77,8 @@ def access_options(role: str) -> Callable[[Any], Any]:
         found_with = ("cluster.json's admin_tls, else its cluster.secret" if role == "admin"
                       else "cluster.json's tls")
         for option in reversed([
-            click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+            click.option(local_dir_flag, "local_cluster_dir",
+                         type=click.Path(path_type=Path, file_okay=False),
                          default=Path("data"), show_default=True,
                          help=f"A local cluster's data dir: its address and credentials "
                               f"({found_with}) unless given."),

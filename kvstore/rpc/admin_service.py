@@ -35,8 +35,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                  request_timeout: float = 30.0) -> None:
         """`address`: where it is reached (its advertised address); `peers`:
         the failure detector's view of every other node; `snapshot`: a
-        leaderless storage node's (copy the database to this fd, the
-        directory to stage the copy in: its data dir, sized for the data);
+        storage node's (copy the database to this fd, the directory to
+        stage the copy in: its data dir, sized for the data);
         `raft`: a leader-mode node's Raft groups."""
         self._snapshot = snapshot
         self._raft = raft
@@ -104,10 +104,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         started = time.perf_counter()
         if self._snapshot is None:
             self.metrics.observe_request("Admin.Snapshot", "FAILED_PRECONDITION", 0.0)
-            why = ("a leader-mode node's snapshot is not supported yet" if self._raft is not None
-                   else f"{self._process_id} is a {self._role} and holds no data; ask a storage "
-                   "node for its snapshot")
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self._process_id} is a {self._role} and holds no data; ask a storage node "
+                "for its snapshot")
         assert self._snapshot is not None
         code = "OK"
         try:

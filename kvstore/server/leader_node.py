@@ -27,7 +27,7 @@ from kvstore.health.liveness import peer_liveness
 from kvstore.leader.access import LeaderAccess
 from kvstore.leader.driver import IntervalTicker, RaftDriver
 from kvstore.leader.host import LeaderChange, MultiRaft
-from kvstore.leader.lmdb_store import LmdbRaftStore
+from kvstore.leader.lmdb_store import RAFT_DIR, LmdbRaftStore
 from kvstore.leader.local import LocalLeader
 from kvstore.leader.operator import RaftOperator
 from kvstore.leader.settings import HostSettings
@@ -47,8 +47,6 @@ from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import link_settings, serve_services, stream_settings
 
 log = logging.getLogger(__name__)
-
-RAFT_DIR = "raft"
 
 
 async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
@@ -150,6 +148,7 @@ async def _serve(config: NodeConfig, raft: _Raft, metrics: NodeMetrics,
 
     admin = AdminService(config.node_id, "node", config.advertised_address, spec, seen, metrics,
                          node_stats=node_stats, raft=raft.operator,
+                         snapshot=(store.copy_to, config.data_dir),
                          request_timeout=config.request_timeout_seconds)
     async with replicas:
         await serve_services(config, kv, replicas, admin, access, tls_files, stop,
