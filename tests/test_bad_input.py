@@ -118,6 +118,8 @@ def test_bad_configuration_is_refused_with_the_setting_named(tmp_path) -> None: 
     ('max_hints_per_target = "many"', "max_hints_per_target must be an integer, got 'many'"),
     ("commit_delay_ms = true", "commit_delay_ms must be a number, got True"),
     ('map_size = "a lot"', "map_size must be a size like"),
+    ("raft_snapshot_every = 0", "raft_snapshot_every must be at least 1, got 0"),
+    ("raft_keep_entries = -1", "raft_keep_entries must be at least 0, got -1"),
 ])
 def test_a_config_file_setting_of_the_wrong_type_is_named(tmp_path, setting: str,  # type: ignore[no-untyped-def]
                                                           message: str) -> None:

@@ -95,6 +95,12 @@ class NodeConfig:
     raft_tick_ms: float = 100.0
     raft_election_ticks: int = 10
     leader_timeout_seconds: float = 2.0
+    # Leader mode's compaction: a group snapshots its state once it applied
+    # this many entries since its last snapshot, and keeps this many entries
+    # behind it for followers just behind (one further behind gets the
+    # snapshot).
+    raft_snapshot_every: int = 10_000
+    raft_keep_entries: int = 1_000
     # The cluster this node belongs to ([cluster] in the config file); None: a
     # one-node cluster of itself (N=1).
     cluster: ClusterSpec | None = None
@@ -129,6 +135,12 @@ class NodeConfig:
             raise ConfigError(
                 f"raft_election_ticks must be in [2, 1000], got {self.raft_election_ticks}")
         _check_leader_timeout(self.leader_timeout_seconds)
+        if not 1 <= self.raft_snapshot_every <= 1 << 40:
+            raise ConfigError(
+                f"raft_snapshot_every must be at least 1, got {self.raft_snapshot_every}")
+        if not 0 <= self.raft_keep_entries <= 1 << 40:
+            raise ConfigError(
+                f"raft_keep_entries must be at least 0, got {self.raft_keep_entries}")
         if self.advertise is not None:
             parse_address(self.advertise, "advertise")
         if self.cluster is not None:

@@ -62,7 +62,9 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
         metrics = NodeMetrics(store.size_bytes, store.count_keys, store.used_bytes,
                               config.map_size)
         host = MultiRaft(config.node_id, store,
-                         HostSettings(election_ticks=config.raft_election_ticks),
+                         HostSettings(election_ticks=config.raft_election_ticks,
+                                      snapshot_every=config.raft_snapshot_every,
+                                      keep_entries=config.raft_keep_entries),
                          clock_ms=clock.wall_clock_ms)
         for partition in range(spec.partitions):
             voters = tuple(spec.ring.preference_list(partition, spec.replicas))
