@@ -88,6 +88,23 @@ def _arrived(collector: Collector, trace_id: str, method: str) -> bool:
         and span.parent_span_id in ids for span in waits)
 
 
+def _followed(exporter: InMemorySpanExporter, collector: Collector,
+              method: str) -> tuple[_Trace, ReceivedSpan]:
+    """The client's last call of `method`, once its servers' spans have all
+    arrived: its trace, and the SERVER span of the process it reached, the
+    child of the client's attempt."""
+    spans = _client_spans(exporter)
+    trace_id, attempt_id = _ids(spans[f"kvstore.v1.KV/{method}"])
+    assert {_ids(span)[0] for span in spans.values()} == {trace_id}
+    poll(lambda: _arrived(collector, trace_id, method), 30,
+         f"the servers' spans of the {method} reach the collector")
+    trace = _Trace(collector, trace_id)
+    [server] = trace.named(f"kvstore.v1.KV/{method}", "server")
+    assert server.parent_span_id == attempt_id
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    return trace, server
+
+
 def test_a_put_to_a_follower_is_traced_through_the_forward_to_the_leaders_proposal(
         make_cluster: object, monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
@@ -116,17 +133,8 @@ def test_a_put_to_a_follower_is_traced_through_the_forward_to_the_leaders_propos
         with kvclient.Client([cluster.nodes[follower].address], token_aware=False,
                              tracing=provider, timeout=10) as client:
             written = client.put(KEY, b"through a follower")
-        spans = _client_spans(exporter)
-        trace_id, attempt_id = _ids(spans["kvstore.v1.KV/Put"])
-        assert {_ids(span)[0] for span in spans.values()} == {trace_id}
-        poll(lambda: _arrived(collector, trace_id, "Put"), 30,
-             "the servers' spans of the put reach the collector")
-        trace = _Trace(collector, trace_id)
-
-        [server] = trace.named("kvstore.v1.KV/Put", "server")
-        assert server.parent_span_id == attempt_id
+        trace, server = _followed(exporter, collector, "Put")
         assert (server.service, server.instance) == ("kvstore-node", follower)
-        assert server.attributes["rpc.grpc.status_code"] == 0
         # The follower forwards the write to the leader (after a NOT_LEADER
         # from another node, should its leader book have been behind: the
         # forward answered last is the one that applied).
@@ -158,13 +166,8 @@ def test_a_put_to_a_follower_is_traced_through_the_forward_to_the_leaders_propos
         with kvclient.Client([cluster.nodes[follower].address], token_aware=False,
                              stream=False, tracing=provider, timeout=10) as client:
             assert client.get(KEY).value == b"through a follower"
-        spans = _client_spans(exporter)
-        trace_id, attempt_id = _ids(spans["kvstore.v1.KV/Get"])
-        poll(lambda: _arrived(collector, trace_id, "Get"), 30,
-             "the read's spans reach the collector")
-        trace = _Trace(collector, trace_id)
-        [server] = trace.named("kvstore.v1.KV/Get", "server")
-        assert (server.parent_span_id, server.instance) == (attempt_id, follower)
+        trace, server = _followed(exporter, collector, "Get")
+        assert server.instance == follower
         assert server.attributes["kvstore.transport"] == "unary"
         [read] = trace.children(server, "kvstore.raft/read_index")
         assert (read.kind, read.instance) == ("internal", follower)
@@ -178,13 +181,8 @@ def test_a_put_to_a_follower_is_traced_through_the_forward_to_the_leaders_propos
         with kvclient.Client([cluster.coordinators[0].address], tracing=provider,
                              timeout=10) as client:
             assert client.get(KEY).value == b"through a follower"
-        spans = _client_spans(exporter)
-        trace_id, attempt_id = _ids(spans["kvstore.v1.KV/Get"])
-        poll(lambda: _arrived(collector, trace_id, "Get"), 30,
-             "the forwarded read's spans reach the collector")
-        trace = _Trace(collector, trace_id)
-        [server] = trace.named("kvstore.v1.KV/Get", "server")
-        assert (server.parent_span_id, server.instance) == (attempt_id, "c1")
+        trace, server = _followed(exporter, collector, "Get")
+        assert (server.service, server.instance) == ("kvstore-coordinator", "c1")
         [read] = [span for span in trace.named("kvstore.raft/read_index")
                   if span.attributes["kvstore.raft.outcome"] == "read"]
         [received] = [span for span in trace.spans if span.span_id == read.parent_span_id]

@@ -196,20 +196,16 @@ async def proposal(tracing: Tracing, partition: int, work: Awaitable[Outcome],
     this node's log still holds it, its term (`entry_term(partition,
     index)`). A retry recognised by its request id says `duplicate`: the
     index is then the first entry's."""
-    with tracing.span(PROPOSE_SPAN, code_of=code_of,
-                      attributes={"kvstore.partition": partition}) as span:
-        try:
-            outcome = await work
-        except KVStoreError as error:
-            span.set_attribute("kvstore.raft.outcome", error.reason or type(error).__name__)
-            raise
-        span.set_attribute("kvstore.raft.outcome", outcome.status.value)
-        span.set_attribute("kvstore.raft.index", outcome.index)
-        span.set_attribute("kvstore.raft.duplicate", outcome.duplicate)
+    def described(outcome: Outcome) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "kvstore.raft.outcome": outcome.status.value, "kvstore.raft.index": outcome.index,
+            "kvstore.raft.duplicate": outcome.duplicate}
         term = entry_term(partition, outcome.index)
         if term is not None:
-            span.set_attribute("kvstore.raft.term", term)
-        return outcome
+            attributes["kvstore.raft.term"] = term
+        return attributes
+
+    return await _raft_wait(tracing, PROPOSE_SPAN, partition, work, described)
 
 
 async def read_index(tracing: Tracing, partition: int, work: Awaitable[ReadValue]) -> ReadValue:
@@ -217,13 +213,19 @@ async def read_index(tracing: Tracing, partition: int, work: Awaitable[ReadValue
     wait for this replica to apply that far, the read of the key), in its
     INTERNAL span within the current trace: the outcome (`read`, or the
     refusal's reason) and the version read (0: absent)."""
-    with tracing.span(READ_INDEX_SPAN, code_of=code_of,
-                      attributes={"kvstore.partition": partition}) as span:
+    return await _raft_wait(tracing, READ_INDEX_SPAN, partition, work, lambda value: {
+        "kvstore.raft.outcome": "read", "kvstore.version": value.version})
+
+
+async def _raft_wait(tracing: Tracing, name: str, partition: int, work: Awaitable[T],
+                     described: Callable[[T], dict[str, Any]]) -> T:
+    """`work` in the INTERNAL span `name`: its result `described`, or its
+    refusal's reason as the outcome."""
+    with tracing.span(name, code_of=code_of, attributes={"kvstore.partition": partition}) as span:
         try:
-            value = await work
+            result = await work
         except KVStoreError as error:
             span.set_attribute("kvstore.raft.outcome", error.reason or type(error).__name__)
             raise
-        span.set_attribute("kvstore.raft.outcome", "read")
-        span.set_attribute("kvstore.version", value.version)
-        return value
+        span.set_attributes(described(result))
+        return result
