@@ -21,6 +21,13 @@ import kvclient
 from kvclient import tracing
 from kvclient.pb import kv_pb2
 from kvclient.requests import session_operation
+from kvstore.errors import FailedPrecondition, Unavailable
+from kvstore.leader.commands import Put
+from kvstore.leader.driver import IntervalTicker, RaftDriver
+from kvstore.leader.host import MultiRaft
+from kvstore.leader.local import LocalLeader
+from kvstore.leader.memory_store import MemoryRaftStore
+from kvstore.leader.settings import HostSettings
 from kvstore.server.config import ConfigError, load_node_config
 from kvstore.server.tracing import TracingSettingError, TracingSettings, process_tracing
 from kvstore.storage.store import Store
@@ -228,3 +235,67 @@ def test_a_server_that_does_not_trace_never_imports_opentelemetry(tmp_path: Path
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- leader mode: the spans of the wait on Raft --------------------------------------
+
+
+class _Nowhere:
+    """A transport for a node alone: its groups of one send nothing it needs."""
+
+    def send(self, envelope: object) -> None:
+        pass
+
+
+async def test_a_proposal_and_a_read_index_wait_have_spans_within_a_trace_only(
+        provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    traced = tracing.Tracing(provider, "kvstore")
+    store = MemoryRaftStore()
+    host = MultiRaft("n1", store, HostSettings(), clock_ms=lambda: 0)
+    host.add_group(0, ("n1",))  # alone: it elects itself
+    host.add_group(1, ("n1", "n2"))  # n2 never answers: no leader, ever
+    host.campaign(0)
+    async with asyncio.timeout(WAIT_SECONDS):
+        async with RaftDriver(host, store, _Nowhere(),
+                              IntervalTicker(0.005)) as driver:
+            local = LocalLeader("n1", driver, tracing=traced)
+            await until(lambda: host.leader(0) == "n1")
+            untraced = await local.write(0, Put(b"k", b"untraced", b"r0"), 1.0)
+            assert exporter.get_finished_spans() == ()  # outside any trace: no span
+            with traced.span("replica.leader_write", "server"):
+                written = await local.write(0, Put(b"k", b"v", b"r1"), 1.0)
+                with pytest.raises(FailedPrecondition, match="compare-and-set failed"):
+                    await local.write(0, Put(b"k", b"w", b"r2", if_version=untraced.version),
+                                      1.0)
+                again = await local.write(0, Put(b"k", b"v", b"r1"), 1.0)  # a retry
+                read = await local.read(0, b"k", 1.0)
+                with pytest.raises(Unavailable, match="not the leader"):
+                    await local.write(1, Put(b"k", b"v", b"r3"), 1.0)
+    [request] = [s for s in exporter.get_finished_spans() if s.name == "replica.leader_write"]
+    proposals = [s for s in exporter.get_finished_spans() if s.name == "kvstore.raft/propose"]
+    [read_span] = [s for s in exporter.get_finished_spans()
+                   if s.name == "kvstore.raft/read_index"]
+    for span in (*proposals, read_span):
+        assert span.kind == SpanKind.INTERNAL
+        assert span.parent is not None
+        assert span.parent.span_id == request.get_span_context().span_id
+    term = host.status(0).term
+    assert [dict(s.attributes or {}) for s in proposals] == [
+        {"kvstore.partition": 0, "kvstore.raft.outcome": "applied",
+         "kvstore.raft.index": written.index, "kvstore.raft.duplicate": False,
+         "kvstore.raft.term": term},
+        {"kvstore.partition": 0, "kvstore.raft.outcome": "version_mismatch",
+         "kvstore.raft.index": written.index + 1, "kvstore.raft.duplicate": False,
+         "kvstore.raft.term": term},
+        {"kvstore.partition": 0, "kvstore.raft.outcome": "applied",
+         "kvstore.raft.index": written.index, "kvstore.raft.duplicate": True,
+         "kvstore.raft.term": term},
+        {"kvstore.partition": 1, "kvstore.raft.outcome": "NOT_LEADER",
+         "rpc.grpc.status_code": grpc.StatusCode.UNAVAILABLE.value[0]},
+    ]
+    assert [s.status.status_code for s in proposals] == [StatusCode.UNSET] * 3 + [
+        StatusCode.ERROR]
+    assert again.version == read.version == written.version
+    assert dict(read_span.attributes or {}) == {
+        "kvstore.partition": 0, "kvstore.raft.outcome": "read",
+        "kvstore.version": written.version}

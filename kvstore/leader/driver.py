@@ -185,6 +185,10 @@ class RaftDriver:
         assert isinstance(result, ReadValue), result
         return result
 
+    def entry_term(self, group: int, index: int) -> int | None:
+        """The term of `group`'s entry at `index` (`MultiRaft.entry_term`)."""
+        return self._host.entry_term(group, index)
+
     def get_stale(self, group: int, key: bytes) -> ReadValue:
         """This replica's committed value, however far behind the leader."""
         return self._host.read_local(group, key)

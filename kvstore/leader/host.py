@@ -162,6 +162,14 @@ class MultiRaft:
         """The leader `group` knows, as of the last pass (None: none known)."""
         return self._groups[group].leader
 
+    def entry_term(self, group: int, index: int) -> int | None:
+        """The term of `group`'s entry at `index` in this node's log (None:
+        compacted away, beyond the log, or no such group). A committed
+        entry's term never changes: after a write's outcome, the term of the
+        entry that carried it."""
+        g = self._groups.get(group)
+        return None if g is None else g.raw.log_term(index)
+
     def is_quiesced(self, group: int) -> bool:
         return self._groups[group].sleep.quiesced
 

@@ -10,17 +10,24 @@ the request's origin's job (`access`), so a request never travels in
 circles. A compare-and-set whose version does not match is an error here
 (FAILED_PRECONDITION, reason VERSION_MISMATCH, with the current version),
 so it reads the same wherever it is raised.
+
+With `tracing`, a write's proposal and a linearizable read's ReadIndex
+wait made within a trace are spans of their own (`kvstore.rpc.spans`:
+`kvstore.raft/propose`, `kvstore.raft/read_index`); without, none of that
+runs.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from kvclient.tracing import Tracing
 from kvstore.errors import NOT_APPLIED, FailedPrecondition, KVStoreError
 from kvstore.leader.commands import Command
 from kvstore.leader.driver import RaftDriver
 from kvstore.leader.raft.messages import NodeId
 from kvstore.leader.state_machine import Outcome, Status
 from kvstore.leader.waiters import ReadValue
+from kvstore.rpc import spans
 
 VERSION_MISMATCH = "VERSION_MISMATCH"
 
@@ -41,17 +48,19 @@ def version_mismatch(partition: int, expected: int | None, current: int) -> Fail
 
 class LocalLeader:
     def __init__(self, node_id: NodeId, driver: RaftDriver,
-                 observe: ProposalObserver = lambda result, seconds: None) -> None:
+                 observe: ProposalObserver = lambda result, seconds: None, *,
+                 tracing: Tracing | None = None) -> None:
         self.node_id = node_id
         self._driver = driver
         self._observe = observe
+        self._tracing = tracing
 
     async def write(self, partition: int, command: Command, timeout: float) -> Outcome:
         """The outcome of `command` once applied; raises a version mismatch,
         or the refusal (NOT_LEADER names the leader this node knows)."""
         started = time.perf_counter()
         try:
-            outcome = await self._driver.propose(partition, command, timeout=timeout)
+            outcome = await self._propose(partition, command, timeout)
         except KVStoreError as error:
             self._observe(error.reason or type(error).__name__, time.perf_counter() - started)
             raise
@@ -63,7 +72,18 @@ class LocalLeader:
 
     async def read(self, partition: int, key: bytes, timeout: float) -> ReadValue:
         """A linearizable read of `key` on this replica."""
-        return await self._driver.get(partition, key, timeout=timeout)
+        read = self._driver.get(partition, key, timeout=timeout)
+        tracing = self._tracing
+        if tracing is None or not tracing.in_trace():
+            return await read
+        return await spans.read_index(tracing, partition, read)
+
+    def _propose(self, partition: int, command: Command, timeout: float) -> Awaitable[Outcome]:
+        proposal = self._driver.propose(partition, command, timeout=timeout)
+        tracing = self._tracing
+        if tracing is None or not tracing.in_trace():
+            return proposal
+        return spans.proposal(tracing, partition, proposal, self._driver.entry_term)
 
     def read_stale(self, partition: int, key: bytes) -> ReadValue:
         """What this replica has applied for `key`, however far behind."""

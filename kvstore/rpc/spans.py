@@ -4,13 +4,23 @@ of a KV.Session stream), a replica operation it receives (SERVER: from
 Replica.Stream or Replica.Batch), and one it sends (CLIENT, to another
 node; INTERNAL, to its own replica).
 
+In leader mode, a request forwarded to the partition's leader (or to a
+replica, for a read) is a replica operation like the others (`leader_write`,
+`leader_read`: CLIENT on the sender, SERVER on the receiver), and the node
+that carries it out adds an INTERNAL span for its wait on Raft: a write's
+proposal until its entry is committed and applied (`kvstore.raft/propose`,
+with the entry's index and term and the outcome), a linearizable read's
+ReadIndex round until the replica has applied that far and read the key
+(`kvstore.raft/read_index`). Raft's own messages are shared by every
+request of the groups they serve and are never traced.
+
 Owns their names, attributes and outcomes, and where each takes its parent
 from (the call's metadata, the operation's `trace` field, the current
 span). Called only by a process that traces: every caller tests its
 `Tracing` for None first, so a process that does not trace runs none of
 this. A replica operation is traced only when its sender traced it (it
-carries a trace context): heartbeats, anti-entropy and hint replay never
-are.
+carries a trace context): heartbeats, anti-entropy, hint replay and Raft's
+envelopes never are; nor is the Raft wait of a request outside any trace.
 """
 
 from __future__ import annotations
@@ -29,6 +39,9 @@ from kvstore.rpc.status import status_of
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+    from kvstore.leader.state_machine import Outcome
+    from kvstore.leader.waiters import ReadValue
 
 T = TypeVar("T")
 
@@ -87,7 +100,7 @@ def received(tracing: Tracing, op: replica_pb2.ReplicaOp,
     storage write it makes is its child)."""
     kind = op.WhichOneof("op") or "unknown"
     span = tracing.start(f"replica.{kind}", "server", parent=tracing.incoming(op.trace),
-                         attributes=_replica_attributes(kind))
+                         attributes=_replica_attributes(kind, op=op))
     with tracing.use(span, end=False):
         started = start(op)
     if isinstance(started, replica_pb2.ReplicaResult):
@@ -116,7 +129,7 @@ def sending(tracing: Tracing, kind: str, node_id: str, op: replica_pb2.ReplicaOp
     """The CLIENT span of a replica operation sent to `node_id` within the
     current trace; `op` carries it. End it with `answered`."""
     span = tracing.start(f"replica.{kind}", "client",
-                         attributes=_replica_attributes(kind, node_id))
+                         attributes=_replica_attributes(kind, node_id, op))
     op.trace.CopyFrom(tracing.outgoing(span))
     return span
 
@@ -151,12 +164,68 @@ async def locally(tracing: Tracing, kind: str, node_id: str, work: Awaitable[T])
         return await work
 
 
-def _replica_attributes(kind: str, node_id: str | None = None) -> dict[str, Any]:
+def _replica_attributes(kind: str, node_id: str | None = None,
+                        op: replica_pb2.ReplicaOp | None = None) -> dict[str, Any]:
     """A replica operation travels in a message of Replica.Stream (or
     Batch) with others: the operation is `kvstore.operation`, not the
-    gRPC method."""
+    gRPC method. A leader-mode request names its partition."""
     attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": REPLICA_SERVICE,
                                   "kvstore.operation": kind}
     if node_id is not None:
         attributes["kvstore.replica"] = node_id
+    if op is not None and kind in _PARTITIONED:
+        attributes["kvstore.partition"] = getattr(op, kind).partition
     return attributes
+
+
+_PARTITIONED = frozenset({"leader_write", "leader_read"})
+
+
+# -- leader mode: the wait on Raft -------------------------------------------
+
+PROPOSE_SPAN = "kvstore.raft/propose"
+READ_INDEX_SPAN = "kvstore.raft/read_index"
+
+
+async def proposal(tracing: Tracing, partition: int, work: Awaitable[Outcome],
+                   entry_term: Callable[[int, int], int | None]) -> Outcome:
+    """`work`, a write's proposal on this node until its entry is applied,
+    in its INTERNAL span, within the current trace: the outcome
+    (`applied`, `version_mismatch`, or the refusal's reason, as
+    kvstore_raft_proposals_total counts them), the entry's index and, while
+    this node's log still holds it, its term (`entry_term(partition,
+    index)`). A retry recognised by its request id says `duplicate`: the
+    index is then the first entry's."""
+    def described(outcome: Outcome) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "kvstore.raft.outcome": outcome.status.value, "kvstore.raft.index": outcome.index,
+            "kvstore.raft.duplicate": outcome.duplicate}
+        term = entry_term(partition, outcome.index)
+        if term is not None:
+            attributes["kvstore.raft.term"] = term
+        return attributes
+
+    return await _raft_wait(tracing, PROPOSE_SPAN, partition, work, described)
+
+
+async def read_index(tracing: Tracing, partition: int, work: Awaitable[ReadValue]) -> ReadValue:
+    """`work`, a linearizable read on this node (its ReadIndex round, the
+    wait for this replica to apply that far, the read of the key), in its
+    INTERNAL span within the current trace: the outcome (`read`, or the
+    refusal's reason) and the version read (0: absent)."""
+    return await _raft_wait(tracing, READ_INDEX_SPAN, partition, work, lambda value: {
+        "kvstore.raft.outcome": "read", "kvstore.version": value.version})
+
+
+async def _raft_wait(tracing: Tracing, name: str, partition: int, work: Awaitable[T],
+                     described: Callable[[T], dict[str, Any]]) -> T:
+    """`work` in the INTERNAL span `name`: its result `described`, or its
+    refusal's reason as the outcome."""
+    with tracing.span(name, code_of=code_of, attributes={"kvstore.partition": partition}) as span:
+        try:
+            result = await work
+        except KVStoreError as error:
+            span.set_attribute("kvstore.raft.outcome", error.reason or type(error).__name__)
+            raise
+        span.set_attributes(described(result))
+        return result

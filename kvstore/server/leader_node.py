@@ -95,7 +95,8 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
                               on_unreachable=lambda peer: raft.report_unreachable(peer),
                               on_snapshot_sent=metrics.observe_snapshot_sent),
                     IntervalTicker(tick), on_leader_change=on_leader_change)
-                local = LocalLeader(config.node_id, raft, metrics.observe_proposal)
+                local = LocalLeader(config.node_id, raft, metrics.observe_proposal,
+                                    tracing=tracing)
                 access = LeaderAccess(spec, LeaderPeers(peers, local), self_id=config.node_id,
                                       leader_timeout=config.leader_timeout_seconds, clock=clock)
                 operator = RaftOperator(config.node_id, host, raft, access)
