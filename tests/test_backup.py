@@ -78,3 +78,28 @@ def test_a_snapshot_from_a_process_that_is_not_there_leaves_no_file(tmp_path: Pa
                   "--out", str(out), "--timeout", "2")
     assert run.returncode == 2 and "UNAVAILABLE" in run.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_leader_mode_restore_asks_every_other_member_and_refuses_what_is_unsafe() -> None:
+    from kvclient.pb import admin_pb2
+    from kvstore.ops.backup import BackupError, ClusterTerms, terms_from
+    from kvstore.ops.remote import RemoteError
+
+    def node(node_id: str, *terms: int, fenced: bool = False) -> admin_pb2.StatusResponse:
+        return admin_pb2.StatusResponse(id=node_id, role="node", mode="leader", raft=[
+            admin_pb2.RaftGroupStatus(partition=p, term=t, fenced=fenced and p == 0)
+            for p, t in enumerate(terms)])
+
+    first = node("n1", 4, 7)
+    first.ring.extend([admin_pb2.PartitionReplicas(partition=0, replicas=["n1", "n2", "n3"]),
+                       admin_pb2.PartitionReplicas(partition=1, replicas=["n3", "n1", "n4"]),
+                       admin_pb2.PartitionReplicas(partition=2, replicas=["n2", "n3", "n1"])])
+    stopped = RemoteError("n2: UNAVAILABLE")
+    answers = {"n1": first, "n2": stopped, "n3": node("n3", 9, 3), "n4": node("n4", 2)}
+    assert terms_from(first, answers, "n2") == ClusterTerms(9, (0, 2))
+    with pytest.raises(BackupError, match="n2 is running"):
+        terms_from(first, {**answers, "n2": node("n2", 1)}, "n2")
+    with pytest.raises(BackupError, match="every other member must answer.*n4"):
+        terms_from(first, {**answers, "n4": RemoteError("n4: DEADLINE_EXCEEDED")}, "n2")
+    with pytest.raises(BackupError, match="has not caught up yet.*n3 \\(partitions 0\\)"):
+        terms_from(first, {**answers, "n3": node("n3", 9, 3, fenced=True)}, "n2")

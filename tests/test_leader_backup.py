@@ -90,6 +90,8 @@ def test_a_restored_node_is_fenced_catches_up_and_then_leads_again(
                        for key, version in expected.items())
 
         poll(caught_up, 60, "the restored n2 holds every write, those after its backup too")
+    poll(lambda: not any(g.fenced for g in fetch_status(n2.address, 2).raft), 60,
+         "every group of n2 has lifted its fence")
     # Once caught up, the fence is lifted: n2 takes a leadership handed to it
     # (a fenced member ignores the hand-over) at a term above the fence.
     status = fetch_status(n1.address, 2)

@@ -31,6 +31,7 @@ class GroupView:
     last_index: int
     quiesced: bool
     halted: str | None
+    fenced: bool = False  # restored, not caught up yet (`HardState.fence`)
 
 
 class RaftOperator:
@@ -48,7 +49,7 @@ class RaftOperator:
             views.append(GroupView(partition, status.role.value, status.leader, status.term,
                                    status.commit, status.applied, status.last_index,
                                    self._host.is_quiesced(partition),
-                                   self._host.halted(partition)))
+                                   self._host.halted(partition), status.fence > 0))
         return views
 
     def led(self) -> int:

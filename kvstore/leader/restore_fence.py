@@ -27,7 +27,7 @@ down once when the member answers it: a restore costs each of the
 member's groups one election.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,8 +71,12 @@ class FenceableStore(Protocol):
         ...
 
 
-def fence_store(store: FenceableStore, highest_term: int) -> int:
-    """Fence every group `store` holds (a restored backup); how many."""
-    groups = store.groups()
-    store.fence({group: fence_for(store.load(group, 0), highest_term) for group in groups})
-    return len(groups)
+def fence_store(store: FenceableStore, highest_term: int, groups: Iterable[int]) -> int:
+    """Fence every group of the restored node (`groups`, the partitions it
+    replicates) in `store`, a restored backup, and any other the backup
+    holds; how many. A group the backup holds nothing of (it was taken
+    before the group first wrote) is fenced too: an empty member that
+    forgot its votes is as dangerous as any other."""
+    every = sorted(set(groups) | set(store.groups()))
+    store.fence({group: fence_for(store.load(group, 0), highest_term) for group in every})
+    return len(every)

@@ -15,7 +15,7 @@ A leader-mode node's snapshot is its Raft store (every group's log, hard
 state and data). Restored as it was, the node could vote twice in a term or
 help elect a leader lacking writes it had acknowledged since the backup
 (see `kvstore.leader.restore_fence`), so its restore asks every other
-member of the running cluster for its terms (`highest_term`: all must
+member of the running cluster for its terms (`cluster_terms`: all must
 answer, and the restored node must not) and fences each group above the
 highest before the file goes in place. The leaders send it what it missed.
 """
@@ -23,7 +23,8 @@ highest before the file goes in place. The leaders send it what it missed.
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -81,12 +82,12 @@ def snapshot(address: str, out: Path, timeout: float,
 
 
 def restore(file: Path, data_dir: Path, *, force: bool,
-            highest_term: Callable[[], int] | None = None,
+            cluster_terms: Callable[[], "ClusterTerms"] | None = None,
             say: Callable[[str], None] = lambda line: None) -> int:
     """Make `data_dir` hold the snapshot `file`; the number of keys in it.
     The node must be stopped. Refuses to replace existing data unless
-    `force`. A leader-mode snapshot needs `highest_term` (the running
-    cluster's, see `highest_term` below) to fence its groups with."""
+    `force`. A leader-mode snapshot needs `cluster_terms` (the running
+    cluster's, see `cluster_terms` below) to fence its groups with."""
     try:
         leader_keys = keys_in_copy(file)
         keys = count_keys_in_copy(file) if leader_keys is None else leader_keys
@@ -96,19 +97,19 @@ def restore(file: Path, data_dir: Path, *, force: bool,
         _put_in_place(file, data_dir, force)
         say(f"restored {keys} key(s) into {data_dir}")
         return keys
-    if highest_term is None:
+    if cluster_terms is None:
         raise BackupError(f"{file} is a leader-mode node's snapshot: its restore must ask the "
                           "running cluster for its terms; pass --address (any running member) "
                           "and --node-id (the node being restored)")
     target = data_dir / RAFT_DIR
     if (target / DATA_FILE).exists() and not force:
         raise _occupied(data_dir)
-    term = highest_term()
+    terms = cluster_terms()
     staging = data_dir / (RAFT_DIR + ".restoring")
     try:
         shutil.rmtree(staging, ignore_errors=True)
         _copy(file, staging / DATA_FILE)
-        groups = _fence(staging, term)
+        groups = _fence(staging, terms)
         target.mkdir(parents=True, exist_ok=True)
         os.replace(staging / DATA_FILE, target / DATA_FILE)
         (target / LOCK_FILE).unlink(missing_ok=True)
@@ -118,16 +119,25 @@ def restore(file: Path, data_dir: Path, *, force: bool,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"restored {keys} key(s) into {data_dir}; fenced {groups} Raft group(s) above term "
-        f"{term}, the cluster's highest: each votes again once it has caught up with a leader")
+        f"{terms.highest_term}, the cluster's highest: each votes again once it has caught up "
+        "with a leader")
     return keys
 
 
-def highest_term(address: str, node_id: str, timeout: float,
-                 credentials: Credentials = PLAINTEXT) -> int:
-    """The highest Raft term any member of the cluster `address` belongs to
-    holds, but `node_id`: every other member must answer (a term it alone
-    knew could be one the restored node voted in), and `node_id` must not
-    (it is the node being restored, so it must be stopped)."""
+@dataclass(frozen=True)
+class ClusterTerms:
+    """What a leader-mode restore learns from the running cluster: the
+    highest Raft term any other member holds, and the partitions whose
+    groups the restored node is a member of."""
+
+    highest_term: int
+    groups: tuple[int, ...]
+
+
+def cluster_terms(address: str, node_id: str, timeout: float,
+                  credentials: Credentials = PLAINTEXT) -> ClusterTerms:
+    """`terms_from` the answers of every member of the cluster `address`
+    belongs to (asked in parallel, each within `timeout`)."""
     try:
         first = fetch_status(address, timeout, credentials)
     except RemoteError as exc:
@@ -139,20 +149,41 @@ def highest_term(address: str, node_id: str, timeout: float,
     if node_id not in members:
         raise BackupError(f"{node_id} is not a member of the cluster at {address} "
                           f"(its members: {', '.join(members)})")
-    answers = member_statuses(first, timeout, credentials)
+    return terms_from(first, member_statuses(first, timeout, credentials), node_id)
+
+
+def terms_from(first: admin_pb2.StatusResponse,
+               answers: Mapping[str, admin_pb2.StatusResponse | RemoteError],
+               node_id: str) -> ClusterTerms:
+    """The highest Raft term any member but `node_id` holds, and
+    `node_id`'s groups (from `first`'s ring). Refused unless every other
+    member answered (a term it alone knew could be one the restored node
+    voted in), `node_id` did not (it must be stopped), and no other member
+    is fenced still (two fenced members of a group of three could leave it
+    unable to elect a leader, for ever)."""
     if not isinstance(answers[node_id], RemoteError):
         raise BackupError(f"{node_id} is running: stop it before restoring its data")
-    silent = {m: a for m, a in answers.items() if m != node_id and isinstance(a, RemoteError)}
+    others = {m: a for m, a in answers.items() if m != node_id}
+    silent = {m: a for m, a in others.items() if isinstance(a, RemoteError)}
     if silent:
         raise BackupError(
             "every other member must answer, so that the restored node cannot vote again in a "
             "term it forgot; not answering: "
             + "; ".join(f"{m} ({answer})" for m, answer in silent.items()))
-    return max((group.term for member, answer in answers.items() if member != node_id
-                and not isinstance(answer, RemoteError) for group in answer.raft), default=0)
+    statuses = {m: a for m, a in others.items() if not isinstance(a, RemoteError)}
+    fenced = {m: [g.partition for g in a.raft if g.fenced] for m, a in statuses.items()}
+    if any(fenced.values()):
+        raise BackupError(
+            "another member was restored and has not caught up yet, and two fenced members "
+            "could leave a group unable to elect a leader: wait until `kvstore status -o json` "
+            "shows no group fenced; fenced now: "
+            + "; ".join(f"{m} (partitions {', '.join(map(str, ps))})"
+                        for m, ps in fenced.items() if ps))
+    highest = max((g.term for a in statuses.values() for g in a.raft), default=0)
+    return ClusterTerms(highest, tuple(p.partition for p in first.ring if node_id in p.replicas))
 
 
-def _fence(directory: Path, term: int) -> int:
+def _fence(directory: Path, terms: ClusterTerms) -> int:
     """Fence every group of the Raft store in `directory`; how many."""
     size = (directory / DATA_FILE).stat().st_size
     try:
@@ -160,7 +191,7 @@ def _fence(directory: Path, term: int) -> int:
     except KVStoreError as exc:
         raise BackupError(f"the snapshot cannot be restored: {exc}") from None
     try:
-        return fence_store(store, term)
+        return fence_store(store, terms.highest_term, terms.groups)
     finally:
         store.close()
 

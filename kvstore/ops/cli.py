@@ -369,16 +369,16 @@ def restore(file: Path, data_dir: Path, force: bool, address: str | None, node_i
     A leader-mode node's snapshot also needs --address and --node-id: its
     Raft groups are fenced above the cluster's highest term, so that the
     node cannot vote twice in a term it forgot (see the README's backups)."""
-    from kvstore.ops.backup import BackupError, highest_term
+    from kvstore.ops.backup import BackupError, cluster_terms
     from kvstore.ops.backup import restore as restore_snapshot
 
     terms = None
     if address is not None or node_id is not None:
         if address is None or node_id is None:
             raise click.UsageError("--address and --node-id go together (leader mode)")
-        terms = functools.partial(highest_term, address, node_id, timeout, access.credentials)
+        terms = functools.partial(cluster_terms, address, node_id, timeout, access.credentials)
     try:
-        restore_snapshot(file, data_dir, force=force, highest_term=terms, say=click.echo)
+        restore_snapshot(file, data_dir, force=force, cluster_terms=terms, say=click.echo)
     except BackupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

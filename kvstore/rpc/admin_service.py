@@ -81,7 +81,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 admin_pb2.RaftGroupStatus(
                     partition=g.partition, role=g.role, leader=g.leader or "", term=g.term,
                     commit=g.commit, applied=g.applied, last_index=g.last_index,
-                    quiesced=g.quiesced, halted=g.halted or "")
+                    quiesced=g.quiesced, halted=g.halted or "", fenced=g.fenced)
                 for g in self._raft.groups())
         return response
 

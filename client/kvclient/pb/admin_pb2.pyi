@@ -61,7 +61,7 @@ class CoordinatorStats(_message.Message):
     def __init__(self, cache_entries: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
 
 class RaftGroupStatus(_message.Message):
-    __slots__ = ("partition", "role", "leader", "term", "commit", "applied", "last_index", "quiesced", "halted")
+    __slots__ = ("partition", "role", "leader", "term", "commit", "applied", "last_index", "quiesced", "halted", "fenced")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class RaftGroupStatus(_message.Message):
     LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
     QUIESCED_FIELD_NUMBER: _ClassVar[int]
     HALTED_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
     partition: int
     role: str
     leader: str
@@ -80,7 +81,8 @@ class RaftGroupStatus(_message.Message):
     last_index: int
     quiesced: bool
     halted: str
-    def __init__(self, partition: _Optional[int] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., quiesced: bool = ..., halted: _Optional[str] = ...) -> None: ...
+    fenced: bool
+    def __init__(self, partition: _Optional[int] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., quiesced: bool = ..., halted: _Optional[str] = ..., fenced: bool = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("id", "role", "version", "address", "uptime_seconds", "mode", "replicas", "partitions", "members", "ring", "node", "coordinator", "raft")
