@@ -15,11 +15,15 @@ production function, applied only inside `chaos.sim.bugs.planted(name)`:
   leads.
 - `read-before-applied`: a replica serves a read as soon as it knows the
   read's index, before its state machine has applied that index.
+- `restore-without-fence`: a node restored from a backup comes back as the
+  backup left it (its old term and vote, its whole log), not fenced.
 """
 
 from collections.abc import Callable
 from typing import Any
 
+from kvstore.leader import restore_fence
+from kvstore.leader.persistence import LoadedGroup
 from kvstore.leader.raft.leadership import Leadership
 from kvstore.leader.raft.log import RaftLog
 from kvstore.leader.raft.messages import Vote
@@ -87,10 +91,18 @@ def _read_before_applied() -> Patches:
     return [(GroupWaiters, "reads_done", broken)]
 
 
+def _restore_without_fence() -> Patches:
+    def broken(loaded: LoadedGroup, highest_term: int) -> restore_fence.Fence:
+        return restore_fence.Fence(loaded.hard_state, loaded.last_index)
+
+    return [(restore_fence, "fence_for", broken)]
+
+
 LEADER_BUGS: dict[str, Callable[[], Patches]] = {
     "commit-on-a-minority": _commit_on_a_minority,
     "vote-twice-in-a-term": _vote_twice_in_a_term,
     "vote-for-any-log": _vote_for_any_log,
     "read-without-read-index": _read_without_read_index,
     "read-before-applied": _read_before_applied,
+    "restore-without-fence": _restore_without_fence,
 }

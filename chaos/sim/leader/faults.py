@@ -8,8 +8,15 @@ partitions heal by themselves after `CUT_SECONDS` (unless a heal comes
 first), crashed nodes restart after `DOWN_SECONDS`. Its own faults: a
 crash between sending a pass's envelopes and persisting it
 (`crash-persisting`), a partition into a minority (a leader among it,
-mostly) and a majority, and a leadership transfer. No wipes: a Raft voter
-never loses its disk without leaving its groups.
+mostly) and a majority, and a leadership transfer; in a quarter of the
+seeds also backups and restores (`RESTORE_KINDS`): every node is backed
+up soon after the start, `backup` copies a running node's store again
+(`kvstore admin snapshot`), `restore` stops a node
+that has a backup and puts it back, fenced above the highest term of the
+others (`kvstore admin restore`: refused, as the tool refuses, while
+another node does not answer), and the node restarts a while later. No
+wipes: a Raft voter never loses its disk without leaving its groups (a
+restore is how an operator brings one back).
 """
 
 import asyncio
@@ -31,6 +38,7 @@ DOWN_SECONDS = (0.3, 3.0)
 
 FAULT_KINDS = ("crash", "crash-persisting", "restart", "pause", "transfer-leader",
                "cut", "cut-both", "isolate", "partition", "partition", "heal")
+RESTORE_KINDS = ("backup", "restore", "restore", "restore")
 
 
 class LeaderNemesis(Nemesis):
@@ -44,6 +52,17 @@ class LeaderNemesis(Nemesis):
         self._machines = nodes
         self._hot = hot  # the partitions of the clients' keys
         self._healing: set[asyncio.Task[None]] = set()
+
+    async def run(self, until: float) -> None:
+        if "restore" in self._settings.kinds:
+            # The night's backups: every node's, soon after the start, so a
+            # restore has one to go back to (`backup` refreshes one).
+            await asyncio.sleep(self._rng.uniform(0.2, 1.0))
+            for node in sorted(self._machines.values(), key=lambda n: n.node_id):
+                if node.process is not None:
+                    node.take_backup()
+            self._log.action("backup", "every node")
+        await super().run(until)
 
     def _target(self, candidates: Sequence[Machine]) -> Machine:
         leaders = [node for node in candidates if self._led(node)]
@@ -61,6 +80,12 @@ class LeaderNemesis(Nemesis):
                 and host.status(g).role is Role.LEADER]
 
     async def _act(self, kind: str) -> None:
+        if kind == "backup":
+            self._backup()
+            return
+        if kind == "restore":
+            await self._restore()
+            return
         if kind == "transfer-leader":
             self._transfer()
             return
@@ -84,6 +109,49 @@ class LeaderNemesis(Nemesis):
             node.crash_while_persisting()
             self._log.action("crash-persisting", f"{node.node_id} at its next write")
             self._spawn(self._restart_later(node, self._rng.uniform(*DOWN_SECONDS)))
+
+    def _backup(self) -> None:
+        running = sorted((n for n in self._machines.values() if n.process is not None),
+                         key=lambda n: n.node_id)
+        if running:
+            node = self._rng.choice(running)
+            node.take_backup()
+            self._log.action("backup", node.node_id)
+
+    async def _restore(self) -> None:
+        backed_up = sorted((n for n in self._machines.values() if n.backup is not None),
+                           key=lambda n: n.node_id)
+        if not backed_up:
+            return
+        node = self._rng.choice(backed_up)
+        if node.process is not None and len(self._down()) >= self._settings.max_down:
+            return
+        terms: list[int] = []
+        silent: list[str] = []
+        fenced: list[str] = []
+        for other in sorted(self._machines.values(), key=lambda n: n.node_id):
+            if other is node:
+                continue
+            process = other.process
+            if process is None or process.paused or process.host is None:
+                silent.append(other.node_id)
+                continue
+            statuses = [process.host.status(g) for g in process.host.groups()]
+            terms += [status.term for status in statuses]
+            if any(status.fence for status in statuses):
+                fenced.append(other.node_id)
+        if silent or fenced:
+            why = (f"{' '.join(silent)} does not answer" if silent
+                   else f"{' '.join(fenced)} is fenced still")
+            self._log.action("restore-refused", f"{node.node_id}: {why}")
+            return
+        if node.process is not None:
+            await node.crash()
+        highest = max(terms, default=0)
+        groups = node.restore(highest)
+        self._log.action("restore", f"{node.node_id} from its backup, {groups} group(s) "
+                         f"fenced above term {highest}")
+        self._spawn(self._restart_later(node, self._rng.uniform(*DOWN_SECONDS)))
 
     def _running(self) -> set[str]:
         return {name for name, node in self._machines.items() if node.process is not None}

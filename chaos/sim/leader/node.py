@@ -47,6 +47,7 @@ from kvstore.leader.envelopes import Envelope
 from kvstore.leader.host import LeaderChange, MultiRaft
 from kvstore.leader.local import LocalLeader
 from kvstore.leader.memory_store import MemoryRaftStore
+from kvstore.leader.restore_fence import fence_store
 from kvstore.leader.persistence import PassResult, PassWrite, RaftStore
 from kvstore.leader.raft.messages import NodeId
 from kvstore.leader.settings import HostSettings
@@ -100,6 +101,7 @@ class LeaderMachine:
         self._network = network
         self._rng = rng
         self.store = MemoryRaftStore()
+        self.backup: MemoryRaftStore | None = None  # the latest `take_backup`
         self.process: LeaderProcess | None = None
         self.starts = 0
 
@@ -129,6 +131,22 @@ class LeaderMachine:
         left (`crash` False: no longer)."""
         if self.process is not None:
             self.process.crash_at_next_write = crash
+
+    def take_backup(self) -> None:
+        """`kvstore admin snapshot`: a copy of what the store holds now."""
+        self.backup = self.store.copy()
+
+    def restore(self, highest_term: int) -> int:
+        """`kvstore admin restore` of the latest backup into the stopped
+        node, fenced above `highest_term` (`restore_fence`); the groups fenced."""
+        assert self.process is None and self.backup is not None
+        store = self.backup.copy()
+        groups = [p for p in range(self.spec.partitions)
+                  if self.node_id in self.spec.ring.preference_list(p, self.spec.replicas)]
+        fenced = fence_store(store, highest_term, groups)
+        self.store = store
+        self.oracle.restored(self.node_id, store, highest_term)
+        return fenced
 
     def wipe(self) -> None:
         raise AssertionError("a Raft voter never loses its disk without leaving its groups "

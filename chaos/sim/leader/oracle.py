@@ -5,7 +5,12 @@ at that moment) and checks Raft's safety properties as they happen:
 - election safety: at most one leader per group and term (every new leader
   writes in its first pass: the no-op of its term);
 - one vote per term: a node's persisted term never goes down, and the vote
-  it persisted in a term never changes;
+  it persisted in a term never changes, not even across a restore from a
+  backup (`restored`), which forgets votes: the fence must keep the node
+  from voting again in any term it may have voted in. (One exception the
+  fence allows: above the highest term the others held at the restore,
+  the node may have voted for itself alone in a campaign no one else
+  heard of, which won nothing.);
 - log matching: an entry is known by (group, index, term); every copy of it
   anywhere holds the same data and follows an entry of the same term, so by
   induction two logs that share an entry share everything before it;
@@ -95,6 +100,9 @@ class RaftOracle:
         self.messages = 0
         self._groups: dict[int, _Group] = {}
         self._hard: dict[tuple[str, int], HardState] = {}
+        # Every vote ever persisted, by (node, group, term), kept across restores.
+        self._votes: dict[tuple[str, int, int], str] = {}
+        self._restored_above: dict[str, int] = {}  # node -> the highest term at its restore
         self._node_applied: dict[tuple[str, int], int] = {}
         self.leader_terms = 0  # (group, term) pairs that had a leader
         self.snapshots_installed = 0
@@ -155,19 +163,34 @@ class RaftOracle:
             if status.role is Role.LEADER:
                 self._leader(group, status.term, node, store)
 
+    def restored(self, node: str, store: MemoryRaftStore, highest_term: int) -> None:
+        """`node` (stopped) was restored from a backup into `store`, fenced
+        above `highest_term`: its state is the backup's from now on, but
+        the votes it persisted before stay on record."""
+        self._restored_above[node] = highest_term
+        for group in store.groups():
+            loaded = store.load(group, 0)
+            self._hard[(node, group)] = loaded.hard_state
+            self._node_applied[(node, group)] = loaded.applied
+
     # -- the checks -----------------------------------------------------------------------
 
     def _hard_state(self, node: str, group: int, state: HardState) -> None:
         before = self._hard.get((node, group))
         self._hard[(node, group)] = state
-        if before is None:
-            return
-        if state.term < before.term:
+        if state.vote is not None:
+            earlier = self._votes.setdefault((node, group, state.term), state.vote)
+            forgotten_campaign = (earlier == node
+                                  and state.term > self._restored_above.get(node, state.term))
+            if earlier != state.vote and not forgotten_campaign:
+                after = " (after a restore)" if node in self._restored_above else ""
+                self._problem(f"one vote per term: {node} voted for {earlier} in term "
+                              f"{state.term} of partition {group}, then{after} for "
+                              f"{state.vote}")
+            self._votes[(node, group, state.term)] = state.vote
+        if before is not None and state.term < before.term:
             self._problem(f"partition {group}: {node} persisted term {state.term} after "
                           f"term {before.term}")
-        elif state.term == before.term and before.vote is not None and state.vote != before.vote:
-            self._problem(f"one vote per term: {node} voted for {before.vote} in term "
-                          f"{state.term} of partition {group}, then for {state.vote}")
 
     def _leader(self, group: int, term: int, node: str, store: MemoryRaftStore | None) -> None:
         g = self._group(group)

@@ -43,7 +43,7 @@ from chaos.history import FINAL_READER, OK, Op
 from chaos.history import UNKNOWN as UNKNOWN_OUTCOME
 from chaos.sim.bugs import planted
 from chaos.sim.faults import FaultLog, FaultSettings, Nemesis
-from chaos.sim.leader.faults import FAULT_KINDS, LeaderNemesis
+from chaos.sim.leader.faults import FAULT_KINDS, RESTORE_KINDS, LeaderNemesis
 from chaos.sim.leader.node import LeaderMachine, LeaderNodeSettings
 from chaos.sim.leader.oracle import RaftOracle
 from chaos.sim.leader.verdict import (linearizability_problems, op_line, put_problems,
@@ -58,6 +58,8 @@ from kvstore.leader.settings import HostSettings
 from kvstore.placement.membership import ClusterMember, ClusterSpec
 
 T = TypeVar("T")
+
+RESTORING_SEEDS = 0.25  # the share of seeds whose nemesis backs up and restores nodes
 
 @dataclass(frozen=True)
 class RaftSettings:
@@ -118,6 +120,13 @@ class LeaderScenario:
         ]
 
 
+def restores(seed: int) -> bool:
+    """Whether the seed's nemesis also takes backups and restores them (a
+    quarter of seeds). Drawn from a generator of its own, so the seeds that
+    do not are the scenarios they were before restores existed."""
+    return random.Random(f"leader-restores-{seed}").random() < RESTORING_SEEDS
+
+
 def scenario_for(seed: int) -> LeaderScenario:
     """The scenario a seed stands for (its own generator: adding a knob
     here changes scenarios, not how a scenario plays out)."""
@@ -148,7 +157,8 @@ def scenario_for(seed: int) -> LeaderScenario:
         workload=LeaderWorkloadSettings(clients=rng.choice((6, 10, 16)),
                                         keys=rng.choice((1, 2, 3))),
         faults=FaultSettings(min_gap=0.3, max_gap=1.5, max_pause=1.5,
-                             max_down=rng.choice((1, 1, 2)), kinds=FAULT_KINDS),
+                             max_down=rng.choice((1, 1, 2)),
+                             kinds=FAULT_KINDS + (RESTORE_KINDS if restores(seed) else ())),
         raft=raft,
         node=LeaderNodeSettings(raft.host(), pause_stops_clock=not lease),
     )
