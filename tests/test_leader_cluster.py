@@ -55,7 +55,8 @@ def leader_cluster(make_cluster) -> Cluster:  # type: ignore[no-untyped-def]
 
 
 def client(*servers: NodeProcess, **settings: object) -> kvclient.Client:
-    return kvclient.Client([s.address for s in servers], timeout=10, **settings)  # type: ignore[arg-type]
+    settings.setdefault("timeout", 10)
+    return kvclient.Client([s.address for s in servers], **settings)  # type: ignore[arg-type]
 
 
 def check_versions_and_compare_and_set(kv: kvclient.Client, prefix: bytes) -> None:
@@ -210,6 +211,32 @@ def test_a_node_restarted_behind_the_compacted_log_catches_up_by_snapshot(
     sent = sum(metric(node, 'kvstore_raft_snapshots_total{direction="sent"}') or 0
                for node in nodes[:2])
     assert sent >= 1
+
+
+@pytest.mark.timeout(180)
+def test_a_snapshot_larger_than_a_message_reaches_a_node_behind_in_pieces(
+        make_cluster) -> None:  # type: ignore[no-untyped-def]
+    # One partition's state grows past gRPC's 4 MiB message limit while n3
+    # is down; its log is compacted, so only the snapshot can bring n3 back.
+    cluster = make_cluster(mode="leader",
+                           node_settings="raft_snapshot_every = 4\nraft_keep_entries = 1\n")
+    elected(cluster)
+    nodes = list(cluster.nodes.values())
+    behind = nodes[2]
+    keys = [k for k in (f"big/{i}".encode() for i in range(2000))
+            if partition_of(k, PARTITIONS) == 5][:12]
+    behind.kill()
+    with client(nodes[0], nodes[1], timeout=30) as kv:
+        written = {key: kv.put(key, bytes([n]) * 500_000).version for n, key in enumerate(keys)}
+    back = cluster.restart(behind.node_id)
+    with client(back, token_aware=False) as kv:
+        def caught_up() -> bool:
+            return all(kv.get(key, stale=True).version == version
+                       for key, version in written.items())
+
+        poll(caught_up, 60, f"{back.node_id} holds the 6 MB partition written while it was down")
+        assert kv.get(keys[-1], stale=True).value == bytes([len(keys) - 1]) * 500_000
+    assert (metric(back, 'kvstore_raft_snapshots_total{direction="received"}') or 0) >= 1
 
 
 @pytest.fixture

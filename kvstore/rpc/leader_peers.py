@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from kvclient.pb import kv_pb2, replica_pb2
 from kvstore.errors import KVStoreError
-from kvstore.leader import wire
+from kvstore.leader import snapshot_chunks, wire
 from kvstore.leader.access import Unreachable
 from kvstore.leader.commands import Command, Put
 from kvstore.leader.envelopes import Envelope
@@ -45,10 +45,12 @@ class RaftLinks:
         for m in envelope.messages:
             if isinstance(m.message, InstallSnapshot):
                 self._on_snapshot_sent()
-        op = replica_pb2.ReplicaOp(raft=wire.to_proto(envelope))
-        future = self._peers.link(envelope.to).submit(op, _answered, self._timeout,
-                                                      any_answer=True, urgent=True)
-        future.add_done_callback(lambda done: self._delivered(envelope.to, done))
+        link = self._peers.link(envelope.to)
+        # A snapshot larger than a message goes ahead of its envelope, in pieces.
+        for piece in snapshot_chunks.split(wire.to_proto(envelope)):
+            future = link.submit(replica_pb2.ReplicaOp(raft=piece), _answered, self._timeout,
+                                 any_answer=True, urgent=True)
+            future.add_done_callback(lambda done: self._delivered(envelope.to, done))
 
     def _delivered(self, peer: NodeId, future: "asyncio.Future[None]") -> None:
         if not future.cancelled() and future.exception() is not None:

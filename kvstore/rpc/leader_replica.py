@@ -21,7 +21,7 @@ from typing import Any
 
 from kvclient.pb import replica_pb2
 from kvstore.errors import InvalidArgument, KVStoreError
-from kvstore.leader import wire
+from kvstore.leader import snapshot_chunks, wire
 from kvstore.leader.commands import Command, Delete, Put
 from kvstore.leader.driver import RaftDriver
 from kvstore.leader.local import LocalLeader
@@ -47,6 +47,7 @@ class LeaderReplicaOps:
         self._partitions = partitions
         self._max_timeout = max_timeout
         self._on_snapshot_received = on_snapshot_received
+        self._snapshots = snapshot_chunks.SnapshotAssembly()
 
     def start(self, op: replica_pb2.ReplicaOp) -> Started:
         """Start one operation of a kind in KINDS: its result now, or a
@@ -64,8 +65,11 @@ class LeaderReplicaOps:
         raise ValueError(f"not a leader-mode operation: {kind}")
 
     def _receive(self, envelope: Any) -> replica_pb2.ReplicaResult:
+        whole = self._snapshots.take(envelope)
+        if whole is None:
+            return replica_pb2.ReplicaResult()  # a piece of a snapshot, kept
         try:
-            decoded = wire.from_proto(envelope)
+            decoded = wire.from_proto(whole)
         except KVStoreError as exc:
             log.warning("refused a Raft envelope from %s: %s", envelope.sender, exc)
             raise

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvclient/pb/raft.proto\x12\nkvstore.v1\"6\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"9\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"U\n\x08RaftVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"5\n\x10RaftVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"k\n\nRaftAppend\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.kvstore.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\"\\\n\x12RaftAppendResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x08\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x11\n\thint_term\x18\x04 \x01(\x04\".\n\rRaftHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\x04\"&\n\x15RaftHeartbeatResponse\x12\r\n\x05round\x18\x01 \x01(\x04\"A\n\x13RaftInstallSnapshot\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.kvstore.v1.RaftSnapshot\"\x10\n\x0eRaftTimeoutNow\" \n\rRaftReadIndex\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"7\n\x15RaftReadIndexResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\"\xc8\x04\n\x0bRaftMessage\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12$\n\x04vote\x18\x03 \x01(\x0b\x32\x14.kvstore.v1.RaftVoteH\x00\x12\x35\n\rvote_response\x18\x04 \x01(\x0b\x32\x1c.kvstore.v1.RaftVoteResponseH\x00\x12(\n\x06\x61ppend\x18\x05 \x01(\x0b\x32\x16.kvstore.v1.RaftAppendH\x00\x12\x39\n\x0f\x61ppend_response\x18\x06 \x01(\x0b\x32\x1e.kvstore.v1.RaftAppendResponseH\x00\x12.\n\theartbeat\x18\x07 \x01(\x0b\x32\x19.kvstore.v1.RaftHeartbeatH\x00\x12?\n\x12heartbeat_response\x18\x08 \x01(\x0b\x32!.kvstore.v1.RaftHeartbeatResponseH\x00\x12;\n\x10install_snapshot\x18\t \x01(\x0b\x32\x1f.kvstore.v1.RaftInstallSnapshotH\x00\x12\x31\n\x0btimeout_now\x18\n \x01(\x0b\x32\x1a.kvstore.v1.RaftTimeoutNowH\x00\x12/\n\nread_index\x18\x0b \x01(\x0b\x32\x19.kvstore.v1.RaftReadIndexH\x00\x12@\n\x13read_index_response\x18\x0c \x01(\x0b\x32!.kvstore.v1.RaftReadIndexResponseH\x00\x42\x06\n\x04\x62ody\"P\n\x12RaftGroupHeartbeat\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\r\n\x05round\x18\x04 \x01(\x04\"H\n\x1aRaftGroupHeartbeatResponse\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\x04\":\n\x0bRaftQuiesce\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"\x88\x02\n\x0cRaftEnvelope\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\n\n\x02to\x18\x03 \x01(\t\x12)\n\x08messages\x18\x04 \x03(\x0b\x32\x17.kvstore.v1.RaftMessage\x12\x32\n\nheartbeats\x18\x05 \x03(\x0b\x32\x1e.kvstore.v1.RaftGroupHeartbeat\x12\x43\n\x13heartbeat_responses\x18\x06 \x03(\x0b\x32&.kvstore.v1.RaftGroupHeartbeatResponse\x12(\n\x07quiesce\x18\x07 \x03(\x0b\x32\x17.kvstore.v1.RaftQuiesceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvclient/pb/raft.proto\x12\nkvstore.v1\"6\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07\x63hunked\x18\x04 \x01(\x08\"r\n\x11RaftSnapshotChunk\x12\r\n\x05group\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"U\n\x08RaftVote\x12\x12\n\nlast_index\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"5\n\x10RaftVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"k\n\nRaftAppend\x12\x12\n\nprev_index\x18\x01 \x01(\x04\x12\x11\n\tprev_term\x18\x02 \x01(\x04\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.kvstore.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\"\\\n\x12RaftAppendResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x08\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x11\n\thint_term\x18\x04 \x01(\x04\".\n\rRaftHeartbeat\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\x04\"&\n\x15RaftHeartbeatResponse\x12\r\n\x05round\x18\x01 \x01(\x04\"A\n\x13RaftInstallSnapshot\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.kvstore.v1.RaftSnapshot\"\x10\n\x0eRaftTimeoutNow\" \n\rRaftReadIndex\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\"7\n\x15RaftReadIndexResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\"\xc8\x04\n\x0bRaftMessage\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12$\n\x04vote\x18\x03 \x01(\x0b\x32\x14.kvstore.v1.RaftVoteH\x00\x12\x35\n\rvote_response\x18\x04 \x01(\x0b\x32\x1c.kvstore.v1.RaftVoteResponseH\x00\x12(\n\x06\x61ppend\x18\x05 \x01(\x0b\x32\x16.kvstore.v1.RaftAppendH\x00\x12\x39\n\x0f\x61ppend_response\x18\x06 \x01(\x0b\x32\x1e.kvstore.v1.RaftAppendResponseH\x00\x12.\n\theartbeat\x18\x07 \x01(\x0b\x32\x19.kvstore.v1.RaftHeartbeatH\x00\x12?\n\x12heartbeat_response\x18\x08 \x01(\x0b\x32!.kvstore.v1.RaftHeartbeatResponseH\x00\x12;\n\x10install_snapshot\x18\t \x01(\x0b\x32\x1f.kvstore.v1.RaftInstallSnapshotH\x00\x12\x31\n\x0btimeout_now\x18\n \x01(\x0b\x32\x1a.kvstore.v1.RaftTimeoutNowH\x00\x12/\n\nread_index\x18\x0b \x01(\x0b\x32\x19.kvstore.v1.RaftReadIndexH\x00\x12@\n\x13read_index_response\x18\x0c \x01(\x0b\x32!.kvstore.v1.RaftReadIndexResponseH\x00\x42\x06\n\x04\x62ody\"P\n\x12RaftGroupHeartbeat\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\r\n\x05round\x18\x04 \x01(\x04\"H\n\x1aRaftGroupHeartbeatResponse\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\x04\":\n\x0bRaftQuiesce\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"\xbf\x02\n\x0cRaftEnvelope\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\n\n\x02to\x18\x03 \x01(\t\x12)\n\x08messages\x18\x04 \x03(\x0b\x32\x17.kvstore.v1.RaftMessage\x12\x32\n\nheartbeats\x18\x05 \x03(\x0b\x32\x1e.kvstore.v1.RaftGroupHeartbeat\x12\x43\n\x13heartbeat_responses\x18\x06 \x03(\x0b\x32&.kvstore.v1.RaftGroupHeartbeatResponse\x12(\n\x07quiesce\x18\x07 \x03(\x0b\x32\x17.kvstore.v1.RaftQuiesce\x12\x35\n\x0esnapshot_chunk\x18\x08 \x01(\x0b\x32\x1d.kvstore.v1.RaftSnapshotChunkb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAFTENTRY']._serialized_start=38
   _globals['_RAFTENTRY']._serialized_end=92
   _globals['_RAFTSNAPSHOT']._serialized_start=94
-  _globals['_RAFTSNAPSHOT']._serialized_end=151
-  _globals['_RAFTVOTE']._serialized_start=153
-  _globals['_RAFTVOTE']._serialized_end=238
-  _globals['_RAFTVOTERESPONSE']._serialized_start=240
-  _globals['_RAFTVOTERESPONSE']._serialized_end=293
-  _globals['_RAFTAPPEND']._serialized_start=295
-  _globals['_RAFTAPPEND']._serialized_end=402
-  _globals['_RAFTAPPENDRESPONSE']._serialized_start=404
-  _globals['_RAFTAPPENDRESPONSE']._serialized_end=496
-  _globals['_RAFTHEARTBEAT']._serialized_start=498
-  _globals['_RAFTHEARTBEAT']._serialized_end=544
-  _globals['_RAFTHEARTBEATRESPONSE']._serialized_start=546
-  _globals['_RAFTHEARTBEATRESPONSE']._serialized_end=584
-  _globals['_RAFTINSTALLSNAPSHOT']._serialized_start=586
-  _globals['_RAFTINSTALLSNAPSHOT']._serialized_end=651
-  _globals['_RAFTTIMEOUTNOW']._serialized_start=653
-  _globals['_RAFTTIMEOUTNOW']._serialized_end=669
-  _globals['_RAFTREADINDEX']._serialized_start=671
-  _globals['_RAFTREADINDEX']._serialized_end=703
-  _globals['_RAFTREADINDEXRESPONSE']._serialized_start=705
-  _globals['_RAFTREADINDEXRESPONSE']._serialized_end=760
-  _globals['_RAFTMESSAGE']._serialized_start=763
-  _globals['_RAFTMESSAGE']._serialized_end=1347
-  _globals['_RAFTGROUPHEARTBEAT']._serialized_start=1349
-  _globals['_RAFTGROUPHEARTBEAT']._serialized_end=1429
-  _globals['_RAFTGROUPHEARTBEATRESPONSE']._serialized_start=1431
-  _globals['_RAFTGROUPHEARTBEATRESPONSE']._serialized_end=1503
-  _globals['_RAFTQUIESCE']._serialized_start=1505
-  _globals['_RAFTQUIESCE']._serialized_end=1563
-  _globals['_RAFTENVELOPE']._serialized_start=1566
-  _globals['_RAFTENVELOPE']._serialized_end=1830
+  _globals['_RAFTSNAPSHOT']._serialized_end=168
+  _globals['_RAFTSNAPSHOTCHUNK']._serialized_start=170
+  _globals['_RAFTSNAPSHOTCHUNK']._serialized_end=284
+  _globals['_RAFTVOTE']._serialized_start=286
+  _globals['_RAFTVOTE']._serialized_end=371
+  _globals['_RAFTVOTERESPONSE']._serialized_start=373
+  _globals['_RAFTVOTERESPONSE']._serialized_end=426
+  _globals['_RAFTAPPEND']._serialized_start=428
+  _globals['_RAFTAPPEND']._serialized_end=535
+  _globals['_RAFTAPPENDRESPONSE']._serialized_start=537
+  _globals['_RAFTAPPENDRESPONSE']._serialized_end=629
+  _globals['_RAFTHEARTBEAT']._serialized_start=631
+  _globals['_RAFTHEARTBEAT']._serialized_end=677
+  _globals['_RAFTHEARTBEATRESPONSE']._serialized_start=679
+  _globals['_RAFTHEARTBEATRESPONSE']._serialized_end=717
+  _globals['_RAFTINSTALLSNAPSHOT']._serialized_start=719
+  _globals['_RAFTINSTALLSNAPSHOT']._serialized_end=784
+  _globals['_RAFTTIMEOUTNOW']._serialized_start=786
+  _globals['_RAFTTIMEOUTNOW']._serialized_end=802
+  _globals['_RAFTREADINDEX']._serialized_start=804
+  _globals['_RAFTREADINDEX']._serialized_end=836
+  _globals['_RAFTREADINDEXRESPONSE']._serialized_start=838
+  _globals['_RAFTREADINDEXRESPONSE']._serialized_end=893
+  _globals['_RAFTMESSAGE']._serialized_start=896
+  _globals['_RAFTMESSAGE']._serialized_end=1480
+  _globals['_RAFTGROUPHEARTBEAT']._serialized_start=1482
+  _globals['_RAFTGROUPHEARTBEAT']._serialized_end=1562
+  _globals['_RAFTGROUPHEARTBEATRESPONSE']._serialized_start=1564
+  _globals['_RAFTGROUPHEARTBEATRESPONSE']._serialized_end=1636
+  _globals['_RAFTQUIESCE']._serialized_start=1638
+  _globals['_RAFTQUIESCE']._serialized_end=1696
+  _globals['_RAFTENVELOPE']._serialized_start=1699
+  _globals['_RAFTENVELOPE']._serialized_end=2018
 # @@protoc_insertion_point(module_scope)

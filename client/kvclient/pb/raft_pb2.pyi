@@ -17,14 +17,32 @@ class RaftEntry(_message.Message):
     def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class RaftSnapshot(_message.Message):
-    __slots__ = ("index", "term", "data")
+    __slots__ = ("index", "term", "data", "chunked")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNKED_FIELD_NUMBER: _ClassVar[int]
     index: int
     term: int
     data: bytes
-    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    chunked: bool
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., data: _Optional[bytes] = ..., chunked: bool = ...) -> None: ...
+
+class RaftSnapshotChunk(_message.Message):
+    __slots__ = ("group", "index", "term", "offset", "total_bytes", "data")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    index: int
+    term: int
+    offset: int
+    total_bytes: int
+    data: bytes
+    def __init__(self, group: _Optional[int] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class RaftVote(_message.Message):
     __slots__ = ("last_index", "last_term", "pre_vote", "transfer")
@@ -169,7 +187,7 @@ class RaftQuiesce(_message.Message):
     def __init__(self, group: _Optional[int] = ..., term: _Optional[int] = ..., commit: _Optional[int] = ...) -> None: ...
 
 class RaftEnvelope(_message.Message):
-    __slots__ = ("format", "sender", "to", "messages", "heartbeats", "heartbeat_responses", "quiesce")
+    __slots__ = ("format", "sender", "to", "messages", "heartbeats", "heartbeat_responses", "quiesce", "snapshot_chunk")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +195,7 @@ class RaftEnvelope(_message.Message):
     HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_RESPONSES_FIELD_NUMBER: _ClassVar[int]
     QUIESCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     format: int
     sender: str
     to: str
@@ -184,4 +203,5 @@ class RaftEnvelope(_message.Message):
     heartbeats: _containers.RepeatedCompositeFieldContainer[RaftGroupHeartbeat]
     heartbeat_responses: _containers.RepeatedCompositeFieldContainer[RaftGroupHeartbeatResponse]
     quiesce: _containers.RepeatedCompositeFieldContainer[RaftQuiesce]
-    def __init__(self, format: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[RaftGroupHeartbeat, _Mapping]]] = ..., heartbeat_responses: _Optional[_Iterable[_Union[RaftGroupHeartbeatResponse, _Mapping]]] = ..., quiesce: _Optional[_Iterable[_Union[RaftQuiesce, _Mapping]]] = ...) -> None: ...
+    snapshot_chunk: RaftSnapshotChunk
+    def __init__(self, format: _Optional[int] = ..., sender: _Optional[str] = ..., to: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[RaftGroupHeartbeat, _Mapping]]] = ..., heartbeat_responses: _Optional[_Iterable[_Union[RaftGroupHeartbeatResponse, _Mapping]]] = ..., quiesce: _Optional[_Iterable[_Union[RaftQuiesce, _Mapping]]] = ..., snapshot_chunk: _Optional[_Union[RaftSnapshotChunk, _Mapping]] = ...) -> None: ...
