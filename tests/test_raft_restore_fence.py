@@ -12,7 +12,9 @@ import pytest
 
 from kvstore.leader.persistence import LoadedGroup
 from kvstore.leader.raft.config import Config
-from kvstore.leader.raft.messages import HardState, TimeoutNow, Vote, VoteResponse
+from kvstore.leader.raft.messages import (
+    AppendResponse, HardState, Heartbeat, TimeoutNow, Vote, VoteResponse,
+)
 from kvstore.leader.raft.node import RawNode
 from kvstore.leader.raft.raft import Role
 from kvstore.leader.raft.storage import MemoryLogStorage
@@ -157,3 +159,18 @@ def test_a_fence_is_above_every_term_and_keeps_the_committed_log() -> None:
     assert fence_for(lazy, 4).keep_through == 6
     with pytest.raises(ValueError):
         fence_for(loaded, -1)
+
+
+def test_a_fenced_member_tells_a_stale_leader_its_term_even_without_check_quorum_or_pre_vote(
+) -> None:
+    # Found by the simulation (seed 200): a fenced member never campaigns,
+    # so a leader of an older term would otherwise lead on without it for ever.
+    storage = MemoryLogStorage()
+    storage.set_hard_state(HardState(term=5, fence=5))
+    node = RawNode(Config(id="3", voters=("1", "2", "3"), pre_vote=False, check_quorum=False),
+                   storage, random.Random(1))
+    node.step(Heartbeat(to="3", sender="1", term=4, commit=0))
+    ready = node.ready()
+    told = [m for m in ready.messages + ready.messages_after_persist
+            if isinstance(m, AppendResponse)]
+    assert [(m.to, m.term) for m in told] == [("1", 5)]

@@ -170,11 +170,12 @@ class Raft:
 
     def _on_lower_term(self, m: Message) -> None:
         stale_leader = isinstance(m, (Append, Heartbeat))
-        if stale_leader and (self.config.check_quorum or self.config.pre_vote):
+        if stale_leader and (self.config.check_quorum or self.config.pre_vote or self.fence):
             # A leader of an older term (or one cut off while this member's
             # term moved on): tell it the term, so it steps down and this
             # member, which ignores votes while it hears a leader, is not
-            # stranded with a term no one else has.
+            # stranded with a term no one else has. A fenced member never
+            # campaigns, so without this its term would never reach them.
             self._send(AppendResponse(to=m.sender, sender=self.id, term=self.term, index=0))
         elif isinstance(m, Vote) and m.pre_vote:
             self._send(VoteResponse(to=m.sender, sender=self.id, term=self.term,
