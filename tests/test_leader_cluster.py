@@ -59,6 +59,14 @@ def client(*servers: NodeProcess, **settings: object) -> kvclient.Client:
     return kvclient.Client([s.address for s in servers], **settings)  # type: ignore[arg-type]
 
 
+def wait_caught_up(node: NodeProcess, written: dict[bytes, int], seconds: float) -> None:
+    """Until `node`'s own (stale) reads show every write in `written` at its version."""
+    with client(node, token_aware=False) as kv:
+        poll(lambda: all(kv.get(key, stale=True).version == version
+                         for key, version in written.items()),
+             seconds, f"{node.node_id} holds every write made while it was down")
+
+
 def check_versions_and_compare_and_set(kv: kvclient.Client, prefix: bytes) -> None:
     key = prefix + b"cas"
     first = kv.put(key, b"v1")
@@ -176,12 +184,7 @@ def test_a_restarted_node_catches_up(leader_cluster: Cluster) -> None:
         written = {f"missed/{i}".encode(): kv.put(f"missed/{i}".encode(), b"v").version
                    for i in range(40)}
     back = leader_cluster.restart(behind.node_id)
-    with client(back, token_aware=False) as kv:
-        def caught_up() -> bool:
-            return all(kv.get(key, stale=True).version == version
-                       for key, version in written.items())
-
-        poll(caught_up, 20, f"{back.node_id} holds every write made while it was down")
+    wait_caught_up(back, written, 20)
     status = fetch_status(back.address, 2)
     assert all(group.applied == group.commit for group in status.raft)
 
@@ -201,12 +204,7 @@ def test_a_node_restarted_behind_the_compacted_log_catches_up_by_snapshot(
         written = {f"compacted/{i}".encode(): kv.put(f"compacted/{i}".encode(), b"v").version
                    for i in range(PARTITIONS * 12)}
     back = cluster.restart(behind.node_id)
-    with client(back, token_aware=False) as kv:
-        def caught_up() -> bool:
-            return all(kv.get(key, stale=True).version == version
-                       for key, version in written.items())
-
-        poll(caught_up, 30, f"{back.node_id} holds every write made while it was down")
+    wait_caught_up(back, written, 30)
     assert (metric(back, received) or 0) >= 1  # by snapshot, not only by log
     sent = sum(metric(node, 'kvstore_raft_snapshots_total{direction="sent"}') or 0
                for node in nodes[:2])
@@ -229,12 +227,8 @@ def test_a_snapshot_larger_than_a_message_reaches_a_node_behind_in_pieces(
     with client(nodes[0], nodes[1], timeout=30) as kv:
         written = {key: kv.put(key, bytes([n]) * 500_000).version for n, key in enumerate(keys)}
     back = cluster.restart(behind.node_id)
+    wait_caught_up(back, written, 60)
     with client(back, token_aware=False) as kv:
-        def caught_up() -> bool:
-            return all(kv.get(key, stale=True).version == version
-                       for key, version in written.items())
-
-        poll(caught_up, 60, f"{back.node_id} holds the 6 MB partition written while it was down")
         assert kv.get(keys[-1], stale=True).value == bytes([len(keys) - 1]) * 500_000
     assert (metric(back, 'kvstore_raft_snapshots_total{direction="received"}') or 0) >= 1
 

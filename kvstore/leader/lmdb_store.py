@@ -46,6 +46,7 @@ from kvstore.leader import data_format
 from kvstore.leader.persistence import LoadedGroup, PassResult, PassWrite, write_pass
 from kvstore.leader.raft.messages import Entry, HardState, Snapshot
 from kvstore.leader.restore_fence import Fence
+from kvstore.storage.lmdb_engine import open_copy
 from kvstore.leader.state_machine import (
     REQUEST_ID_TTL_MS, Outcome, RequestRecord, Status, Versioned,
 )
@@ -239,10 +240,7 @@ def keys_in_copy(path: Path) -> int | None:
     read-only where it lies; None when it is an LMDB database but not a
     leader-mode store (a leaderless node's, say); ValueError when it is no
     LMDB database at all."""
-    try:
-        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
-    except lmdb.Error as exc:
-        raise ValueError(f"{path} is not an LMDB database: {exc}") from exc
+    env = open_copy(path, _MAX_DBS)
     try:
         with env.begin() as txn:
             try:

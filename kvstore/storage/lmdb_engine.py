@@ -366,13 +366,19 @@ class LmdbEngine:
         self._env.close()
 
 
+def open_copy(path: Path, max_dbs: int) -> "lmdb.Environment":
+    """A database copy (a data.mdb file), opened read-only where it lies;
+    ValueError when it is no LMDB database."""
+    try:
+        return lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=max_dbs)
+    except lmdb.Error as exc:
+        raise ValueError(f"{path} is not an LMDB database: {exc}") from exc
+
+
 def count_keys_in_copy(path: Path) -> int:
     """The keys of a database copy (a data.mdb file written by `copy_to`),
     opened read-only where it lies; ValueError when it is not one."""
-    try:
-        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
-    except lmdb.Error as exc:
-        raise ValueError(f"{path} is not an LMDB database: {exc}") from exc
+    env = open_copy(path, _MAX_DBS)
     try:
         with env.begin() as txn:
             try:
