@@ -302,7 +302,7 @@ class MultiRaft:
             ready = p.readies.get(gid)
             if ready is not None:
                 released += self._advance(g, ready, dict(done.outcomes), outbox)
-            if g.raw.status().applied - g.log.snapshot_index() >= self._settings.snapshot_every:
+            if g.raw.applied - g.log.snapshot_index() >= self._settings.snapshot_every:
                 g.compact = True
             self._dirty.add(gid)
         problems, self._problems = tuple(self._problems), []
@@ -349,9 +349,9 @@ class MultiRaft:
             g.waiters.read_state(state)
         if ready.soft_state is not None and ready.soft_state.leader != g.leader:
             g.leader = ready.soft_state.leader
-            self._leader_changes.append(LeaderChange(g.id, g.leader, g.raw.status().term))
+            self._leader_changes.append(LeaderChange(g.id, g.leader, g.raw.term))
             released += g.waiters.leader_changed(not_leader(self.id, g.id, g.leader))
-        released += g.waiters.reads_done(g.raw.status().applied,
+        released += g.waiters.reads_done(g.raw.applied,
                                          lambda key: self._store.read(g.id, key))
         return released
 
@@ -390,7 +390,9 @@ class MultiRaft:
         self._beat_due = set(self._peers)
 
     def _may_quiesce(self, g: _Group, down: set[NodeId]) -> bool:
-        return (not g.waiters.busy() and not g.raw.has_ready()
+        return (g.sleep.idle_ticks >= self._settings.quiesce.after_ticks
+                and g.raw.role is Role.LEADER
+                and not g.waiters.busy() and not g.raw.has_ready()
                 and leader_may_quiesce(g.raw.status(), g.voters, g.sleep.heard, down,
                                        g.sleep.idle_ticks, self._settings.quiesce))
 
@@ -405,7 +407,7 @@ class MultiRaft:
         slept = g.sleep.wake(self._ticks)
         if slept is None:
             return
-        if g.raw.status().role is Role.LEADER:
+        if g.raw.role is Role.LEADER:
             for _ in range(catch_up_ticks(g.config, slept)):
                 g.raw.tick()
         self._dirty.add(g.id)
@@ -469,9 +471,8 @@ class MultiRaft:
         g = self._usable(ticket, group)
         if g is None:
             return
-        status = g.raw.status()
-        if status.role is not Role.LEADER:
-            self._release(ticket, not_leader(self.id, group, status.leader))
+        if g.raw.role is not Role.LEADER:
+            self._release(ticket, not_leader(self.id, group, g.raw.leader))
             return
         self._wake(g)
         g.sleep.used()

@@ -158,14 +158,18 @@ class RawNode:
 
     def has_ready(self) -> bool:
         raft = self._raft
+        hard, soft = self._hard_state, self._soft_state
+        # Field by field, not by building the states: called for every busy
+        # group in every pass.
         return bool(
             self._outstanding is None and (
                 raft.messages or raft.messages_after_persist or raft.self_messages
                 or raft.read_states or raft.needs_flush()
                 or raft.log.unstable_entries() or raft.log.unstable_snapshot() is not None
                 or raft.log.has_entries_to_apply()
-                or raft.hard_state() != self._hard_state
-                or SoftState(raft.leader, raft.role) != self._soft_state))
+                or raft.term != hard.term or raft.vote != hard.vote
+                or raft.log.committed != hard.commit or raft.fence != hard.fence
+                or raft.leader != soft.leader or raft.role is not soft.role))
 
     def ready(self) -> Ready:
         self._idle()
@@ -220,6 +224,25 @@ class RawNode:
                       last_index=raft.log.last_index(), progress=progress,
                       transferee=None if leadership is None else leadership.transferee,
                       fence=raft.fence)
+
+    # Single fields, for the host's hot paths: `status()` builds the whole
+    # picture (the leader's progress of every follower included).
+
+    @property
+    def term(self) -> int:
+        return self._raft.term
+
+    @property
+    def role(self) -> Role:
+        return self._raft.role
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._raft.leader
+
+    @property
+    def applied(self) -> int:
+        return self._raft.log.applied
 
     def log_term(self, index: int) -> int | None:
         """The term of this member's entry at `index`, those not yet
