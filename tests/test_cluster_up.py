@@ -293,6 +293,14 @@ def test_replicas_default_to_three_or_the_number_of_nodes() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_leader_mode_defaults_to_16_partitions_unless_asked() -> None:
+    assert resolve(Requested(), None, Path("d")).partitions == 64
+    assert resolve(Requested(mode="leader"), None, Path("d")).partitions == 16
+    assert resolve(Requested(mode="leader", nodes=20), None, Path("d")).partitions == 32
+    assert resolve(Requested(mode="leader", partitions=64), None, Path("d")).partitions == 64
+
+
+@pytest.mark.timeout(30)
 def test_default_ports_are_the_documented_ones() -> None:
     layout = Layout(nodes=3, coordinators=2, replicas=3, partitions=64, mode="leaderless",
                     base_port=7100, durability="sync")

@@ -59,6 +59,18 @@ DEFAULTS: dict[str, Any] = {"nodes": 3, "coordinators": 1, "partitions": 64,
                             "mode": "leaderless", "base_port": 7100, "durability": "sync",
                             "tls": False, "auth_tokens": False}
 
+# In leader mode each partition is a Raft group, and a group's messages and
+# passes are per-operation work in Python: with 64 groups and 64 writes in
+# flight nearly every write travels alone (one append, its answer, the
+# commit, per follower), with 16 several share them. A 3-node cluster's
+# writes cost half the CPU at 16 (bench/RESULTS.md). Enough groups remain to
+# spread leadership; a larger cluster may ask for more.
+LEADER_PARTITIONS = 16
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
 
 class LayoutError(ValueError):
     """The requested or saved layout is unusable; the message says what to change."""
@@ -206,6 +218,8 @@ def resolve(requested: Requested, saved: Layout | None, data_dir: Path) -> Layou
     if saved is None:
         values = {**DEFAULTS, **given}
         values.setdefault("replicas", min(3, values["nodes"]))
+        if values["mode"] == "leader" and "partitions" not in given:
+            values["partitions"] = max(LEADER_PARTITIONS, _next_power_of_two(values["nodes"]))
         return Layout(**values)
     conflicts = [
         f"{data_dir} holds {_describe(setting, getattr(saved, setting))}; remove {data_dir} "
