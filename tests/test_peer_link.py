@@ -189,6 +189,61 @@ async def test_an_urgent_operation_goes_while_a_message_awaits_answers() -> None
         link.stop()
 
 
+def merge(key: bytes, size: int = 0) -> replica_pb2.ReplicaOp:
+    return replica_pb2.ReplicaOp(merge=replica_pb2.ReplicaMerge(key=key, state=b"x" * size))
+
+
+async def test_posts_go_one_way_ahead_of_a_message_awaiting_answers() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+        held = link.submit(read(b"held"), state, timeout=10.0)
+        await until(lambda: len(replica.messages) == 1)
+        queued = link.submit(read(b"queued"), state)
+        link.post(merge(b"p1"))
+        link.post(merge(b"p2"))
+        await until(lambda: len(replica.messages) == 2)
+        posted = replica.messages[1].ops
+        assert [(op.id, op.merge.key) for op in posted] == [(0, b"p1"), (0, b"p2")]
+        assert not queued.done()  # the flow control still holds the ordinary ones
+        held.cancel()
+        link.stop()
+
+
+async def test_posts_beyond_the_bytes_in_flight_are_dropped_oldest_first() -> None:
+    replica = ScriptedReplica()
+    async with Linked(replica, LinkSettings(max_bytes_in_flight=3_500)) as link:
+        for i in range(10):  # in one turn: none has gone yet
+            link.post(merge(b"k%d" % i, 1_000))
+        assert await link.submit(read(b"after"), state) == b"after"  # sent after the posts
+    posted = [op.merge.key for m in replica.messages for op in m.ops if op.HasField("merge")]
+    assert posted == [b"k7", b"k8", b"k9"]
+
+
+async def test_a_broken_stream_tells_who_asked() -> None:
+    replica = ScriptedReplica()
+    replica.held.add(b"held")
+    broken: list[int] = []
+    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
+        link.on_broken(lambda: broken.append(1))
+        held = link.submit(read(b"held"), state)
+        await until(lambda: len(replica.messages) == 1)
+        assert not broken
+        replica.break_stream()
+        with pytest.raises(Unavailable):
+            await held
+        assert broken == [1]
+
+
+async def test_a_post_to_a_peer_without_the_stream_goes_over_batch() -> None:
+    replica = ScriptedReplica(stream=False)
+    async with Linked(replica, LinkSettings()) as link:
+        assert await link.submit(read(b"k"), state) == b"k"  # it learnt: Batch only
+        link.post(merge(b"posted"))
+        await until(lambda: replica.batch_calls == 2)
+    assert replica.messages[-1].ops[0].merge.key == b"posted"
+
+
 async def test_a_message_never_exceeds_max_batch_bytes_unless_one_operation_alone_does() -> None:
     replica = ScriptedReplica()
     bound = 64 * 1024

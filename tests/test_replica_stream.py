@@ -221,6 +221,17 @@ async def test_a_read_is_answered_before_a_write_sent_ahead_of_it_that_is_still_
     await served
 
 
+async def test_an_operation_with_id_0_runs_one_way_and_is_never_answered(node: Node) -> None:
+    requests, context, served = node.stream()
+    requests.send(merge(0, b"one-way", b"value"), read(5, b"absent"))
+    await until(lambda: node.replica.read(b"one-way") is not None, "the one-way merge applied")
+    await until(lambda: 5 in context.answers(), "the read answered")
+    await settled()
+    assert list(context.answers()) == [5]
+    requests.close()
+    await served
+
+
 async def test_an_invalid_operation_is_refused_alone_as_batch_refuses_it(node: Node) -> None:
     requests, context, served = node.stream()
     requests.send(read(1, b""), read(2, b"fine"), replica_pb2.ReplicaOp(id=3))

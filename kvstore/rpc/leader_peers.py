@@ -1,19 +1,19 @@
 """Leader mode over the peer links (`peers.Peers`: one `Replica.Stream` per
 peer, the same one leaderless replication and the heartbeats use):
 
-- `RaftLinks`, the Raft driver's `Transport`: each envelope goes as an
-  urgent `raft` operation on the link to its receiver (ahead of the queue,
-  never held behind a write awaiting its commit). One that fails or is not
-  answered in time tells the host the peer is unreachable (its leaders stop
-  streaming appends to it until it answers again). Raft sends again what
-  matters, so nothing is retried here.
+- `RaftLinks`, the Raft driver's `Transport`: each envelope goes one way
+  (`PeerLink.post`: ahead of the queue, never held behind a write awaiting
+  its commit, and never answered: an answer per envelope cost a message
+  and a future each way, about a tenth of a busy node's loop). A broken
+  stream to a peer tells the host the peer is unreachable (its leaders
+  stop streaming appends to it until it answers again). Raft sends again
+  what matters, so nothing is retried here.
 - `LeaderPeers`, `access.LeaderOps` for this process: this node's
   `LocalLeader` directly, another node through `leader_write` and
   `leader_read` operations of its link. A node's refusal raises its error,
   with its reason and fields; no answer raises `access.Unreachable`.
 """
 
-import asyncio
 from collections.abc import Callable
 
 from kvclient.pb import kv_pb2, replica_pb2
@@ -31,35 +31,25 @@ from kvstore.rpc.status import error_of
 
 
 class RaftLinks:
-    def __init__(self, peers: Peers, *, timeout: float,
-                 on_unreachable: Callable[[NodeId], None],
+    def __init__(self, peers: Peers, *, on_unreachable: Callable[[NodeId], None],
                  on_snapshot_sent: Callable[[], None] = lambda: None) -> None:
-        """`timeout`: how long an envelope may wait for its answer (an
-        election timeout or so: older news is of no use to Raft)."""
         self._peers = peers
-        self._timeout = timeout
         self._on_unreachable = on_unreachable
         self._on_snapshot_sent = on_snapshot_sent
+        self._watched: set[NodeId] = set()  # the peers whose links tell of broken streams
 
     def send(self, envelope: Envelope) -> None:
         for m in envelope.messages:
             if isinstance(m.message, InstallSnapshot):
                 self._on_snapshot_sent()
-        link = self._peers.link(envelope.to)
+        peer = envelope.to
+        link = self._peers.link(peer)
+        if peer not in self._watched:
+            self._watched.add(peer)
+            link.on_broken(lambda: self._on_unreachable(peer))
         # A snapshot larger than a message goes ahead of its envelope, in pieces.
         for piece in snapshot_chunks.split(wire.to_proto(envelope)):
-            future = link.submit(replica_pb2.ReplicaOp(raft=piece), _answered, self._timeout,
-                                 any_answer=True, urgent=True)
-            future.add_done_callback(lambda done: self._delivered(envelope.to, done))
-
-    def _delivered(self, peer: NodeId, future: "asyncio.Future[None]") -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._on_unreachable(peer)
-
-
-def _answered(result: replica_pb2.ReplicaResult) -> None:
-    """An envelope's answer: any answer says the peer is reachable (one that
-    refused the envelope logged why)."""
+            link.post(replica_pb2.ReplicaOp(raft=piece))
 
 
 class LeaderPeers:

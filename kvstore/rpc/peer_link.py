@@ -18,11 +18,21 @@ would gain nothing by waiting, and with large values (one per message)
 waiting would allow one write per round trip and hold every other queued
 here.
 
-An *urgent* operation (leader mode's Raft envelopes, which the peer
-answers as it reads them) does not wait its turn: it goes in the next
-message written, in a message of urgent ones, which is not counted among
-those awaiting answers. Otherwise a write waiting for its commit on the
-peer would hold back the Raft messages that commit it.
+A *one-way* operation (`post`: leader mode's Raft envelopes) has id 0: the
+peer runs it and answers nothing, so it costs no answer message, future or
+deadline. Posts go ahead of everything else, in messages of their own; those
+queued beyond `max_bytes_in_flight` (a peer that does not read) are dropped,
+oldest first, and so are those a broken stream carried: Raft sends again
+what matters. Whoever asked `on_broken` hears of every broken stream (the
+Raft host then stops streaming appends to the peer). To a peer that serves
+only `Replica.Batch`, a post goes as an ordinary operation, its answer
+ignored.
+
+An *urgent* operation (one the peer answers as it reads it) does not wait
+its turn either: it goes in the next message written after the posts, in a
+message of urgent ones, which is not counted among those awaiting answers.
+Neither waits behind a write awaiting its commit on the peer (a Raft
+message held there would hold back the commit).
 
 Answers come back by id, in any order. Each operation has its own deadline
 (the link's `call_timeout`, or the one given), kept by one timer per link:
@@ -170,6 +180,19 @@ def _live(pending: _Pending) -> bool:
     return pending.live()
 
 
+def _always(_: bytes) -> bool:
+    return True
+
+
+def _ignore(_: replica_pb2.ReplicaResult) -> None:
+    return None
+
+
+def _retrieve(future: "asyncio.Future[None]") -> None:
+    if not future.cancelled():
+        future.exception()  # a post's failure is nobody's news
+
+
 class _Stream:
     """One `Replica.Stream` call and the operations it carries, by id."""
 
@@ -201,6 +224,9 @@ class PeerLink:
         self._retiring: set[grpc.aio.Channel] = set()  # old channels, closed after their stream
         self._queue: deque[_Pending] = deque()
         self._urgent: deque[_Pending] = deque()  # sent before the queue, not flow-controlled
+        self._posts: deque[bytes] = deque()  # one way (id 0), encoded; sent first
+        self._posts_bytes = 0
+        self._broken_listeners: list[Callable[[], None]] = []
         self._next_id = 1
         self._stream: _Stream | None = None
         self._unary = False  # the peer does not serve Replica.Stream
@@ -297,6 +323,29 @@ class PeerLink:
         self._wake.set()
         return future
 
+    def post(self, op: replica_pb2.ReplicaOp) -> None:
+        """Send `op` one way: the peer runs it and answers nothing. It may be
+        lost (see the module docstring); nothing says so but `on_broken`."""
+        if self._stopped:
+            return
+        if self._unary:
+            future = self.submit(op, _ignore, any_answer=True)
+            future.add_done_callback(_retrieve)
+            return
+        op.id = 0
+        encoded = op.SerializeToString()
+        self._posts.append(encoded)
+        self._posts_bytes += len(encoded)
+        while self._posts_bytes > self._settings.max_bytes_in_flight and len(self._posts) > 1:
+            self._posts_bytes -= len(self._posts.popleft())
+        if self._sender is None:
+            self._sender = self._tasks.create_task(self._send())
+        self._wake.set()
+
+    def on_broken(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a stream of this link breaks."""
+        self._broken_listeners.append(listener)
+
     def ping(self, timeout: float) -> "asyncio.Future[None]":
         """A heartbeat on the link's stream: answered at once by a replica
         that reads its stream, so a stuck stream is a silent peer. Any
@@ -313,6 +362,7 @@ class PeerLink:
             pending.fail(error)
         self._urgent.clear()
         self._queue.clear()
+        self._drop_posts()
         if self._stream is not None:
             self._stream.call.cancel()  # its receiver fails what it carried
         if self._timer is not None:
@@ -333,7 +383,11 @@ class PeerLink:
                 if self._urgent and self._unary:  # Batch calls answer in turn anyway
                     self._queue.extendleft(reversed(self._urgent))
                     self._urgent.clear()
-                if self._urgent:
+                if self._posts and self._unary:
+                    self._drop_posts()  # one way, as lost on the way: sent again if they matter
+                if self._posts:
+                    await self._send_posts()
+                elif self._urgent:
                     await self._send_on_stream(self._urgent, counted=False)
                 elif not self._queue:
                     self._wake.clear()
@@ -388,6 +442,23 @@ class PeerLink:
         if stream.answered:
             for pending in batch:
                 pending.encoded = b""
+
+    async def _send_posts(self) -> None:
+        settings = self._settings
+        batch = take_batch(self._posts, settings.max_batch, settings.max_batch_bytes,
+                           framed_size, _always)
+        self._posts_bytes -= sum(map(len, batch))
+        stream = self._stream if self._stream is not None else self._open_stream()
+        try:
+            await stream.call.write(encode_batch(batch))
+            self._on_message("sent", len(batch))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            assert stream.receiver is not None  # it ends the stream (and may switch to Batch)
+            await asyncio.wait((stream.receiver,))
+
+    def _drop_posts(self) -> None:
+        self._posts.clear()
+        self._posts_bytes = 0
 
     def _message_answered(self, message: _Message) -> None:
         self._messages_in_flight -= 1
@@ -455,6 +526,9 @@ class PeerLink:
         for pending in stream.in_flight.values():
             pending.fail(error)
         stream.in_flight.clear()
+        if not self._stopped:
+            for listener in self._broken_listeners:
+                listener()
 
     def _fall_back(self, stream: _Stream) -> None:
         """The peer has no Replica.Stream: nothing it carried ran; send it

@@ -3,7 +3,8 @@ run each, and send the answers back as they complete, by id.
 
 Each operation is started as it is read, through the same per-operation
 code as `Replica.Batch` (`ReplicaService`): reads and tree questions are
-answered at once, writes once their commit completes. Answers that complete
+answered at once, writes once their commit completes, and an operation
+with id 0 (one way: leader mode's Raft envelopes) never. Answers that complete
 in one event-loop turn go out in one message (the writer wakes on the first
 and finds the others queued), bounded in count and bytes like every batch.
 
@@ -132,13 +133,17 @@ class StreamSession:
                 or self._in_flight_bytes >= settings.max_in_flight_bytes)
 
     def _run(self, request: replica_pb2.ReplicaBatchRequest) -> None:
-        # An empty message is never answered, so it holds no bytes.
-        message = _Message(time.perf_counter(), len(request.ops),
-                           request.ByteSize() if request.ops else 0)
+        # An operation with id 0 is one way: run, never answered. A message
+        # with nothing to answer holds no bytes.
+        answered = sum(1 for op in request.ops if op.id)
+        message = _Message(time.perf_counter(), answered, request.ByteSize() if answered else 0)
         self._in_flight_bytes += message.size
         for op in request.ops:
             started = self._start(op)
-            if isinstance(started, replica_pb2.ReplicaResult):
+            if not op.id:
+                if not isinstance(started, replica_pb2.ReplicaResult):
+                    self._spawn(started)  # it finishes on its own; nobody hears of it
+            elif isinstance(started, replica_pb2.ReplicaResult):
                 self._answer(op.id, message, started)
             else:
                 self._in_flight += 1

@@ -91,8 +91,7 @@ async def serve_leader_node(config: NodeConfig, stop: asyncio.Event,
 
                 raft = RaftDriver(
                     host, store,
-                    RaftLinks(peers, timeout=tick * config.raft_election_ticks,
-                              on_unreachable=lambda peer: raft.report_unreachable(peer),
+                    RaftLinks(peers, on_unreachable=lambda peer: raft.report_unreachable(peer),
                               on_snapshot_sent=metrics.observe_snapshot_sent),
                     IntervalTicker(tick), on_leader_change=on_leader_change)
                 local = LocalLeader(config.node_id, raft, metrics.observe_proposal,
