@@ -7,6 +7,7 @@ peer without the stream, and heartbeats over the stream."""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -172,21 +173,29 @@ async def test_operations_wait_while_a_message_awaits_answers_then_go_together()
     assert [len(message.ops) for message in replica.messages] == [1, 5]
 
 
-async def test_an_urgent_operation_goes_while_a_message_awaits_answers() -> None:
+@asynccontextmanager
+async def a_message_awaiting_answers(
+        ) -> AsyncIterator[tuple[PeerLink, ScriptedReplica, "asyncio.Future[bytes]"]]:
+    """A link whose one message awaits its answer, and an ordinary
+    operation queued behind it (held by the flow control)."""
     replica = ScriptedReplica()
     replica.held.add(b"held")
     async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
         held = link.submit(read(b"held"), state, timeout=10.0)
         await until(lambda: len(replica.messages) == 1)
-        queued = link.submit(read(b"queued"), state)
+        yield link, replica, link.submit(read(b"queued"), state)
+        held.cancel()
+        link.stop()
+
+
+async def test_an_urgent_operation_goes_while_a_message_awaits_answers() -> None:
+    async with a_message_awaiting_answers() as (link, replica, queued):
         ping = replica_pb2.ReplicaOp(ping=replica_pb2.ReplicaPing())
         urgent = link.submit(ping, lambda result: result.found, urgent=True)
         assert await urgent  # answered while the first message still waits
         assert [len(message.ops) for message in replica.messages] == [1, 1]
         assert replica.messages[1].ops[0].WhichOneof("op") == "ping"
         assert not queued.done()  # the flow control still holds the ordinary ones
-        held.cancel()
-        link.stop()
 
 
 def merge(key: bytes, size: int = 0) -> replica_pb2.ReplicaOp:
@@ -194,20 +203,13 @@ def merge(key: bytes, size: int = 0) -> replica_pb2.ReplicaOp:
 
 
 async def test_posts_go_one_way_ahead_of_a_message_awaiting_answers() -> None:
-    replica = ScriptedReplica()
-    replica.held.add(b"held")
-    async with Linked(replica, LinkSettings(call_timeout=30.0)) as link:
-        held = link.submit(read(b"held"), state, timeout=10.0)
-        await until(lambda: len(replica.messages) == 1)
-        queued = link.submit(read(b"queued"), state)
+    async with a_message_awaiting_answers() as (link, replica, queued):
         link.post(merge(b"p1"))
         link.post(merge(b"p2"))
         await until(lambda: len(replica.messages) == 2)
         posted = replica.messages[1].ops
         assert [(op.id, op.merge.key) for op in posted] == [(0, b"p1"), (0, b"p2")]
         assert not queued.done()  # the flow control still holds the ordinary ones
-        held.cancel()
-        link.stop()
 
 
 async def test_posts_beyond_the_bytes_in_flight_are_dropped_oldest_first() -> None:

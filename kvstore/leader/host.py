@@ -390,6 +390,8 @@ class MultiRaft:
         self._beat_due = set(self._peers)
 
     def _may_quiesce(self, g: _Group, down: set[NodeId]) -> bool:
+        # leader_may_quiesce's cheap conditions first: status() is built
+        # only for an idle leader, not for every busy group every tick.
         return (g.sleep.idle_ticks >= self._settings.quiesce.after_ticks
                 and g.raw.role is Role.LEADER
                 and not g.waiters.busy() and not g.raw.has_ready()

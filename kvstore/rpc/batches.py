@@ -23,6 +23,11 @@ BATCH_FIELD = 1  # `ops` and `results`: the repeated field of both batch message
 _LENGTH_DELIMITED = 2  # protobuf wire type of a message field
 
 
+def always_live(_: object) -> bool:
+    """`live` for a queue whose items never lapse (serialized answers, posts)."""
+    return True
+
+
 def take_batch(queue: "deque[Item]", max_count: int, max_bytes: int,
                size: Callable[[Item], int], live: Callable[[Item], bool]) -> list[Item]:
     """Take from the front of `queue` the items of the next message, oldest

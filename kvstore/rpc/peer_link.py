@@ -70,7 +70,9 @@ import grpc
 from kvclient.pb import replica_pb2
 from kvclient.security import PLAINTEXT, Credentials
 from kvstore.errors import DeadlineExceeded, KVStoreError, Unavailable
-from kvstore.rpc.batches import batch_is_full, encode_batch, framed_size, take_batch
+from kvstore.rpc.batches import (
+    always_live, batch_is_full, encode_batch, framed_size, take_batch,
+)
 from kvstore.rpc.channels import open_aio_channel, split_token
 from kvstore.rpc.replica_stream import DEFAULT_MAX_BATCH_BYTES
 from kvstore.rpc.status import error_of
@@ -178,10 +180,6 @@ def _size(pending: _Pending) -> int:
 
 def _live(pending: _Pending) -> bool:
     return pending.live()
-
-
-def _always(_: bytes) -> bool:
-    return True
 
 
 def _ignore(_: replica_pb2.ReplicaResult) -> None:
@@ -446,7 +444,7 @@ class PeerLink:
     async def _send_posts(self) -> None:
         settings = self._settings
         batch = take_batch(self._posts, settings.max_batch, settings.max_batch_bytes,
-                           framed_size, _always)
+                           framed_size, always_live)
         self._posts_bytes -= sum(map(len, batch))
         stream = self._stream if self._stream is not None else self._open_stream()
         try:

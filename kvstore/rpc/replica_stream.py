@@ -33,7 +33,7 @@ from typing import Any
 
 from kvclient.pb import replica_pb2
 from kvstore.errors import KVStoreError
-from kvstore.rpc.batches import encode_batch, framed_size, take_batch
+from kvstore.rpc.batches import always_live, encode_batch, framed_size, take_batch
 
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024  # well under any message limit (4 MiB at least)
 
@@ -62,10 +62,6 @@ class _Message:
         self.received = received
         self.unanswered = unanswered
         self.size = size
-
-
-def _always(_: bytes) -> bool:
-    return True
 
 
 class StreamSession:
@@ -180,7 +176,7 @@ class StreamSession:
         while True:
             while self._answers:
                 batch = take_batch(self._answers, settings.max_batch, settings.max_batch_bytes,
-                                   framed_size, _always)
+                                   framed_size, always_live)
                 await context.write(encode_batch(batch))
                 self._on_message("sent", len(batch))
             if self._in_flight == 0 and (self._stopped or not self._reading):
