@@ -73,6 +73,13 @@ class LeaderAccess:
             if event is not None:
                 event.set()
 
+    def leader_elsewhere(self, partition: int) -> NodeId | None:
+        """The leader this process knows for `partition` when it is another
+        process (a coordinator's is always another): the hint an answer
+        gives a client that routes by key, so that its next calls go there."""
+        leader = self.book.leader_of(partition)
+        return None if leader == self._self_id else leader
+
     async def wait_for_leader(self, partition: int, wanted: Callable[[NodeId | None], bool],
                               timeout: float) -> bool:
         """Whether the known leader of `partition` satisfies `wanted` within `timeout`."""

@@ -8,7 +8,9 @@ and-set, 0 meaning absent); `r`, `w`, `context` and `strict_quorum` are
 leaderless mode's and refused with INVALID_ARGUMENT. A version mismatch
 is FAILED_PRECONDITION with reason VERSION_MISMATCH and `current_version`.
 A write without a request id gets one here, so that every attempt the
-route makes carries the same one.
+route makes carries the same one. A write or linearizable read that this
+process does not lead names, in its answer's `leader`, the leader it
+knows: a token-aware client sends the partition's next calls there.
 
 The cache (a coordinator's): a linearizable read never comes from it; a
 stale read may, while the entry is younger than the cache's ttl. A write
@@ -54,12 +56,16 @@ class LeaderKV:
     async def get(self, request: kv_pb2.GetRequest, timeout: float) -> kv_pb2.GetResponse:
         validation.check_key(request.key, self._limits)
         validation.refuse_leaderless_fields(request)
-        return _get_response(await self._read(request.key, request.stale, timeout))
+        response = _get_response(await self._read(request.key, request.stale, timeout))
+        if not request.stale:  # a stale read is any replica's to answer
+            response.leader = self._leader_elsewhere(request.key)
+        return response
 
     async def put(self, request: kv_pb2.PutRequest, timeout: float) -> kv_pb2.PutResponse:
         command = self._put_command(request, "")
         outcome = await self._write(command, timeout)
-        return kv_pb2.PutResponse(version=outcome.version)
+        return kv_pb2.PutResponse(version=outcome.version,
+                                  leader=self._leader_elsewhere(request.key))
 
     async def delete(self, request: kv_pb2.DeleteRequest,
                      timeout: float) -> kv_pb2.DeleteResponse:
@@ -69,7 +75,8 @@ class LeaderKV:
         command = Delete(request.key, _request_id(request.request_id),
                          if_version=_if_version(request))
         outcome = await self._write(command, timeout)
-        return kv_pb2.DeleteResponse(version=outcome.version)
+        return kv_pb2.DeleteResponse(version=outcome.version,
+                                     leader=self._leader_elsewhere(request.key))
 
     async def get_many(self, request: kv_pb2.GetManyRequest,
                        timeout: float) -> kv_pb2.GetManyResponse:
@@ -145,6 +152,10 @@ class LeaderKV:
             value = command.value if isinstance(command, Put) else None
             self._remember(key, ReadValue(outcome.version, value), self._now())
         return outcome
+
+    def _leader_elsewhere(self, key: bytes) -> str:
+        # "" (unset) when this process leads the key's partition, or knows no leader.
+        return self._access.leader_elsewhere(self._spec.partition_of(key)) or ""
 
     def _remember(self, key: bytes, value: ReadValue, stored_at: float) -> None:
         assert self._cache is not None

@@ -72,18 +72,20 @@ class GetRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., r: _Optional[_Union[Consistency, _Mapping]] = ..., stale: bool = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("found", "siblings", "context", "timestamp", "version")
+    __slots__ = ("found", "siblings", "context", "timestamp", "version", "leader")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     found: bool
     siblings: _containers.RepeatedScalarFieldContainer[bytes]
     context: bytes
     timestamp: int
     version: int
-    def __init__(self, found: bool = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    leader: str
+    def __init__(self, found: bool = ..., siblings: _Optional[_Iterable[bytes]] = ..., context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ..., leader: _Optional[str] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("key", "value", "context", "w", "request_id", "strict_quorum", "if_version")
@@ -104,14 +106,16 @@ class PutRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("context", "timestamp", "version")
+    __slots__ = ("context", "timestamp", "version", "leader")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     context: bytes
     timestamp: int
     version: int
-    def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    leader: str
+    def __init__(self, context: _Optional[bytes] = ..., timestamp: _Optional[int] = ..., version: _Optional[int] = ..., leader: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("key", "context", "w", "request_id", "strict_quorum", "if_version")
@@ -130,12 +134,14 @@ class DeleteRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., context: _Optional[bytes] = ..., w: _Optional[_Union[Consistency, _Mapping]] = ..., request_id: _Optional[bytes] = ..., strict_quorum: bool = ..., if_version: _Optional[int] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("context", "version")
+    __slots__ = ("context", "version", "leader")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     context: bytes
     version: int
-    def __init__(self, context: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
+    leader: str
+    def __init__(self, context: _Optional[bytes] = ..., version: _Optional[int] = ..., leader: _Optional[str] = ...) -> None: ...
 
 class GetManyRequest(_message.Message):
     __slots__ = ("keys", "r", "stale")
