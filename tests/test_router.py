@@ -131,3 +131,19 @@ async def test_a_slow_answer_lets_calls_go_unrouted_until_it_comes() -> None:
         await asyncio.sleep(0)
     assert await routing.table(["h1:7101"], stub, wait=0.01) is not None
     await routing.close()
+
+
+async def test_follow_moves_a_named_leader_first_and_needs_a_table() -> None:
+    spec = ClusterSpec(SPEC.members, replicas=3, partitions=8, mode="leader")
+    routing = Router(None)
+    routing.follow(b"k", "n3")  # no table yet: nothing to move
+    stub = stubs({"h1:7101": topology_response(spec, "n1", "node")}, [])
+    before = await routing.table(["h1:7101"], stub)
+    assert before is not None
+    leader = next(n for n in spec.preference_list(b"k") if SPEC.member(n).address
+                  != before.replicas_of(b"k")[0])
+    routing.follow(b"k", leader)
+    after = await routing.table(["h1:7101"], stub)
+    assert after is not None and after.replicas_of(b"k")[0] == SPEC.member(leader).address
+    assert sorted(after.replicas_of(b"k")) == sorted(before.replicas_of(b"k"))
+    await routing.close()

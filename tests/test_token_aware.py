@@ -2,7 +2,9 @@
 client sends each call on a key straight to the key's preferred replica
 (every node's request counts show it); given a coordinator, everything goes
 through the coordinator unless asked `token_aware=True`; a preferred replica
-that is down sends its keys to the next replica."""
+that is down sends its keys to the next replica. In leader mode, a leader
+that moved is followed: the old one forwards the first call and names the
+new one, and the next calls go there."""
 
 import tomllib
 from collections import Counter
@@ -11,8 +13,10 @@ from collections.abc import Callable
 import pytest
 
 import kvclient
+from kvstore.ops.leadership import transfer_leader
 from kvstore.placement.membership import ClusterSpec
 from tests.clusters import Cluster, metric
+from tests.test_leader_cluster import elected
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
@@ -86,3 +90,29 @@ def test_given_a_coordinator_calls_go_through_it_unless_asked_to_route(
         for key in KEYS:
             client.put(key, b"x")
         assert grew(before, counts(cluster, "Put")) == Counter({"n1": len(KEYS)})
+
+
+def test_in_leader_mode_the_client_follows_a_leader_that_moved(
+        make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(nodes=3, coordinators=0, mode="leader")
+    spec = spec_of(cluster)
+    key = KEYS[0]
+    partition = spec.partition_of(key)
+    entry = cluster.nodes["n1"]
+    with kvclient.Client([entry.address], timeout=10) as client:
+        old = elected(cluster)[partition]
+        before = counts(cluster, "Put")
+        client.put(key, b"1")  # the table is fetched with every leader known
+        assert grew(before, counts(cluster, "Put")) == Counter({old: 1})
+
+        for step, (rpc, call) in enumerate([("Put", lambda: client.put(key, b"2")),
+                                            ("Get", lambda: client.get(key))]):
+            new = next(n for n in spec.preference_list(key) if n != old)
+            moved = transfer_leader(entry.address, partition, new, 10, entry.credentials)
+            assert moved.leader == new, moved
+            before = counts(cluster, rpc)
+            call()  # to the old leader, which forwards it and names the new one
+            call()  # straight to the new one
+            assert grew(before, counts(cluster, rpc)) == Counter({old: 1, new: 1}), step
+            old = new
+        assert client.get(key).value == b"2"

@@ -106,6 +106,23 @@ def test_leaders_are_named_beside_the_replicas_outside_the_version_and_routed_to
     assert table.replicas[4] == tuple(address[n] for n in spec.ring.preference_list(4, 3))
 
 
+def test_an_answer_naming_a_leader_moves_it_first_in_that_partition_only() -> None:
+    spec = ClusterSpec(SPEC.members, replicas=3, partitions=16, mode="leader")
+    table = routing.RoutingTable.from_topology(topology_response(spec, "n1", "node"))
+    assert table is not None
+    key = next(k for k in (b"k%d" % i for i in range(1000))
+               if partition_of(k, 16) == 5)
+    address = {m.node_id: m.address for m in spec.members}
+    first, second, third = spec.ring.preference_list(5, 3)
+    moved = table.with_leader(key, third)
+    assert moved.replicas[5] == (address[third], address[first], address[second])
+    assert moved.replicas[:5] == table.replicas[:5] and moved.replicas[6:] == table.replicas[6:]
+    assert moved.with_leader(key, third) is moved  # first already
+    outsider = next(m.node_id for m in spec.members if m.node_id not in (first, second, third))
+    assert table.with_leader(key, outsider) is table  # not a replica of the partition
+    assert table.with_leader(key, "nobody") is table  # not a member
+
+
 def test_advertise_is_the_single_nodes_address_and_must_match_its_member_entry(
         tmp_path: Path) -> None:
     # Plaintext beyond loopback needs --insecure, and with peers the cluster

@@ -273,6 +273,7 @@ class AsyncClient:
         """`_invoke`'s attempts."""
         addresses: Sequence[str] = self._config.addresses
         rotation = self._rotation
+        routed_key: bytes | None = None  # the key whose replicas the call goes to first
         if key is not None:
             table = await self._routing.table(self._config.addresses, self._stub)
             if table is not None:
@@ -280,6 +281,7 @@ class AsyncClient:
                 addresses = replicas + tuple(
                     a for a in self._config.addresses if a not in replicas)
                 rotation = InOrder(len(addresses))
+                routed_key = key
         attempts = Attempts(
             self._config.retry,
             rotation,
@@ -302,6 +304,9 @@ class AsyncClient:
                 delay = attempts.after_failure(error, time.monotonic())
             else:
                 self._attempt_latency.observe(time.monotonic() - sent)
+                leader = getattr(result, "leader", "")  # leader mode, forwarded
+                if leader and routed_key is not None:
+                    self._routing.follow(routed_key, leader)
                 return result
             await asyncio.sleep(delay)
 

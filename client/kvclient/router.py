@@ -5,7 +5,10 @@ where it does not apply.
 `token_aware`: None (the default) routes by key when the given addresses
 are nodes (the topology's answer says `role` "node"), and sends everything
 through them when they are coordinators (their cache and its promise apply);
-True routes by key whatever answered; False never asks.
+True routes by key whatever answered; False never asks. In leader mode a
+forwarded answer names the partition's leader, and `follow` moves the
+table's preference there (a leader that moved, or that the topology did not
+know yet when it was fetched).
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ class Router:
         except TimeoutError:
             pass  # this call goes unrouted; the fetch goes on for the next ones
         return self._table
+
+    def follow(self, key: bytes, leader: str) -> None:
+        """An answer said `leader` leads `key`'s partition now (leader mode):
+        the partition's next calls go there first."""
+        if self._table is not None:
+            self._table = self._table.with_leader(key, leader)
 
     async def close(self) -> None:
         if self._fetch is not None:

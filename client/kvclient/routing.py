@@ -1,7 +1,8 @@
 """Token-aware routing: from a `KV.Topology` answer, the addresses of the
 replicas of a key, in preference order (as cassandra-driver's
 TokenAwarePolicy sends each request to a replica of its token); in leader
-mode, the partition's leader first, as the answering process knew it.
+mode, the partition's leader first, as the answering process knew it, and
+then as answers name it (`with_leader`).
 
 Pure: no I/O. The client fetches the topology, keeps the `RoutingTable`
 built here, and asks it where each operation goes.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvclient.pb import kv_pb2
 from kvclient.retry import AddressRotation
@@ -35,6 +36,7 @@ class RoutingTable:
     role: str  # of the process that answered: "node" or "coordinator"
     addresses: tuple[str, ...]  # every member's, in the topology's order
     replicas: tuple[tuple[str, ...], ...]  # per partition: its replicas' addresses
+    ids: tuple[str, ...] = ()  # every member's id, parallel to `addresses`
 
     @classmethod
     def from_topology(cls, topology: kv_pb2.TopologyResponse) -> RoutingTable | None:
@@ -53,11 +55,28 @@ class RoutingTable:
         if not all(replicas):
             return None
         return cls(topology.version, topology.role,
-                   tuple(member.address for member in topology.members), replicas)
+                   tuple(member.address for member in topology.members), replicas,
+                   tuple(member.id for member in topology.members))
 
     def replicas_of(self, key: bytes) -> tuple[str, ...]:
         """The addresses of `key`'s replicas, the preferred (its write's origin) first."""
         return self.replicas[partition_of(key, len(self.replicas))]
+
+    def with_leader(self, key: bytes, leader: str) -> RoutingTable:
+        """This table with member `leader` first among `key`'s partition's
+        replicas (leader mode: an answer named it the partition's leader);
+        this very table when it is first already, or names no replica."""
+        try:
+            address = self.addresses[self.ids.index(leader)]
+        except ValueError:
+            return self
+        partition = partition_of(key, len(self.replicas))
+        replicas = self.replicas[partition]
+        if address not in replicas or replicas[0] == address:
+            return self
+        moved = (address, *(a for a in replicas if a != address))
+        return replace(self, replicas=(*self.replicas[:partition], moved,
+                                       *self.replicas[partition + 1:]))
 
     def candidates(self, key: bytes, others: Sequence[str]) -> tuple[str, ...]:
         """Where a call on `key` may go, in order: its replicas, then the
