@@ -36,7 +36,7 @@ class RoutingTable:
     role: str  # of the process that answered: "node" or "coordinator"
     addresses: tuple[str, ...]  # every member's, in the topology's order
     replicas: tuple[tuple[str, ...], ...]  # per partition: its replicas' addresses
-    ids: tuple[str, ...] = ()  # every member's id, parallel to `addresses`
+    ids: tuple[str, ...]  # every member's id, parallel to `addresses`
 
     @classmethod
     def from_topology(cls, topology: kv_pb2.TopologyResponse) -> RoutingTable | None:
